@@ -1,0 +1,14 @@
+//! swarmwall: an XDP traffic monitor and blocker.
+//!
+//! The library half: the kernel ABI lives in [`swarmwall_maps`]; this crate loads the eBPF object
+//! ([`dataplane`]), models rules ([`rules`], [`table`]) and parses addresses ([`addr`]).
+
+pub mod addr;
+pub mod dataplane;
+pub mod filter;
+pub mod rules;
+pub mod table;
+
+pub use addr::{AddrError, Target};
+pub use dataplane::{AttachMode, Dataplane, DataplaneError, Mode, Prog, RuleInfo, Sizes, SourceStats};
+pub use rules::{Action, Proto, RuleError, RuleId, RuleSpec, Scope};
