@@ -95,28 +95,37 @@ pub fn is_v4_mapped(a: &Addr) -> bool {
         && a[11] == 0xff
 }
 
-/// Bits in a prefix presence filter: the top 16 bits of every IPv4 address, then the top 20 bits
-/// of every other IPv6 address.
-pub const FILTER_BITS: u32 = (1 << 16) + (1 << 20);
+/// Bits in a prefix presence filter: one per IPv4 /16, then [`FILTER_V6_BUCKETS`] buckets for
+/// IPv6 /32s.
+pub const FILTER_BITS: u32 = (1 << 16) + FILTER_V6_BUCKETS;
+/// IPv6 buckets of a presence filter.
+pub const FILTER_V6_BUCKETS: u32 = 1 << 20;
 /// `u64` words in a prefix presence filter array.
 pub const FILTER_WORDS: u32 = FILTER_BITS / 64;
 /// Bits of an IPv4 address that index the filter.
 pub const FILTER_V4_BITS: u8 = 16;
-/// Bits of an IPv6 address that index the filter.
-pub const FILTER_V6_BITS: u8 = 20;
+/// Bits of an IPv6 address that are hashed into a filter bucket.
+pub const FILTER_V6_BITS: u8 = 32;
+
+/// The filter bucket of the top 32 bits of an IPv6 address (a Fibonacci hash: nearby /32s land in
+/// different buckets, so one blocked /32 does not flag its neighbours).
+#[inline(always)]
+pub const fn filter_v6_bucket(top32: u32) -> u32 {
+    (1 << 16) | (top32.wrapping_mul(0x9e37_79b1) >> 12)
+}
 
 /// The filter bit an address falls in.
 ///
 /// An LPM lookup walks the trie: tens of nanoseconds per packet. The filter lets the kernel skip
 /// the walk when no prefix in the trie can cover the address, which is the common case for an
-/// unknown source. Userspace sets, for every prefix, the bits of all addresses it covers (one bit
-/// for IPv4 prefixes of /16 or longer and IPv6 prefixes of /20 or longer).
+/// unknown source. Userspace sets, for every prefix, the bits of all addresses it covers: one bit
+/// for an IPv4 prefix of /16 or longer or an IPv6 prefix of /32 or longer, more for wider ones.
 #[inline(always)]
 pub fn filter_bit(a: &Addr) -> u32 {
     if is_v4_mapped(a) {
         ((a[12] as u32) << 8) | a[13] as u32
     } else {
-        (1 << 16) | ((a[0] as u32) << 12) | ((a[1] as u32) << 4) | ((a[2] as u32) >> 4)
+        filter_v6_bucket(u32::from_be_bytes([a[0], a[1], a[2], a[3]]))
     }
 }
 
@@ -363,11 +372,15 @@ mod tests {
     fn filter_bits_split_families() {
         assert_eq!(filter_bit(&v4_mapped([198, 51, 100, 7])), (198 << 8) | 51);
         let mut v6 = [0u8; 16];
-        v6[0] = 0x20;
-        v6[1] = 0x01;
-        v6[2] = 0x0d;
-        v6[3] = 0xb8;
-        assert_eq!(filter_bit(&v6), (1 << 16) | 0x2001_0);
+        v6[..4].copy_from_slice(&[0x20, 0x01, 0x0d, 0xb8]);
+        let mut next = v6;
+        next[3] = 0xb9;
+        assert!(filter_bit(&v6) >= 1 << 16);
+        assert_ne!(
+            filter_bit(&v6),
+            filter_bit(&next),
+            "adjacent /32s share a bucket"
+        );
         assert!(filter_bit(&[0xff; 16]) < FILTER_BITS);
     }
 

@@ -13,7 +13,9 @@ use swarmwall_maps::{Addr, is_v4_mapped, v4_mapped};
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum AddrError {
     /// Neither an address nor a prefix.
-    #[error("'{value}' is not an IP address or prefix (examples: 192.0.2.7, 198.51.100.0/24, 2001:db8::/32)")]
+    #[error(
+        "'{value}' is not an IP address or prefix (examples: 192.0.2.7, 198.51.100.0/24, 2001:db8::/32)"
+    )]
     Syntax {
         /// The rejected text.
         value: String,
@@ -33,7 +35,9 @@ pub enum AddrError {
         suggestion: String,
     },
     /// An IPv6 prefix that covers IPv4-mapped space, which the kernel keys IPv4 by.
-    #[error("'{value}' overlaps the IPv4-mapped range ::ffff:0:0/96; write IPv4 prefixes in IPv4 notation")]
+    #[error(
+        "'{value}' overlaps the IPv4-mapped range ::ffff:0:0/96; write IPv4 prefixes in IPv4 notation"
+    )]
     OverlapsV4Mapped {
         /// The rejected text.
         value: String,
@@ -72,7 +76,9 @@ impl Target {
     pub fn key(&self) -> (Addr, u32) {
         match *self {
             Target::Addr(ip) => (to_key(ip), 128),
-            Target::Net(IpNet::V4(n)) => (v4_mapped(n.network().octets()), 96 + n.prefix_len() as u32),
+            Target::Net(IpNet::V4(n)) => {
+                (v4_mapped(n.network().octets()), 96 + n.prefix_len() as u32)
+            }
             Target::Net(IpNet::V6(n)) => (n.network().octets(), n.prefix_len() as u32),
         }
     }
@@ -177,24 +183,44 @@ mod tests {
 
     #[test]
     fn host_routes_are_single_addresses() {
-        assert_eq!(t("192.0.2.7/32").unwrap(), Target::Addr("192.0.2.7".parse().unwrap()));
-        assert_eq!(t("2001:db8::1/128").unwrap(), Target::Addr("2001:db8::1".parse().unwrap()));
-        assert_eq!(t(" 192.0.2.7 ").unwrap(), Target::Addr("192.0.2.7".parse().unwrap()));
+        assert_eq!(
+            t("192.0.2.7/32").unwrap(),
+            Target::Addr("192.0.2.7".parse().unwrap())
+        );
+        assert_eq!(
+            t("2001:db8::1/128").unwrap(),
+            Target::Addr("2001:db8::1".parse().unwrap())
+        );
+        assert_eq!(
+            t(" 192.0.2.7 ").unwrap(),
+            Target::Addr("192.0.2.7".parse().unwrap())
+        );
     }
 
     #[test]
     fn v4_mapped_v6_is_v4() {
         assert_eq!(t("::ffff:192.0.2.7").unwrap(), t("192.0.2.7").unwrap());
-        assert_eq!(t("::ffff:198.51.100.0/120").unwrap(), t("198.51.100.0/24").unwrap());
+        assert_eq!(
+            t("::ffff:198.51.100.0/120").unwrap(),
+            t("198.51.100.0/24").unwrap()
+        );
     }
 
     #[test]
     fn bad_input_names_the_value() {
         let e = t("10.0.0.1/8").unwrap_err();
-        assert_eq!(e.to_string(), "'10.0.0.1/8' has host bits set (did you mean 10.0.0.0/8?)");
+        assert_eq!(
+            e.to_string(),
+            "'10.0.0.1/8' has host bits set (did you mean 10.0.0.0/8?)"
+        );
         assert!(matches!(t("0.0.0.0/0"), Err(AddrError::Everything { .. })));
         assert!(matches!(t("::/0"), Err(AddrError::Everything { .. })));
-        assert!(t("300.1.1.1").unwrap_err().to_string().contains("'300.1.1.1'"));
+        assert!(
+            t("300.1.1.1")
+                .unwrap_err()
+                .to_string()
+                .contains("'300.1.1.1'")
+        );
         assert!(matches!(t("1.2.3.0/33"), Err(AddrError::Syntax { .. })));
         assert!(matches!(t(""), Err(AddrError::Syntax { .. })));
         assert!(matches!(t("::/8"), Err(AddrError::OverlapsV4Mapped { .. })));
@@ -208,6 +234,9 @@ mod tests {
         let (k, l) = t("2001:db8::/32").unwrap().key();
         assert_eq!(l, 32);
         assert_eq!(&k[..4], &[0x20, 0x01, 0x0d, 0xb8]);
-        assert_eq!(from_key(&to_key("192.0.2.1".parse().unwrap())).to_string(), "192.0.2.1");
+        assert_eq!(
+            from_key(&to_key("192.0.2.1".parse().unwrap())).to_string(),
+            "192.0.2.1"
+        );
     }
 }

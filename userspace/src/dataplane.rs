@@ -1,16 +1,14 @@
 //! The kernel side, from userspace: load the object, size its maps, attach it, and read and write
 //! its maps through typed wrappers.
 
-use std::{
-    collections::HashMap as StdHashMap,
-    net::IpAddr,
-    time::Duration,
-};
+use std::{collections::HashMap as StdHashMap, net::IpAddr, time::Duration};
 
 use aya::{
     Ebpf, EbpfLoader, include_bytes_aligned,
-    maps::{Array, HashMap, LpmTrie, MapData, MapError, PerCpuArray, PerCpuHashMap, PerCpuValues,
-        lpm_trie::Key},
+    maps::{
+        Array, HashMap, LpmTrie, MapData, MapError, PerCpuArray, PerCpuHashMap, PerCpuValues,
+        lpm_trie::Key,
+    },
     programs::{ProgramError, TestRun as _, TestRunOptions, Xdp, XdpMode, xdp::XdpLinkId},
     util::nr_cpus,
 };
@@ -78,7 +76,8 @@ pub enum DataplaneError {
     Rule(#[from] RuleError),
 }
 
-const PERM_HINT: &str = " (loading BPF programs needs root, or CAP_BPF + CAP_NET_ADMIN + CAP_PERFMON)";
+const PERM_HINT: &str =
+    " (loading BPF programs needs root, or CAP_BPF + CAP_NET_ADMIN + CAP_PERFMON)";
 
 fn map_err(map: &'static str) -> impl FnOnce(MapError) -> DataplaneError {
     move |source| DataplaneError::Map { map, source }
@@ -283,7 +282,12 @@ impl Dataplane {
     }
 
     /// Runs a program once per `repeat` over `frame` with `BPF_PROG_TEST_RUN`.
-    pub fn test_run(&mut self, which: Prog, frame: &[u8], repeat: u32) -> Result<RunResult, DataplaneError> {
+    pub fn test_run(
+        &mut self,
+        which: Prog,
+        frame: &[u8],
+        repeat: u32,
+    ) -> Result<RunResult, DataplaneError> {
         let name = match which {
             Prog::Main => programs::XDP,
             Prog::Floor => programs::FLOOR,
@@ -292,7 +296,9 @@ impl Dataplane {
         let mut opts = TestRunOptions::new();
         opts.data_in = Some(frame);
         opts.repeat = repeat;
-        let r = prog.test_run(opts).map_err(|source| program_err(name, source))?;
+        let r = prog
+            .test_run(opts)
+            .map_err(|source| program_err(name, source))?;
         Ok(RunResult {
             action: r.return_value,
             per_packet: r.duration,
@@ -318,15 +324,14 @@ impl Dataplane {
         })
     }
 
-    /// Adds a rule. Refuses rules that cover allow-listed addresses: the allow list would
-    /// override them anyway, and such a rule is almost always a mistake.
+    /// True if an allow-list entry overlaps `target`. The kernel lets the allow list win anyway;
+    /// callers use this to refuse such rules as likely mistakes (unless forced).
+    pub fn covers_allowed(&self, target: &Target) -> bool {
+        self.table.allow_overlaps(target)
+    }
+
+    /// Adds a rule.
     pub fn add_rule(&mut self, spec: RuleSpec) -> Result<RuleId, DataplaneError> {
-        if self.table.allow_overlaps(&spec.target) {
-            return Err(RuleError::CoversAllowed {
-                target: spec.target,
-            }
-            .into());
-        }
         let (id, ops) = self.table.add(spec, monotonic_ns())?;
         self.apply(&ops)?;
         Ok(id)
@@ -370,7 +375,9 @@ impl Dataplane {
         self.table
             .rules()
             .map(|(id, entry)| {
-                let per_cpu = hits.get(&entry.slot, 0).map_err(map_err(names::RULE_HITS))?;
+                let per_cpu = hits
+                    .get(&entry.slot, 0)
+                    .map_err(map_err(names::RULE_HITS))?;
                 Ok(RuleInfo {
                     id,
                     entry: entry.clone(),
@@ -422,7 +429,8 @@ impl Dataplane {
                 s.packets += c.packets;
                 s.bytes += c.bytes;
                 s.dropped += c.dropped;
-                if c.first_seen_ns != 0 && (s.first_seen_ns == 0 || c.first_seen_ns < s.first_seen_ns)
+                if c.first_seen_ns != 0
+                    && (s.first_seen_ns == 0 || c.first_seen_ns < s.first_seen_ns)
                 {
                     s.first_seen_ns = c.first_seen_ns;
                 }
@@ -433,10 +441,12 @@ impl Dataplane {
             if let Target::Addr(ip) = info.entry.spec.target
                 && info.hits.dropped_packets > 0
             {
-                let s = out.entry(info.entry.spec.target.key().0).or_insert_with(|| SourceStats {
-                    addr: Some(ip),
-                    ..SourceStats::default()
-                });
+                let s = out
+                    .entry(info.entry.spec.target.key().0)
+                    .or_insert_with(|| SourceStats {
+                        addr: Some(ip),
+                        ..SourceStats::default()
+                    });
                 s.packets += info.hits.dropped_packets;
                 s.bytes += info.hits.dropped_bytes;
                 s.dropped += info.hits.dropped_packets;
@@ -459,49 +469,67 @@ impl Dataplane {
                 }
                 Op::SetRule { slot, rule } => {
                     let mut m: Array<&mut MapData, Rule> =
-                        Array::try_from(self.map_mut(names::RULES)?).map_err(map_err(names::RULES))?;
+                        Array::try_from(self.map_mut(names::RULES)?)
+                            .map_err(map_err(names::RULES))?;
                     m.set(*slot, rule, 0).map_err(map_err(names::RULES))?;
                 }
                 Op::SetExact { key, head } => {
                     let mut m: HashMap<&mut MapData, Addr, u32> =
-                        HashMap::try_from(self.map_mut(names::EXACT)?).map_err(map_err(names::EXACT))?;
+                        HashMap::try_from(self.map_mut(names::EXACT)?)
+                            .map_err(map_err(names::EXACT))?;
                     m.insert(key, head, 0).map_err(map_err(names::EXACT))?;
                 }
                 Op::DelExact { key } => {
                     let mut m: HashMap<&mut MapData, Addr, u32> =
-                        HashMap::try_from(self.map_mut(names::EXACT)?).map_err(map_err(names::EXACT))?;
+                        HashMap::try_from(self.map_mut(names::EXACT)?)
+                            .map_err(map_err(names::EXACT))?;
                     m.remove(key).map_err(map_err(names::EXACT))?;
                 }
                 Op::SetPrefix { key, len, head } => {
                     let mut m: LpmTrie<&mut MapData, Addr, u32> =
-                        LpmTrie::try_from(self.map_mut(names::PREFIX)?).map_err(map_err(names::PREFIX))?;
+                        LpmTrie::try_from(self.map_mut(names::PREFIX)?)
+                            .map_err(map_err(names::PREFIX))?;
                     m.insert(&Key::new(*len, *key), head, 0)
                         .map_err(map_err(names::PREFIX))?;
                 }
                 Op::DelPrefix { key, len } => {
                     let mut m: LpmTrie<&mut MapData, Addr, u32> =
-                        LpmTrie::try_from(self.map_mut(names::PREFIX)?).map_err(map_err(names::PREFIX))?;
-                    m.remove(&Key::new(*len, *key)).map_err(map_err(names::PREFIX))?;
+                        LpmTrie::try_from(self.map_mut(names::PREFIX)?)
+                            .map_err(map_err(names::PREFIX))?;
+                    m.remove(&Key::new(*len, *key))
+                        .map_err(map_err(names::PREFIX))?;
                 }
-                Op::PrefixFilter { word, value } => self.set_word(names::PREFIX_FILTER, *word, *value)?,
-                Op::AllowFilter { word, value } => self.set_word(names::ALLOW_FILTER, *word, *value)?,
+                Op::PrefixFilter { word, value } => {
+                    self.set_word(names::PREFIX_FILTER, *word, *value)?
+                }
+                Op::AllowFilter { word, value } => {
+                    self.set_word(names::ALLOW_FILTER, *word, *value)?
+                }
                 Op::SetAllow { key, len, id } => {
                     let mut m: LpmTrie<&mut MapData, Addr, u64> =
-                        LpmTrie::try_from(self.map_mut(names::ALLOW)?).map_err(map_err(names::ALLOW))?;
+                        LpmTrie::try_from(self.map_mut(names::ALLOW)?)
+                            .map_err(map_err(names::ALLOW))?;
                     m.insert(&Key::new(*len, *key), id, 0)
                         .map_err(map_err(names::ALLOW))?;
                 }
                 Op::DelAllow { key, len } => {
                     let mut m: LpmTrie<&mut MapData, Addr, u64> =
-                        LpmTrie::try_from(self.map_mut(names::ALLOW)?).map_err(map_err(names::ALLOW))?;
-                    m.remove(&Key::new(*len, *key)).map_err(map_err(names::ALLOW))?;
+                        LpmTrie::try_from(self.map_mut(names::ALLOW)?)
+                            .map_err(map_err(names::ALLOW))?;
+                    m.remove(&Key::new(*len, *key))
+                        .map_err(map_err(names::ALLOW))?;
                 }
             }
         }
         Ok(())
     }
 
-    fn set_word(&mut self, name: &'static str, word: u32, value: u64) -> Result<(), DataplaneError> {
+    fn set_word(
+        &mut self,
+        name: &'static str,
+        word: u32,
+        value: u64,
+    ) -> Result<(), DataplaneError> {
         let mut m: Array<&mut MapData, u64> =
             Array::try_from(self.map_mut(name)?).map_err(map_err(name))?;
         m.set(word, value, 0).map_err(map_err(name))
@@ -525,7 +553,9 @@ impl Dataplane {
     }
 
     fn map(&self, name: &'static str) -> Result<&aya::maps::Map, DataplaneError> {
-        self.ebpf.map(name).ok_or(DataplaneError::Missing { what: "map", name })
+        self.ebpf
+            .map(name)
+            .ok_or(DataplaneError::Missing { what: "map", name })
     }
 
     fn map_mut(&mut self, name: &'static str) -> Result<&mut aya::maps::Map, DataplaneError> {

@@ -5,7 +5,10 @@
 
 use std::collections::HashMap;
 
-use swarmwall_maps::{Addr, FILTER_V4_BITS, FILTER_V6_BITS, FILTER_WORDS, filter_bit, is_v4_mapped};
+use swarmwall_maps::{
+    Addr, FILTER_V4_BITS, FILTER_V6_BITS, FILTER_V6_BUCKETS, FILTER_WORDS, filter_bit,
+    filter_v6_bucket, is_v4_mapped,
+};
 
 /// Reference-counted mirror of one kernel filter array.
 #[derive(Debug)]
@@ -23,19 +26,36 @@ impl Default for PrefixFilter {
     }
 }
 
+/// Widest IPv6 prefix (in /32s it spans, as a power of two) whose buckets are enumerated; a wider
+/// one sets every IPv6 bucket.
+const V6_ENUMERATE_MAX: u32 = 16;
+
 /// The filter bits a prefix (key bits and length in the 128-bit space) covers.
-pub fn bits_of(key: &Addr, len: u32) -> std::ops::Range<u32> {
-    let first = filter_bit(key);
-    let (own_len, index_bits) = if is_v4_mapped(key) && len >= 96 {
-        (len - 96, FILTER_V4_BITS as u32)
-    } else {
-        (len, FILTER_V6_BITS as u32)
-    };
-    if own_len >= index_bits {
-        first..first + 1
-    } else {
-        first..first + (1 << (index_bits - own_len))
+pub fn bits_of(key: &Addr, len: u32) -> Vec<u32> {
+    if is_v4_mapped(key) && len >= 96 {
+        let first = filter_bit(key);
+        let own = len - 96;
+        let span = if own >= FILTER_V4_BITS as u32 {
+            1
+        } else {
+            1 << (FILTER_V4_BITS as u32 - own)
+        };
+        return (first..first + span).collect();
     }
+    let v6 = FILTER_V6_BITS as u32;
+    if len >= v6 {
+        return vec![filter_bit(key)];
+    }
+    if v6 - len > V6_ENUMERATE_MAX {
+        return ((1 << 16)..(1 << 16) + FILTER_V6_BUCKETS).collect();
+    }
+    let top = u32::from_be_bytes([key[0], key[1], key[2], key[3]]);
+    let mut bits: Vec<u32> = (0..1u32 << (v6 - len))
+        .map(|i| filter_v6_bucket(top | i))
+        .collect();
+    bits.sort_unstable();
+    bits.dedup();
+    bits
 }
 
 impl PrefixFilter {
@@ -108,6 +128,14 @@ mod tests {
         f.add(&k6, l6);
         assert!(f.has(&key("2001:db8:ffff::1").0));
         assert!(!f.has(&key("2001:db9::1").0));
+        let (k6, l6) = key("2a00::/24");
+        assert_eq!(bits_of(&k6, l6).len(), 256);
+        f.add(&k6, l6);
+        assert!(f.has(&key("2a00:ff::1").0));
+        assert_eq!(
+            bits_of(&key("2000::/3").0, 3).len(),
+            FILTER_V6_BUCKETS as usize
+        );
     }
 
     #[test]

@@ -10,5 +10,7 @@ pub mod rules;
 pub mod table;
 
 pub use addr::{AddrError, Target};
-pub use dataplane::{AttachMode, Dataplane, DataplaneError, Mode, Prog, RuleInfo, Sizes, SourceStats};
+pub use dataplane::{
+    AttachMode, Dataplane, DataplaneError, Mode, Prog, RuleInfo, Sizes, SourceStats,
+};
 pub use rules::{Action, Proto, RuleError, RuleId, RuleSpec, Scope};

@@ -21,11 +21,14 @@ use swarmwall_maps::Stat;
 ///
 /// Needs root (or CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON) and Linux 5.11 or newer.
 #[derive(Parser)]
-#[command(version, after_help = "Examples:\n  \
+#[command(
+    version,
+    after_help = "Examples:\n  \
     swarmwall check                          # does the XDP program load on this kernel?\n  \
     swarmwall run -i eth0 --duration 30s     # count per-source traffic for 30 s\n  \
     swarmwall run -i eth0 --block 192.0.2.7 --block 198.51.100.0/24 --port 80 --proto tcp\n  \
-    swarmwall run -i eth0 --block 192.0.2.7 --observe --json")]
+    swarmwall run -i eth0 --block 192.0.2.7 --observe --json"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -70,6 +73,9 @@ struct RunArgs {
     /// Expire the --block rules after this long (e.g. 90s, 10m); enforced in the kernel.
     #[arg(long, value_parser = humantime::parse_duration)]
     ttl: Option<Duration>,
+    /// Add --block rules even if they overlap the allow list (which still wins in the kernel).
+    #[arg(long)]
+    force: bool,
     /// Observe mode: rules count what they would drop but pass everything.
     #[arg(long)]
     observe: bool,
@@ -101,8 +107,7 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .init();
     let cli = Cli::parse();
@@ -156,6 +161,10 @@ fn run(a: RunArgs) -> Result<()> {
         dp.allow(*t).with_context(|| format!("allow {t}"))?;
     }
     for t in &a.block {
+        if dp.covers_allowed(t) && !a.force {
+            return Err(swarmwall::RuleError::CoversAllowed { target: *t })
+                .context("refusing (use --force to add it anyway; the allow list still wins)");
+        }
         dp.add_rule(RuleSpec {
             target: *t,
             action: Action::Drop,
@@ -221,7 +230,10 @@ fn ago(ns: u64, now: u64) -> String {
 
 fn print_text(dp: &Dataplane, n: usize) -> Result<()> {
     let now = monotonic_ns();
-    println!("{:<40} {:>10} {:>12} {:>10} {:>9}", "SOURCE", "PACKETS", "BYTES", "DROPPED", "LAST");
+    println!(
+        "{:<40} {:>10} {:>12} {:>10} {:>9}",
+        "SOURCE", "PACKETS", "BYTES", "DROPPED", "LAST"
+    );
     for s in top_sources(dp, n)? {
         let addr = s.addr.map_or("-".into(), |a| a.to_string());
         println!(
@@ -236,11 +248,19 @@ fn print_text(dp: &Dataplane, n: usize) -> Result<()> {
     let rules = dp.rules()?;
     if !rules.is_empty() {
         println!();
-        println!("{:<6} {:<28} {:<8} {:<24} {:>10} {:>10}", "RULE", "TARGET", "ACTION", "SCOPE", "HITS", "DROPPED");
+        println!(
+            "{:<6} {:<28} {:<8} {:<24} {:>10} {:>10}",
+            "RULE", "TARGET", "ACTION", "SCOPE", "HITS", "DROPPED"
+        );
         for RuleInfo { id, entry, hits } in rules {
             println!(
                 "{:<6} {:<28} {:<8} {:<24} {:>10} {:>10}",
-                id, entry.spec.target, entry.spec.action, entry.spec.scope, hits.packets, hits.dropped_packets
+                id,
+                entry.spec.target,
+                entry.spec.action,
+                entry.spec.scope,
+                hits.packets,
+                hits.dropped_packets
             );
         }
     }

@@ -222,13 +222,17 @@ pub enum RuleError {
         id: RuleId,
     },
     /// The rule would cover an allow-listed address.
-    #[error("{target} covers an allow-listed address; remove the allow entry first or narrow the rule")]
+    #[error(
+        "{target} covers an allow-listed address; remove the allow entry first or narrow the rule"
+    )]
     CoversAllowed {
         /// The rule's target.
         target: Target,
     },
     /// More rules than the kernel walks for one key.
-    #[error("{target} would have {count} rules including those inherited from covering prefixes; the kernel evaluates at most {max}")]
+    #[error(
+        "{target} would have {count} rules including those inherited from covering prefixes; the kernel evaluates at most {max}"
+    )]
     ChainTooLong {
         /// The key whose chain would be too long.
         target: Target,
@@ -258,8 +262,19 @@ mod tests {
         r.ttl = None;
         r.scope.proto = Some(Proto::Icmp);
         r.scope.port = Some(80);
-        assert!(r.validate().unwrap_err().to_string().contains("icmp has no ports"));
-        assert!("sctp".parse::<Proto>().unwrap_err().to_string().contains("'sctp'"));
+        assert!(
+            r.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("icmp has no ports")
+        );
+        assert!(
+            "sctp"
+                .parse::<Proto>()
+                .unwrap_err()
+                .to_string()
+                .contains("'sctp'")
+        );
         assert_eq!("TCP".parse::<Proto>().unwrap(), Proto::Tcp);
     }
 }

@@ -15,7 +15,7 @@ use swarmwall_maps::{Addr, MAX_CHAIN, NO_RULE, Rule};
 use crate::{
     addr::Target,
     filter::PrefixFilter,
-    rules::{RuleError, RuleId, RuleSpec},
+    rules::{Action, RuleError, RuleId, RuleSpec, Scope},
 };
 
 /// One map write.
@@ -62,7 +62,11 @@ fn pkey(t: &Target) -> PrefixKey {
 }
 
 fn mask(bits: u128, len: u32) -> u128 {
-    if len == 0 { 0 } else { bits & (u128::MAX << (128 - len)) }
+    if len == 0 {
+        0
+    } else {
+        bits & (u128::MAX << (128 - len))
+    }
 }
 
 /// The table of rules and allow entries.
@@ -73,6 +77,10 @@ pub struct RuleTable {
     free: Vec<u32>,
     next_id: RuleId,
     rules: BTreeMap<RuleId, Entry>,
+    /// Identical-rule detection without a scan: (target, action, scope) -> id.
+    index: HashMap<(Target, Action, Scope), RuleId>,
+    /// How many prefixes of each length have rules: parent lookups probe only these lengths.
+    lens: BTreeMap<u32, usize>,
     exact: HashMap<Addr, Vec<RuleId>>,
     prefix: BTreeMap<PrefixKey, Vec<RuleId>>,
     prefix_filter: PrefixFilter,
@@ -90,6 +98,8 @@ impl RuleTable {
             free: Vec::new(),
             next_id: 1,
             rules: BTreeMap::new(),
+            index: HashMap::new(),
+            lens: BTreeMap::new(),
             exact: HashMap::new(),
             prefix: BTreeMap::new(),
             prefix_filter: PrefixFilter::default(),
@@ -144,11 +154,7 @@ impl RuleTable {
     /// Adds a rule; `now_ns` is the kernel clock, for the expiry.
     pub fn add(&mut self, spec: RuleSpec, now_ns: u64) -> Result<(RuleId, Vec<Op>), RuleError> {
         spec.validate()?;
-        if let Some((id, _)) = self.rules.iter().find(|(_, e)| {
-            e.spec.target == spec.target
-                && e.spec.action == spec.action
-                && e.spec.scope == spec.scope
-        }) {
+        if let Some(id) = self.index.get(&(spec.target, spec.action, spec.scope)) {
             return Err(RuleError::Duplicate { id: *id });
         }
         let expires_ns = spec
@@ -224,6 +230,7 @@ impl RuleTable {
                         // find them before we exist.
                         let children = self.children_of_new(k);
                         self.prefix.insert(k, vec![id]);
+                        *self.lens.entry(k.1).or_default() += 1;
                         let (key, len) = (k.0.to_be_bytes(), k.1);
                         for (word, value) in self.prefix_filter.add(&key, len) {
                             ops.push(Op::PrefixFilter { word, value });
@@ -245,13 +252,20 @@ impl RuleTable {
 
     /// Removes a rule.
     pub fn remove(&mut self, id: RuleId) -> Result<Vec<Op>, RuleError> {
-        let entry = self.rules.get(&id).ok_or(RuleError::NoSuchRule { id })?.clone();
+        let entry = self
+            .rules
+            .get(&id)
+            .ok_or(RuleError::NoSuchRule { id })?
+            .clone();
         let mut ops = Vec::new();
         match entry.spec.target {
             Target::Addr(_) => {
                 let (key, _) = entry.spec.target.key();
                 let chain = self.exact.get_mut(&key).expect("indexed rule has a chain");
-                let pos = chain.iter().position(|r| *r == id).expect("rule in its chain");
+                let pos = chain
+                    .iter()
+                    .position(|r| *r == id)
+                    .expect("rule in its chain");
                 chain.remove(pos);
                 let chain = chain.clone();
                 let after = chain.get(pos).map_or(NO_RULE, |n| self.rules[n].slot);
@@ -274,7 +288,10 @@ impl RuleTable {
                 let k = pkey(&entry.spec.target);
                 let parent_head = self.parent(k).map_or(NO_RULE, |p| self.head(p));
                 let own = self.prefix.get_mut(&k).expect("indexed rule has a chain");
-                let pos = own.iter().position(|r| *r == id).expect("rule in its chain");
+                let pos = own
+                    .iter()
+                    .position(|r| *r == id)
+                    .expect("rule in its chain");
                 own.remove(pos);
                 let own = own.clone();
                 let after = own.get(pos).map_or(parent_head, |n| self.rules[n].slot);
@@ -283,6 +300,12 @@ impl RuleTable {
                     let (key, len) = (k.0.to_be_bytes(), k.1);
                     if own.is_empty() {
                         self.prefix.remove(&k);
+                        if let Some(n) = self.lens.get_mut(&k.1) {
+                            *n -= 1;
+                            if *n == 0 {
+                                self.lens.remove(&k.1);
+                            }
+                        }
                         ops.push(Op::DelPrefix { key, len });
                         for (word, value) in self.prefix_filter.remove(&key, len) {
                             ops.push(Op::PrefixFilter { word, value });
@@ -307,6 +330,8 @@ impl RuleTable {
             }
         }
         self.rules.remove(&id);
+        self.index
+            .remove(&(entry.spec.target, entry.spec.action, entry.spec.scope));
         ops.push(Op::SetRule {
             slot: entry.slot,
             rule: Rule::EMPTY,
@@ -370,6 +395,8 @@ impl RuleTable {
     fn insert_entry(&mut self, spec: RuleSpec, slot: u32, expires_ns: u64) -> RuleId {
         let id = self.next_id;
         self.next_id += 1;
+        self.index
+            .insert((spec.target, spec.action, spec.scope), id);
         self.rules.insert(
             id,
             Entry {
@@ -405,9 +432,10 @@ impl RuleTable {
 
     /// The nearest strictly covering prefix that has rules.
     fn parent(&self, k: PrefixKey) -> Option<PrefixKey> {
-        (1..k.1)
+        self.lens
+            .range(..k.1)
             .rev()
-            .map(|l| (mask(k.0, l), l))
+            .map(|(l, _)| (mask(k.0, *l), *l))
             .find(|p| self.prefix.contains_key(p))
     }
 
@@ -419,7 +447,12 @@ impl RuleTable {
     /// Prefixes strictly inside `k`.
     fn descendants(&self, k: PrefixKey) -> Vec<PrefixKey> {
         let lo = mask(k.0, k.1);
-        let hi = lo | if k.1 == 0 { u128::MAX } else { !(u128::MAX << (128 - k.1)) };
+        let hi = lo
+            | if k.1 == 0 {
+                u128::MAX
+            } else {
+                !(u128::MAX << (128 - k.1))
+            };
         self.prefix
             .range((lo, 0)..=(hi, 128))
             .map(|(d, _)| *d)
@@ -446,7 +479,9 @@ impl RuleTable {
 
     /// Rewrites the last own rule of `k` to continue at `next`.
     fn relink_tail(&self, k: PrefixKey, next: u32) -> Op {
-        let last = *self.prefix[&k].last().expect("a prefix in the table has rules");
+        let last = *self.prefix[&k]
+            .last()
+            .expect("a prefix in the table has rules");
         Op::SetRule {
             slot: self.rules[&last].slot,
             rule: self.kernel_rule(last, next),
@@ -461,7 +496,6 @@ mod tests {
     use swarmwall_maps::{ACTION_DROP, ACTION_OBSERVE};
 
     use super::*;
-    use crate::rules::{Action, Scope};
 
     /// The kernel's view: maps as the ops leave them, and its chain walk.
     #[derive(Default)]
@@ -511,7 +545,10 @@ mod tests {
                 }
                 ids
             };
-            let exact = self.exact.get(&a.to_be_bytes()).map_or(vec![], |h| chain(*h));
+            let exact = self
+                .exact
+                .get(&a.to_be_bytes())
+                .map_or(vec![], |h| chain(*h));
             let best = self
                 .prefix
                 .iter()
@@ -559,8 +596,16 @@ mod tests {
     #[test]
     fn prefixes_inherit_covering_rules_in_any_insert_order() {
         let (mut t, mut m) = (RuleTable::new(16), Model::default());
-        let inner = add(&mut t, &mut m, spec("198.51.100.0/24", Action::Observe, None));
-        let outer = add(&mut t, &mut m, spec("198.51.0.0/16", Action::Drop, Some(80)));
+        let inner = add(
+            &mut t,
+            &mut m,
+            spec("198.51.100.0/24", Action::Observe, None),
+        );
+        let outer = add(
+            &mut t,
+            &mut m,
+            spec("198.51.0.0/16", Action::Drop, Some(80)),
+        );
         let mid = add(&mut t, &mut m, spec("198.51.96.0/20", Action::Drop, None));
         assert_eq!(m.walk("198.51.100.9").1, vec![inner, mid, outer]);
         assert_eq!(m.walk("198.51.97.1").1, vec![mid, outer]);
@@ -569,7 +614,11 @@ mod tests {
         m.apply(&t.remove(mid).unwrap());
         assert_eq!(m.walk("198.51.100.9").1, vec![inner, outer]);
         // A second rule on the outer prefix, then removing its head: children follow the new head.
-        let outer2 = add(&mut t, &mut m, spec("198.51.0.0/16", Action::Drop, Some(443)));
+        let outer2 = add(
+            &mut t,
+            &mut m,
+            spec("198.51.0.0/16", Action::Drop, Some(443)),
+        );
         m.apply(&t.remove(outer).unwrap());
         assert_eq!(m.walk("198.51.100.9").1, vec![inner, outer2]);
         m.apply(&t.remove(outer2).unwrap());
@@ -581,11 +630,19 @@ mod tests {
     fn chain_length_is_bounded_for_descendants_too() {
         let (mut t, mut m) = (RuleTable::new(64), Model::default());
         for p in 0..(MAX_CHAIN as u16) {
-            add(&mut t, &mut m, spec("203.0.113.0/24", Action::Drop, Some(1000 + p)));
+            add(
+                &mut t,
+                &mut m,
+                spec("203.0.113.0/24", Action::Drop, Some(1000 + p)),
+            );
         }
-        let e = t.add(spec("203.0.0.0/16", Action::Drop, None), 0).unwrap_err();
+        let e = t
+            .add(spec("203.0.0.0/16", Action::Drop, None), 0)
+            .unwrap_err();
         assert!(matches!(e, RuleError::ChainTooLong { count: 9, .. }), "{e}");
-        let e = t.add(spec("203.0.113.0/24", Action::Drop, None), 0).unwrap_err();
+        let e = t
+            .add(spec("203.0.113.0/24", Action::Drop, None), 0)
+            .unwrap_err();
         assert!(matches!(e, RuleError::ChainTooLong { .. }));
     }
 
@@ -611,17 +668,32 @@ mod tests {
         s.scope.dst = Some("203.0.113.5".parse().unwrap());
         s.ttl = Some(Duration::from_secs(60));
         let (_, ops) = t.add(s.clone(), 5).unwrap();
-        let Op::SetRule { rule, .. } = ops[0] else { panic!("{ops:?}") };
+        let Op::SetRule { rule, .. } = ops[0] else {
+            panic!("{ops:?}")
+        };
         assert_eq!(rule.action, ACTION_OBSERVE);
         assert_eq!(rule.expires_ns, 5 + 60_000_000_000);
         assert_eq!(rule.scope_port, 443);
-        assert_eq!(rule.scope_flags, swarmwall_maps::SCOPE_DST | swarmwall_maps::SCOPE_PORT);
+        assert_eq!(
+            rule.scope_flags,
+            swarmwall_maps::SCOPE_DST | swarmwall_maps::SCOPE_PORT
+        );
         assert_eq!(&rule.scope_dst[12..], &[203, 0, 113, 5]);
         assert!(matches!(t.add(s, 5), Err(RuleError::Duplicate { .. })));
         assert_eq!(t.expired(60_000_000_004), Vec::<u64>::new());
         assert_eq!(t.expired(60_000_000_005).len(), 1);
         let (_, ops) = t.add(spec("192.0.2.9", Action::Drop, None), 0).unwrap();
-        assert!(matches!(ops[0], Op::SetRule { rule: Rule { action: ACTION_DROP, expires_ns: 0, .. }, .. }));
+        assert!(matches!(
+            ops[0],
+            Op::SetRule {
+                rule: Rule {
+                    action: ACTION_DROP,
+                    expires_ns: 0,
+                    ..
+                },
+                ..
+            }
+        ));
     }
 
     #[test]
@@ -632,7 +704,10 @@ mod tests {
         assert!(matches!(ops.last(), Some(Op::SetAllow { len: 104, .. })));
         assert!(t.allow_overlaps(&"10.1.2.3".parse().unwrap()));
         assert!(!t.allow_overlaps(&"11.1.2.3".parse().unwrap()));
-        assert!(matches!(t.allow(net), Err(RuleError::AlreadyAllowed { .. })));
+        assert!(matches!(
+            t.allow(net),
+            Err(RuleError::AlreadyAllowed { .. })
+        ));
         assert!(matches!(t.disallow(net).unwrap()[0], Op::DelAllow { .. }));
         assert!(matches!(t.disallow(net), Err(RuleError::NotAllowed { .. })));
     }
