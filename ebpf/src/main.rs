@@ -21,8 +21,8 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use swarmwall_maps::{
-    ACTION_DROP, ACTION_OBSERVE, Addr, Config, GlobalStats, MAX_CHAIN, MODE_OBSERVE, NO_RULE,
-    Rule, RuleHits, SCOPE_DST, SCOPE_PORT, SCOPE_PROTO, STAT_COUNT, SourceCounters, Stat, defaults,
+    ACTION_DROP, ACTION_OBSERVE, Addr, Config, GlobalStats, MAX_CHAIN, MODE_OBSERVE, NO_RULE, Rule,
+    RuleHits, SCOPE_DST, SCOPE_PORT, SCOPE_PROTO, STAT_COUNT, SourceCounters, Stat, defaults,
     filter_bit,
 };
 
@@ -112,7 +112,7 @@ fn decide(pkt: &Packet, len: u64) -> (Stat, u32) {
     let mut pending: Option<Hit> = None;
 
     // SAFETY: the value is a plain u32 copied out at once; userspace replaces entries whole.
-    if let Some(head) = unsafe { EXACT.get(&pkt.src) } {
+    if let Some(head) = unsafe { EXACT.get(pkt.src) } {
         let head = *head;
         if let Some(hit) = walk(head, pkt, &mut now) {
             let drop = hit.action == ACTION_DROP && !observe;
@@ -250,7 +250,7 @@ fn count_hit(slot: u32, len: u64, dropped: bool) {
 #[inline(always)]
 fn count_source(pkt: &Packet, len: u64, dropped: bool, now: &mut u64) {
     let t = clock(now);
-    if let Some(c) = SOURCES.get_ptr_mut(&pkt.src) {
+    if let Some(c) = SOURCES.get_ptr_mut(pkt.src) {
         // SAFETY: this CPU's value of a per-CPU hash entry, valid while the program runs (RCU).
         // Were the LRU to recycle the entry meanwhile, the worst case is one misattributed count.
         unsafe {
@@ -268,7 +268,7 @@ fn count_source(pkt: &Packet, len: u64, dropped: bool, now: &mut u64) {
         first_seen_ns: t,
         last_seen_ns: t,
     };
-    if SOURCES.insert(&pkt.src, &fresh, 0).is_err() {
+    if SOURCES.insert(pkt.src, fresh, 0).is_err() {
         record_extra(Stat::SourceInsertFailed);
     }
 }

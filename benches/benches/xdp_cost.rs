@@ -1,0 +1,220 @@
+//! In-kernel per-packet cost of the XDP program, measured with `BPF_PROG_TEST_RUN`, next to a
+//! trivial `XDP_PASS` program from the same object (the floor), in one run.
+//!
+//! Loads 1M exact rules and 100k prefix rules first (the sizes the targets are stated for), then
+//! runs each path `REPEAT` times per round, several rounds, and reports the median. Needs root.
+//!
+//! `cargo xtask bench` (or `cargo bench -p swarmwall-benches`); `SWARMWALL_BENCH_QUICK=1` runs a
+//! small configuration for a smoke check.
+
+use std::{
+    net::{IpAddr, Ipv4Addr},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, Result, bail};
+use swarmwall::{Action, Dataplane, Prog, RuleSpec, Scope, Sizes, Target};
+use swarmwall_integration::packets::Frame;
+
+const XDP_DROP: u32 = 1;
+const XDP_PASS: u32 = 2;
+
+struct Config {
+    exact: u32,
+    prefixes: u32,
+    repeat: u32,
+    rounds: usize,
+}
+
+fn config() -> Config {
+    if std::env::var("SWARMWALL_BENCH_QUICK").is_ok_and(|v| v == "1") {
+        Config {
+            exact: 10_000,
+            prefixes: 1_000,
+            repeat: 100_000,
+            rounds: 3,
+        }
+    } else {
+        Config {
+            exact: 1_000_000,
+            prefixes: 100_000,
+            repeat: 2_000_000,
+            rounds: 5,
+        }
+    }
+}
+
+/// A 64-byte IPv4 (or 84-byte IPv6) UDP frame, the calibration packet of the design notes.
+fn frame(src: &str, dst: &str) -> Vec<u8> {
+    let src: IpAddr = src.parse().expect("literal address");
+    let dst: IpAddr = dst.parse().expect("literal address");
+    Frame::udp(src, dst, 40000, 53).pad_to(64).build()
+}
+
+fn v4(n: u32) -> Target {
+    Target::Addr(IpAddr::V4(Ipv4Addr::from(n)))
+}
+
+fn main() -> Result<()> {
+    if !nix_is_root() {
+        eprintln!("skipping: the XDP benchmark needs root (BPF_PROG_TEST_RUN)");
+        return Ok(());
+    }
+    let cfg = config();
+    let mut dp = Dataplane::load(Sizes {
+        sources: 1 << 20,
+        exact: cfg.exact + 1024,
+        prefix: cfg.prefixes + 1024,
+        allow: 1024,
+        rules: cfg.exact + cfg.prefixes + 2048,
+    })
+    .context("loading the data plane")?;
+
+    let t = Instant::now();
+    // Exact rules: 10.0.0.0 upwards, one address each.
+    for i in 0..cfg.exact {
+        dp.add_rule(RuleSpec::drop(v4((10 << 24) + i)))?;
+    }
+    let exact_load = t.elapsed();
+    let t = Instant::now();
+    // Prefix rules: consecutive /24s from 11.0.0.0.
+    for i in 0..cfg.prefixes {
+        let net = ipnet_v4((11 << 24) + (i << 8), 24);
+        dp.add_rule(RuleSpec::drop(net))?;
+    }
+    let prefix_load = t.elapsed();
+    let last_prefix = (11u32 << 24) + ((cfg.prefixes - 1) << 8);
+    // A source in the same /16 as the last blocked /24 but not in any: filter hit, trie miss.
+    let near_miss = Ipv4Addr::from(last_prefix + (1 << 8) + 1);
+
+    let mut ttl = RuleSpec::drop("192.0.2.200".parse()?);
+    ttl.ttl = Some(Duration::from_secs(3600));
+    dp.add_rule(ttl)?;
+    let mut scoped = RuleSpec::drop("192.0.2.201".parse()?);
+    scoped.scope = Scope {
+        dst: Some("203.0.113.10".parse()?),
+        port: Some(53),
+        ..Scope::default()
+    };
+    dp.add_rule(scoped)?;
+    let mut observe = RuleSpec::drop("192.0.2.202".parse()?);
+    observe.action = Action::Observe;
+    dp.add_rule(observe)?;
+    dp.allow("192.0.2.250".parse()?)?;
+
+    let dst = "203.0.113.10";
+    let cases: Vec<(&str, Vec<u8>, u32, Option<f64>)> = vec![
+        (
+            "floor (XDP_PASS program)",
+            frame("192.0.2.1", dst),
+            XDP_PASS,
+            None,
+        ),
+        (
+            "pass: unknown IPv4 source",
+            frame("192.0.2.1", dst),
+            XDP_PASS,
+            Some(2.0),
+        ),
+        (
+            "pass: unknown IPv6 source",
+            frame("2001:db8::1", "2001:db8:1::1"),
+            XDP_PASS,
+            Some(2.0),
+        ),
+        (
+            "pass: filter hit, trie miss",
+            frame(&near_miss.to_string(), dst),
+            XDP_PASS,
+            None,
+        ),
+        (
+            "pass: allow-listed source",
+            frame("192.0.2.250", dst),
+            XDP_PASS,
+            None,
+        ),
+        (
+            "pass: observe-only rule",
+            frame("192.0.2.202", dst),
+            XDP_PASS,
+            None,
+        ),
+        (
+            "drop: exact rule",
+            frame("10.0.1.2", dst),
+            XDP_DROP,
+            Some(1.5),
+        ),
+        (
+            "drop: exact rule with TTL",
+            frame("192.0.2.200", dst),
+            XDP_DROP,
+            None,
+        ),
+        (
+            "drop: exact rule, scoped",
+            frame("192.0.2.201", dst),
+            XDP_DROP,
+            None,
+        ),
+        (
+            "drop: prefix rule",
+            frame("11.0.5.5", dst),
+            XDP_DROP,
+            Some(3.0),
+        ),
+    ];
+
+    println!(
+        "swarmwall XDP cost: {} exact rules (loaded in {:.2?}), {} prefixes (loaded in {:.2?}); \
+         BPF_PROG_TEST_RUN, {} packets x {} rounds, median",
+        cfg.exact, exact_load, cfg.prefixes, prefix_load, cfg.repeat, cfg.rounds
+    );
+    println!(
+        "{:<30} {:>10} {:>10} {:>8}  verdict",
+        "path", "ns/packet", "x floor", "target"
+    );
+    let mut floor = 0.0;
+    let mut missed = Vec::new();
+    for (i, (name, f, want, target)) in cases.iter().enumerate() {
+        let prog = if i == 0 { Prog::Floor } else { Prog::Main };
+        let mut samples = Vec::with_capacity(cfg.rounds);
+        for _ in 0..cfg.rounds {
+            let r = dp.test_run(prog, f, cfg.repeat)?;
+            if r.action != *want {
+                bail!("{name}: action {} (expected {want})", r.action);
+            }
+            samples.push(r.per_packet.as_nanos() as f64);
+        }
+        samples.sort_by(f64::total_cmp);
+        let ns = samples[samples.len() / 2];
+        if i == 0 {
+            floor = ns;
+        }
+        let ratio = ns / floor;
+        let (tgt, verdict) = match target {
+            Some(t) if ratio <= *t => (format!("<= {t}x"), "ok"),
+            Some(t) => {
+                missed.push(*name);
+                (format!("<= {t}x"), "MISSED")
+            }
+            None => (String::new(), ""),
+        };
+        println!("{name:<30} {ns:>10.1} {ratio:>10.2} {tgt:>8}  {verdict}");
+    }
+    if !missed.is_empty() {
+        println!("targets missed: {}", missed.join(", "));
+    }
+    Ok(())
+}
+
+fn ipnet_v4(addr: u32, len: u8) -> Target {
+    Target::Net(ipnet::IpNet::V4(
+        ipnet::Ipv4Net::new(Ipv4Addr::from(addr), len).expect("valid prefix length"),
+    ))
+}
+
+fn nix_is_root() -> bool {
+    swarmwall_integration::netns::is_root()
+}

@@ -1,0 +1,14 @@
+//! Helpers for swarmwall's integration tests (in `tests/tests/*.rs`) and the lab demo.
+//!
+//! - [`netns`]: network namespaces, veth pairs and child processes as RAII guards, running code
+//!   inside a namespace, injecting raw frames; [`require_root!`] for tests that need root.
+//! - [`packets`]: Ethernet frames with VLAN tags, IPv4 options/fragments, IPv6 extension headers,
+//!   TCP/UDP, valid checksums — the shapes the XDP parser must handle.
+//!
+//! This crate deliberately does not depend on `swarmwall`, so it builds before the eBPF
+//! toolchain is set up.
+
+#![warn(missing_docs)]
+
+pub mod netns;
+pub mod packets;
