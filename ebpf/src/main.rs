@@ -1,13 +1,15 @@
 //! swarmwall's XDP data plane: count every packet per source, drop listed sources and prefixes.
 //!
-//! Order of decisions, cheapest first, and why:
+//! Per packet:
 //! 1. parse (bounded, every access checked); a packet whose source is unknown passes;
-//! 2. the allow list wins over everything (LPM walk only when its presence filter says a prefix
-//!    could cover the source);
-//! 3. exact-address rules (one hash lookup): a drop here returns at once, before any per-source
-//!    counting, so a flood from a blocked address costs one lookup and one per-CPU counter;
-//! 4. prefix rules (LPM walk behind a presence filter);
-//! 5. per-source counting in the LRU per-CPU hash, for everything that was not an exact drop.
+//! 2. look the source up in this CPU's direct-mapped source cache. A hit (same address, lookups
+//!    done under the current rules generation) gives the allow/exact/prefix results without
+//!    touching a hash or a trie: the common case for any busy source, blocked or not;
+//! 3. on a miss, flush the previous occupant's counts into the LRU hash and do the lookups:
+//!    allow list, exact rules, prefix rules (each LPM walk behind a presence filter);
+//! 4. decide: the allow list wins, then the first live matching drop rule (exact chain, then
+//!    prefix chain), else an observe rule;
+//! 5. count in the cache slot, and on the deciding rule.
 #![no_std]
 #![no_main]
 
@@ -15,15 +17,15 @@ mod parse;
 
 use aya_ebpf::{
     bindings::{BPF_F_NO_COMMON_LRU, xdp_action},
-    helpers::bpf_ktime_get_coarse_ns,
+    helpers::{bpf_jiffies64, bpf_ktime_get_coarse_ns},
     macros::{map, xdp},
     maps::{Array, HashMap, LpmTrie, LruPerCpuHashMap, PerCpuArray, lpm_trie::Key},
     programs::XdpContext,
 };
 use swarmwall_maps::{
-    ACTION_DROP, ACTION_OBSERVE, Addr, Config, GlobalStats, MAX_CHAIN, MODE_OBSERVE, NO_RULE, Rule,
-    RuleHits, SCOPE_DST, SCOPE_PORT, SCOPE_PROTO, STAT_COUNT, SourceCounters, Stat, defaults,
-    filter_bit,
+    ACTION_DROP, ACTION_OBSERVE, Addr, ClockCache, Config, FLAG_CACHE_OFF, GlobalStats, MAX_CHAIN,
+    MODE_OBSERVE, NO_RULE, Rule, RuleHits, SCOPE_DST, SCOPE_PORT, SCOPE_PROTO, SLOT_ALLOWED,
+    STAT_COUNT, SourceCounters, SourceSlot, Stat, addr_words, defaults, filter_bit, src_hash,
 };
 
 use crate::parse::{Packet, parse};
@@ -59,6 +61,12 @@ static RULES: Array<Rule> = Array::with_max_entries(defaults::RULES, 0);
 
 #[map(name = "SW_RULE_HITS")]
 static RULE_HITS: PerCpuArray<RuleHits> = PerCpuArray::with_max_entries(defaults::RULES, 0);
+
+#[map(name = "SW_CLOCK")]
+static CLOCK: PerCpuArray<ClockCache> = PerCpuArray::with_max_entries(1, 0);
+
+#[map(name = "SW_SRC_CACHE")]
+static SRC_CACHE: PerCpuArray<SourceSlot> = PerCpuArray::with_max_entries(defaults::SRC_CACHE, 0);
 
 /// The data-plane program.
 #[xdp]
@@ -102,61 +110,122 @@ struct Hit {
 
 #[inline(always)]
 fn decide(pkt: &Packet, len: u64) -> (Stat, u32) {
+    let default = Config::new();
+    let cfg = CONFIG.get(0).unwrap_or(&default);
     let mut now = 0u64;
+    let idx = src_hash(&pkt.src, cfg.hash_seed) & cfg.cache_mask;
+    let Some(slot) = SRC_CACHE.get_ptr_mut(idx) else {
+        // Unreachable with a consistent config; still decide, counting straight into the LRU.
+        let mut local = SourceSlot::default();
+        fill(&mut local, pkt, cfg.rules_gen);
+        let verdict = verdict(&mut local, pkt, len, cfg.mode == MODE_OBSERVE, &mut now);
+        flush(&local);
+        return verdict;
+    };
+    // SAFETY: this CPU's element of a per-CPU array: valid for the whole run, and nothing else
+    // writes it meanwhile (XDP runs with preemption disabled).
+    let slot = unsafe { &mut *slot };
+    let same = addr_words(&slot.addr) == addr_words(&pkt.src);
+    if slot.generation != cfg.rules_gen || !same || cfg.flags & FLAG_CACHE_OFF != 0 {
+        if !same || cfg.flags & FLAG_CACHE_OFF != 0 {
+            if slot.counters.packets != 0 {
+                flush(slot);
+            }
+            slot.addr = pkt.src;
+            slot.counters = SourceCounters::default();
+        }
+        fill(slot, pkt, cfg.rules_gen);
+    }
+    verdict(slot, pkt, len, cfg.mode == MODE_OBSERVE, &mut now)
+}
+
+/// Does the allow, exact and prefix lookups for the slot's source and tags them with `gen`.
+#[inline(always)]
+fn fill(slot: &mut SourceSlot, pkt: &Packet, generation: u32) {
+    slot.flags = 0;
     if filter_has(&ALLOW_FILTER, &pkt.src) && ALLOW.get(Key::new(128, pkt.src)).is_some() {
-        count_source(pkt, len, false, &mut now);
-        return (Stat::Allowed, xdp_action::XDP_PASS);
+        slot.flags = SLOT_ALLOWED;
     }
-
-    let observe = observing();
-    let mut pending: Option<Hit> = None;
-
-    // SAFETY: the value is a plain u32 copied out at once; userspace replaces entries whole.
-    if let Some(head) = unsafe { EXACT.get(pkt.src) } {
-        let head = *head;
-        if let Some(hit) = walk(head, pkt, &mut now) {
-            let drop = hit.action == ACTION_DROP && !observe;
-            count_hit(hit.slot, len, drop);
-            if drop {
-                // Decided before counting: the rule's hits are this source's drop count.
-                return (Stat::DroppedExact, xdp_action::XDP_DROP);
-            }
-            pending = Some(hit);
-        }
-    }
-
+    // SAFETY: the value is a plain u32, copied out at once; userspace replaces entries whole.
+    slot.exact_head = match unsafe { EXACT.get(pkt.src) } {
+        Some(h) => *h,
+        None => NO_RULE,
+    };
+    slot.prefix_head = NO_RULE;
     if filter_has(&PREFIX_FILTER, &pkt.src)
-        && let Some(head) = PREFIX.get(Key::new(128, pkt.src))
+        && let Some(h) = PREFIX.get(Key::new(128, pkt.src))
     {
-        let head = *head;
-        if let Some(hit) = walk(head, pkt, &mut now) {
-            // An exact observe rule already counted; a prefix drop still overrides it.
-            let drop = hit.action == ACTION_DROP && !observe;
-            if pending.is_none() || hit.action == ACTION_DROP {
-                count_hit(hit.slot, len, drop);
-            }
-            if drop {
-                count_source(pkt, len, true, &mut now);
-                return (Stat::DroppedPrefix, xdp_action::XDP_DROP);
-            }
-            if pending.is_none() {
-                pending = Some(hit);
-            }
-        }
+        slot.prefix_head = *h;
     }
+    slot.generation = generation;
+}
 
-    count_source(pkt, len, false, &mut now);
-    match pending {
-        Some(_) => (Stat::Observed, xdp_action::XDP_PASS),
-        None => (Stat::Passed, xdp_action::XDP_PASS),
+/// Decides from the slot's lookups and counts the packet in the slot and on the deciding rule.
+#[inline(always)]
+fn verdict(
+    slot: &mut SourceSlot,
+    pkt: &Packet,
+    len: u64,
+    observe: bool,
+    now: &mut u64,
+) -> (Stat, u32) {
+    let (stat, action) = if slot.flags & SLOT_ALLOWED != 0 {
+        (Stat::Allowed, xdp_action::XDP_PASS)
+    } else {
+        rules_verdict(slot.exact_head, slot.prefix_head, pkt, len, observe, now)
+    };
+    let c = &mut slot.counters;
+    let t = clock(now);
+    if c.first_seen_ns == 0 {
+        c.first_seen_ns = t;
     }
+    c.packets += 1;
+    c.bytes += len;
+    c.last_seen_ns = t;
+    if action == xdp_action::XDP_DROP {
+        c.dropped += 1;
+    }
+    (stat, action)
 }
 
 #[inline(always)]
-fn observing() -> bool {
-    match CONFIG.get(0) {
-        Some(c) => c.mode == MODE_OBSERVE,
-        None => false,
+fn rules_verdict(
+    exact_head: u32,
+    prefix_head: u32,
+    pkt: &Packet,
+    len: u64,
+    observe: bool,
+    now: &mut u64,
+) -> (Stat, u32) {
+    let mut pending: Option<Hit> = None;
+    if exact_head != NO_RULE
+        && let Some(hit) = walk(exact_head, pkt, now)
+    {
+        let drop = hit.action == ACTION_DROP && !observe;
+        count_hit(hit.slot, len, drop);
+        if drop {
+            return (Stat::DroppedExact, xdp_action::XDP_DROP);
+        }
+        pending = Some(hit);
+    }
+    if prefix_head != NO_RULE
+        && let Some(hit) = walk(prefix_head, pkt, now)
+    {
+        let drop = hit.action == ACTION_DROP && !observe;
+        // An exact observe rule already counted; a prefix drop still overrides it.
+        if pending.is_none() || hit.action == ACTION_DROP {
+            count_hit(hit.slot, len, drop);
+        }
+        if drop {
+            return (Stat::DroppedPrefix, xdp_action::XDP_DROP);
+        }
+        if pending.is_none() {
+            pending = Some(hit);
+        }
+    }
+    match pending {
+        Some(_) => (Stat::Observed, xdp_action::XDP_PASS),
+        None => (Stat::Passed, xdp_action::XDP_PASS),
     }
 }
 
@@ -216,18 +285,33 @@ fn scope_matches(rule: &Rule, pkt: &Packet) -> bool {
     if f & SCOPE_PORT != 0 && (!pkt.has_port || rule.scope_port != pkt.dst_port) {
         return false;
     }
-    if f & SCOPE_DST != 0 && rule.scope_dst != pkt.dst {
+    if f & SCOPE_DST != 0 && addr_words(&rule.scope_dst) != addr_words(&pkt.dst) {
         return false;
     }
     true
 }
 
-/// The coarse monotonic clock, read at most once per packet and only when needed.
+/// The coarse monotonic clock, read at most once per packet and only when needed; see
+/// [`ClockCache`] for why it goes through jiffies.
 #[inline(always)]
 fn clock(now: &mut u64) -> u64 {
     if *now == 0 {
-        // SAFETY: a helper with no arguments and no side effects.
-        *now = unsafe { bpf_ktime_get_coarse_ns() };
+        // SAFETY: helpers with no arguments and no side effects.
+        let j = unsafe { bpf_jiffies64() };
+        *now = match CLOCK.get_ptr_mut(0) {
+            Some(c) => {
+                // SAFETY: this CPU's element of a per-CPU array, no concurrent writer.
+                let c = unsafe { &mut *c };
+                if c.jiffies != j || c.ns == 0 {
+                    c.jiffies = j;
+                    // SAFETY: as above.
+                    c.ns = unsafe { bpf_ktime_get_coarse_ns() };
+                }
+                c.ns
+            }
+            // SAFETY: as above.
+            None => unsafe { bpf_ktime_get_coarse_ns() },
+        };
     }
     *now
 }
@@ -247,28 +331,25 @@ fn count_hit(slot: u32, len: u64, dropped: bool) {
     }
 }
 
+/// Adds a slot's counts to the source's LRU entry (creating it if needed).
 #[inline(always)]
-fn count_source(pkt: &Packet, len: u64, dropped: bool, now: &mut u64) {
-    let t = clock(now);
-    if let Some(c) = SOURCES.get_ptr_mut(pkt.src) {
+fn flush(slot: &SourceSlot) {
+    let d = &slot.counters;
+    if let Some(c) = SOURCES.get_ptr_mut(slot.addr) {
         // SAFETY: this CPU's value of a per-CPU hash entry, valid while the program runs (RCU).
         // Were the LRU to recycle the entry meanwhile, the worst case is one misattributed count.
         unsafe {
-            (*c).packets += 1;
-            (*c).bytes += len;
-            (*c).dropped += dropped as u64;
-            (*c).last_seen_ns = t;
+            (*c).packets += d.packets;
+            (*c).bytes += d.bytes;
+            (*c).dropped += d.dropped;
+            if (*c).first_seen_ns == 0 {
+                (*c).first_seen_ns = d.first_seen_ns;
+            }
+            (*c).last_seen_ns = d.last_seen_ns;
         }
         return;
     }
-    let fresh = SourceCounters {
-        packets: 1,
-        bytes: len,
-        dropped: dropped as u64,
-        first_seen_ns: t,
-        last_seen_ns: t,
-    };
-    if SOURCES.insert(pkt.src, fresh, 0).is_err() {
+    if SOURCES.insert(slot.addr, *d, 0).is_err() {
         record_extra(Stat::SourceInsertFailed);
     }
 }

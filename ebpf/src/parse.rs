@@ -5,7 +5,7 @@
 //! verifier can see it; every loop has a constant bound.
 
 use aya_ebpf::programs::XdpContext;
-use swarmwall_maps::{Addr, Stat, v4_mapped};
+use swarmwall_maps::{Addr, Stat, addr_from_words, v4_mapped_hi};
 
 use crate::record_extra;
 
@@ -24,7 +24,8 @@ const IPPROTO_ROUTING: u8 = 43;
 const IPPROTO_FRAGMENT: u8 = 44;
 const IPPROTO_DSTOPTS: u8 = 60;
 
-/// What the program needs to know of a packet.
+/// What the program needs to know of a packet. Aligned so addresses compare and copy as words.
+#[repr(C, align(8))]
 pub struct Packet {
     /// Source address, IPv4-mapped for IPv4.
     pub src: Addr,
@@ -38,41 +39,47 @@ pub struct Packet {
     pub dst_port: u16,
 }
 
-/// Returns a pointer to a `T` at `offset` from the start of the packet, if it lies wholly inside.
+/// Returns a pointer to `N` bytes at `offset` from the start of the packet, if they lie wholly
+/// inside; the one bounds check for every field read from that header.
 ///
-/// Only used with `T` of two bytes or more: LLVM rewrites a one-byte check into `ptr >= end`, from
+/// Only used with `N` of two or more: LLVM rewrites a one-byte check into `ptr >= end`, from
 /// which the verifier derives no range when the pointer has a variable offset.
 #[inline(always)]
-fn ptr_at<T>(ctx: &XdpContext, offset: usize) -> Option<*const T> {
+fn header<const N: usize>(ctx: &XdpContext, offset: usize) -> Option<*const u8> {
     let start = ctx.data();
     let end = ctx.data_end();
-    if start + offset + core::mem::size_of::<T>() > end {
+    if start + offset + N > end {
         return None;
     }
-    Some((start + offset) as *const T)
+    Some((start + offset) as *const u8)
 }
 
-/// Reads a header of `N` bytes at `offset` into a stack copy after one bounds check.
+/// Reads a `T` at `at` bytes into a header checked by [`header`].
+///
+/// # Safety
+/// `h` must come from `header::<N>` with `at + size_of::<T>() <= N`.
 #[inline(always)]
-fn header<const N: usize>(ctx: &XdpContext, offset: usize) -> Option<[u8; N]> {
-    // SAFETY: ptr_at checked that all N bytes lie inside the packet; read_unaligned because
-    // packet headers carry no alignment guarantee.
-    ptr_at::<[u8; N]>(ctx, offset).map(|p| unsafe { p.read_unaligned() })
+unsafe fn field<T: Copy>(h: *const u8, at: usize) -> T {
+    // SAFETY: in bounds per the caller's contract; read_unaligned because headers sit at 2-byte
+    // offsets (one load: the object is built with allows-misaligned-mem-access).
+    unsafe { h.add(at).cast::<T>().read_unaligned() }
 }
 
 /// Parses the headers. `Err` carries the stat slot of a packet that must simply pass.
 #[inline(always)]
 pub fn parse(ctx: &XdpContext) -> Result<Packet, Stat> {
-    let eth: [u8; 14] = header(ctx, 0).ok_or(Stat::ParseFailed)?;
+    let eth = header::<ETH_HLEN>(ctx, 0).ok_or(Stat::ParseFailed)?;
     let mut off = ETH_HLEN;
-    let mut proto = u16::from_be_bytes([eth[12], eth[13]]);
+    // SAFETY: bytes 12..14 of a checked 14-byte header.
+    let mut proto = u16::from_be(unsafe { field::<u16>(eth, 12) });
     for _ in 0..VLAN_MAX_DEPTH {
         if proto != ETH_P_8021Q && proto != ETH_P_8021AD {
             break;
         }
         // The tag is 4 bytes: TCI, then the encapsulated ethertype.
-        let tag: [u8; 4] = header(ctx, off).ok_or(Stat::ParseFailed)?;
-        proto = u16::from_be_bytes([tag[2], tag[3]]);
+        let tag = header::<4>(ctx, off).ok_or(Stat::ParseFailed)?;
+        // SAFETY: bytes 2..4 of a checked 4-byte tag.
+        proto = u16::from_be(unsafe { field::<u16>(tag, 2) });
         off += 4;
     }
     match proto {
@@ -84,19 +91,29 @@ pub fn parse(ctx: &XdpContext) -> Result<Packet, Stat> {
 
 #[inline(always)]
 fn parse_v4(ctx: &XdpContext, off: usize) -> Result<Packet, Stat> {
-    let h: [u8; 20] = header(ctx, off).ok_or(Stat::ParseFailed)?;
-    let ihl = ((h[0] & 0x0f) as usize) * 4;
-    if h[0] >> 4 != 4 || ihl < 20 {
+    let h = header::<20>(ctx, off).ok_or(Stat::ParseFailed)?;
+    // SAFETY: every read below lies within the checked 20-byte header.
+    let (vihl, frag, proto, src, dst) = unsafe {
+        (
+            field::<u8>(h, 0),
+            field::<u16>(h, 6),
+            field::<u8>(h, 9),
+            field::<u32>(h, 12),
+            field::<u32>(h, 16),
+        )
+    };
+    let ihl = ((vihl & 0x0f) as usize) * 4;
+    if vihl >> 4 != 4 || ihl < 20 {
         return Err(Stat::ParseFailed);
     }
     let mut pkt = Packet {
-        src: v4_mapped([h[12], h[13], h[14], h[15]]),
-        dst: v4_mapped([h[16], h[17], h[18], h[19]]),
-        proto: h[9],
+        src: addr_from_words([0, v4_mapped_hi(src)]),
+        dst: addr_from_words([0, v4_mapped_hi(dst)]),
+        proto,
         has_port: false,
         dst_port: 0,
     };
-    if u16::from_be_bytes([h[6], h[7]]) & 0x1fff != 0 {
+    if u16::from_be(frag) & 0x1fff != 0 {
         // Only the first fragment carries the transport header.
         record_extra(Stat::Fragment);
         return Ok(pkt);
@@ -108,18 +125,23 @@ fn parse_v4(ctx: &XdpContext, off: usize) -> Result<Packet, Stat> {
 
 #[inline(always)]
 fn parse_v6(ctx: &XdpContext, off: usize) -> Result<Packet, Stat> {
-    let h: [u8; 40] = header(ctx, off).ok_or(Stat::ParseFailed)?;
-    if h[0] >> 4 != 6 {
+    let h = header::<40>(ctx, off).ok_or(Stat::ParseFailed)?;
+    // SAFETY: every read below lies within the checked 40-byte header.
+    let (vers, next, src, dst) = unsafe {
+        (
+            field::<u8>(h, 0),
+            field::<u8>(h, 6),
+            [field::<u64>(h, 8), field::<u64>(h, 16)],
+            [field::<u64>(h, 24), field::<u64>(h, 32)],
+        )
+    };
+    if vers >> 4 != 6 {
         return Err(Stat::ParseFailed);
     }
-    let mut src = [0u8; 16];
-    let mut dst = [0u8; 16];
-    src.copy_from_slice(&h[8..24]);
-    dst.copy_from_slice(&h[24..40]);
     let mut pkt = Packet {
-        src,
-        dst,
-        proto: h[6],
+        src: addr_from_words(src),
+        dst: addr_from_words(dst),
+        proto: next,
         has_port: false,
         dst_port: 0,
     };
@@ -132,16 +154,20 @@ fn parse_v6(ctx: &XdpContext, off: usize) -> Result<Packet, Stat> {
                     record_extra(Stat::L4Truncated);
                     return Ok(pkt);
                 };
-                pkt.proto = e[0];
-                l4 += (e[1] as usize + 1) * 8;
+                // SAFETY: both bytes lie within the checked 2-byte header start.
+                let (nh, len) = unsafe { (field::<u8>(e, 0), field::<u8>(e, 1)) };
+                pkt.proto = nh;
+                l4 += (len as usize + 1) * 8;
             }
             IPPROTO_FRAGMENT => {
                 let Some(e) = header::<4>(ctx, l4) else {
                     record_extra(Stat::L4Truncated);
                     return Ok(pkt);
                 };
-                pkt.proto = e[0];
-                if u16::from_be_bytes([e[2], e[3]]) & 0xfff8 != 0 {
+                // SAFETY: bytes 0 and 2..4 lie within the checked 4 bytes.
+                let (nh, fo) = unsafe { (field::<u8>(e, 0), field::<u16>(e, 2)) };
+                pkt.proto = nh;
+                if u16::from_be(fo) & 0xfff8 != 0 {
                     record_extra(Stat::Fragment);
                     return Ok(pkt);
                 }
@@ -161,16 +187,17 @@ fn ports(ctx: &XdpContext, off: usize, pkt: &mut Packet) {
         return;
     }
     // Only the ports are needed, but a header shorter than its minimum is a truncated packet.
-    let whole = if pkt.proto == IPPROTO_TCP {
-        ptr_at::<[u8; 20]>(ctx, off).is_some()
+    let h = if pkt.proto == IPPROTO_TCP {
+        header::<20>(ctx, off)
     } else {
-        ptr_at::<[u8; 8]>(ctx, off).is_some()
+        header::<8>(ctx, off)
     };
-    match header::<4>(ctx, off) {
-        Some(p) if whole => {
-            pkt.dst_port = u16::from_be_bytes([p[2], p[3]]);
+    match h {
+        Some(h) => {
+            // SAFETY: bytes 2..4 lie within the checked (8- or 20-byte) header.
+            pkt.dst_port = u16::from_be(unsafe { field::<u16>(h, 2) });
             pkt.has_port = true;
         }
-        _ => record_extra(Stat::L4Truncated),
+        None => record_extra(Stat::L4Truncated),
     }
 }

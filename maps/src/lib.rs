@@ -37,6 +37,10 @@ pub mod names {
     pub const RULES: &str = "SW_RULES";
     /// Per-rule hit counters: per-CPU array of [`super::RuleHits`], indexed like [`RULES`].
     pub const RULE_HITS: &str = "SW_RULE_HITS";
+    /// Per-CPU direct-mapped source cache: array of [`super::SourceSlot`].
+    pub const SRC_CACHE: &str = "SW_SRC_CACHE";
+    /// Per-CPU clock cache, one [`super::ClockCache`].
+    pub const CLOCK: &str = "SW_CLOCK";
 }
 
 /// Program names inside the object.
@@ -59,6 +63,8 @@ pub mod defaults {
     pub const ALLOW: u32 = 1 << 14;
     /// Rule slots (shared by exact and prefix chains).
     pub const RULES: u32 = (1 << 18) + (1 << 16);
+    /// Source cache slots per CPU (a power of two).
+    pub const SRC_CACHE: u32 = 1 << 16;
 }
 
 /// A source or destination address: IPv6, with IPv4 as IPv4-mapped IPv6 (`::ffff:a.b.c.d`).
@@ -78,21 +84,56 @@ pub const fn v4_mapped(o: [u8; 4]) -> Addr {
     ]
 }
 
+/// The address as two little-endian words: how the kernel program compares and hashes it (one
+/// load each instead of sixteen).
+#[inline(always)]
+pub const fn addr_words(a: &Addr) -> [u64; 2] {
+    let [
+        b0,
+        b1,
+        b2,
+        b3,
+        b4,
+        b5,
+        b6,
+        b7,
+        b8,
+        b9,
+        b10,
+        b11,
+        b12,
+        b13,
+        b14,
+        b15,
+    ] = *a;
+    [
+        u64::from_le_bytes([b0, b1, b2, b3, b4, b5, b6, b7]),
+        u64::from_le_bytes([b8, b9, b10, b11, b12, b13, b14, b15]),
+    ]
+}
+
+/// The address with the given words (inverse of [`addr_words`]).
+#[inline(always)]
+pub const fn addr_from_words(w: [u64; 2]) -> Addr {
+    let [b0, b1, b2, b3, b4, b5, b6, b7] = w[0].to_le_bytes();
+    let [b8, b9, b10, b11, b12, b13, b14, b15] = w[1].to_le_bytes();
+    [
+        b0, b1, b2, b3, b4, b5, b6, b7, b8, b9, b10, b11, b12, b13, b14, b15,
+    ]
+}
+
+/// The high word of an IPv4-mapped address whose four octets, read as a little-endian `u32`
+/// straight from a packet, are `raw`.
+#[inline(always)]
+pub const fn v4_mapped_hi(raw: u32) -> u64 {
+    0xffff_0000 | ((raw as u64) << 32)
+}
+
 /// True if `a` is an IPv4-mapped IPv6 address.
 #[inline(always)]
-pub fn is_v4_mapped(a: &Addr) -> bool {
-    a[0] == 0
-        && a[1] == 0
-        && a[2] == 0
-        && a[3] == 0
-        && a[4] == 0
-        && a[5] == 0
-        && a[6] == 0
-        && a[7] == 0
-        && a[8] == 0
-        && a[9] == 0
-        && a[10] == 0xff
-        && a[11] == 0xff
+pub const fn is_v4_mapped(a: &Addr) -> bool {
+    let [lo, hi] = addr_words(a);
+    lo == 0 && hi & 0xffff_ffff == 0xffff_0000
 }
 
 /// Bits in a prefix presence filter: one per IPv4 /16, then [`FILTER_V6_BUCKETS`] buckets for
@@ -121,11 +162,13 @@ pub const fn filter_v6_bucket(top32: u32) -> u32 {
 /// unknown source. Userspace sets, for every prefix, the bits of all addresses it covers: one bit
 /// for an IPv4 prefix of /16 or longer or an IPv6 prefix of /32 or longer, more for wider ones.
 #[inline(always)]
-pub fn filter_bit(a: &Addr) -> u32 {
-    if is_v4_mapped(a) {
-        ((a[12] as u32) << 8) | a[13] as u32
+pub const fn filter_bit(a: &Addr) -> u32 {
+    let [lo, hi] = addr_words(a);
+    if lo == 0 && hi & 0xffff_ffff == 0xffff_0000 {
+        // Octets 12 and 13 (the IPv4 /16), big-endian.
+        (((hi >> 32) as u32 & 0xff) << 8) | ((hi >> 40) as u32 & 0xff)
     } else {
-        filter_v6_bucket(u32::from_be_bytes([a[0], a[1], a[2], a[3]]))
+        filter_v6_bucket((lo as u32).swap_bytes())
     }
 }
 
@@ -133,6 +176,10 @@ pub fn filter_bit(a: &Addr) -> u32 {
 pub const MODE_ENFORCE: u32 = 0;
 /// Global mode, [`Config::mode`]: rules only count what they would have dropped.
 pub const MODE_OBSERVE: u32 = 1;
+
+/// [`Config::flags`]: bypass the source cache (every packet takes the cold path). For measuring
+/// and diagnosing; counts stay exact either way.
+pub const FLAG_CACHE_OFF: u32 = 1;
 
 /// Runtime configuration, slot 0 of [`names::CONFIG`]; changed while attached.
 #[repr(C)]
@@ -142,8 +189,17 @@ pub struct Config {
     pub mode: u32,
     /// [`ABI_VERSION`] of the loader that created the maps.
     pub abi_version: u32,
+    /// Bumped by userspace after every change to the rule or allow maps; cached lookups tagged
+    /// with an older generation are redone. Never 0 (0 marks an empty cache slot).
+    pub rules_gen: u32,
+    /// Seed of [`src_hash`], random per load, so a sender cannot aim at one cache slot.
+    pub hash_seed: u32,
+    /// Source cache slots minus one (the cache size is a power of two).
+    pub cache_mask: u32,
+    /// `FLAG_*` bits.
+    pub flags: u32,
     /// Room for later knobs (ports, budgets) without changing the value size of a pinned map.
-    pub reserved: [u32; 14],
+    pub reserved: [u32; 10],
 }
 const _: () = assert!(size_of::<Config>() == 64);
 
@@ -153,10 +209,76 @@ impl Config {
         Self {
             mode: MODE_ENFORCE,
             abi_version: ABI_VERSION,
-            reserved: [0; 14],
+            rules_gen: 1,
+            hash_seed: 0,
+            cache_mask: defaults::SRC_CACHE - 1,
+            flags: 0,
+            reserved: [0; 10],
         }
     }
 }
+
+/// Hash of a source address for the source cache: a multiply-rotate combine of the four words
+/// and murmur3's finalizer, so every input bit reaches the low (index) bits. Cheap in BPF.
+#[inline(always)]
+pub const fn src_hash(a: &Addr, seed: u32) -> u32 {
+    let [lo, hi] = addr_words(a);
+    let mut h = seed ^ 0x9e37_79b9;
+    h = (h ^ lo as u32).wrapping_mul(0xcc9e_2d51).rotate_left(15);
+    h = (h ^ (lo >> 32) as u32)
+        .wrapping_mul(0xcc9e_2d51)
+        .rotate_left(15);
+    h = (h ^ hi as u32).wrapping_mul(0xcc9e_2d51).rotate_left(15);
+    h = (h ^ (hi >> 32) as u32).wrapping_mul(0x1b87_3593);
+    h ^= h >> 16;
+    h = h.wrapping_mul(0x85eb_ca6b);
+    h ^= h >> 13;
+    h = h.wrapping_mul(0xc2b2_ae35);
+    h ^ (h >> 16)
+}
+
+/// The kernel program's per-CPU time cache.
+///
+/// Reading the coarse monotonic clock costs tens of nanoseconds in a VM; `bpf_jiffies64` is
+/// inlined into one load. The program re-reads the clock only when jiffies moved, so every time
+/// it records is the coarse monotonic clock, at most one tick stale.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ClockCache {
+    /// Jiffies when `ns` was read.
+    pub jiffies: u64,
+    /// `CLOCK_MONOTONIC_COARSE` in ns at that tick.
+    pub ns: u64,
+}
+const _: () = assert!(size_of::<ClockCache>() == 16);
+
+/// [`SourceSlot::flags`]: the source is allow-listed.
+pub const SLOT_ALLOWED: u32 = 1;
+
+/// One slot of the per-CPU source cache ([`names::SRC_CACHE`]).
+///
+/// Holds the source's counter deltas not yet flushed into [`names::SOURCES`], and the results of
+/// its allow/exact/prefix lookups, valid while [`SourceSlot::generation`] equals
+/// [`Config::rules_gen`]. A hot source, passed or dropped, then costs one inlined array lookup
+/// instead of two hash lookups and a trie walk. When another source takes the slot, the deltas
+/// are added to the LRU hash, so the sum of both is exact.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SourceSlot {
+    /// The source this slot holds.
+    pub addr: Addr,
+    /// Rules generation of the cached lookups; 0 for an empty slot.
+    pub generation: u32,
+    /// Head of the source's exact-rule chain, or [`NO_RULE`].
+    pub exact_head: u32,
+    /// Head of the longest matching prefix's chain, or [`NO_RULE`].
+    pub prefix_head: u32,
+    /// `SLOT_*` bits.
+    pub flags: u32,
+    /// Counts not yet added to [`names::SOURCES`].
+    pub counters: SourceCounters,
+}
+const _: () = assert!(size_of::<SourceSlot>() == 72);
 
 impl Default for Config {
     fn default() -> Self {
@@ -240,11 +362,8 @@ pub struct GlobalStats {
 const _: () = assert!(size_of::<GlobalStats>() == 8 * STAT_COUNT);
 const _: () = assert!(Stat::ALL.len() < STAT_COUNT);
 
-/// Per-source counters, one per CPU in the [`names::SOURCES`] LRU hash.
-///
-/// Packets dropped by an exact-address rule are not counted here: the rule names exactly one
-/// address, so its [`RuleHits`] are that source's drop count, and skipping the counter update keeps
-/// the drop path at one hash lookup.
+/// Per-source counters, one per CPU in the [`names::SOURCES`] LRU hash (flushed totals) and in
+/// each [`SourceSlot`] (deltas since the last flush); a source's count is the sum of both.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SourceCounters {
@@ -323,8 +442,7 @@ impl Rule {
 /// Per-rule hit counters, one per CPU, indexed by rule slot.
 ///
 /// `packets`/`bytes` count every packet the rule decided; the `dropped_*` fields count those
-/// actually dropped (not in observe mode, not an observe-only rule). For an exact-address rule the
-/// dropped counts are the source's drops, which the per-source counters leave out.
+/// actually dropped (not in observe mode, not an observe-only rule).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct RuleHits {
@@ -352,6 +470,10 @@ mod user {
     unsafe impl aya::Pod for super::Rule {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::RuleHits {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::SourceSlot {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::ClockCache {}
 }
 
 #[cfg(test)]
@@ -369,6 +491,16 @@ mod tests {
     }
 
     #[test]
+    fn words_round_trip_and_match_v4_mapping() {
+        let a = v4_mapped([198, 51, 100, 7]);
+        assert_eq!(addr_from_words(addr_words(&a)), a);
+        let raw = u32::from_le_bytes([198, 51, 100, 7]);
+        assert_eq!(addr_words(&a), [0, v4_mapped_hi(raw)]);
+        let v6: Addr = [0x20, 1, 0xd, 0xb8, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12];
+        assert_eq!(addr_from_words(addr_words(&v6)), v6);
+    }
+
+    #[test]
     fn filter_bits_split_families() {
         assert_eq!(filter_bit(&v4_mapped([198, 51, 100, 7])), (198 << 8) | 51);
         let mut v6 = [0u8; 16];
@@ -382,6 +514,21 @@ mod tests {
             "adjacent /32s share a bucket"
         );
         assert!(filter_bit(&[0xff; 16]) < FILTER_BITS);
+    }
+
+    #[test]
+    fn src_hash_spreads_neighbours_and_depends_on_seed() {
+        let a = v4_mapped([198, 51, 100, 1]);
+        let b = v4_mapped([198, 51, 100, 2]);
+        assert_ne!(src_hash(&a, 1) & 0xffff, src_hash(&b, 1) & 0xffff);
+        assert_ne!(src_hash(&a, 1), src_hash(&a, 2));
+        // 4096 consecutive addresses fill most of 4096 buckets (no clustering).
+        let mut seen = [false; 4096];
+        for i in 0..4096u32 {
+            let o = i.to_be_bytes();
+            seen[(src_hash(&v4_mapped([10, o[1], o[2], o[3]]), 7) & 4095) as usize] = true;
+        }
+        assert!(seen.iter().filter(|s| **s).count() > 2400);
     }
 
     #[test]

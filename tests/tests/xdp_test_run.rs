@@ -26,6 +26,7 @@ fn small() -> Sizes {
         prefix: 1024,
         allow: 64,
         rules: 2048,
+        cache: 1024,
     }
 }
 
@@ -537,4 +538,63 @@ fn allow_overlap_is_reported_for_callers_to_refuse() {
     let dp = loaded();
     assert!(dp.covers_allowed(&"198.51.0.0/16".parse().unwrap()));
     assert!(!dp.covers_allowed(&"198.52.0.0/16".parse().unwrap()));
+}
+
+/// The source cache only caches: with a 2-slot cache, interleaved sources evict each other on
+/// nearly every packet, a rule added mid-stream must take effect at once, and every count must
+/// still come out exact (the LRU totals plus what the slots still hold).
+#[test]
+fn source_cache_evictions_and_rule_changes_keep_counts_exact() {
+    require_root!();
+    let mut dp = Dataplane::load(Sizes {
+        cache: 2,
+        ..small()
+    })
+    .unwrap();
+    let sources: Vec<String> = (1..=6).map(|i| format!("192.0.2.{i}")).collect();
+    let frames: Vec<Vec<u8>> = sources.iter().map(|s| udp(s, VICTIM, 53).build()).collect();
+    for round in 0..40u64 {
+        if round == 20 {
+            // Source 3 was cached as "no rule"; from now on it must drop.
+            dp.add_rule(rule("192.0.2.3", Action::Drop, Scope::default()))
+                .unwrap();
+        }
+        for (i, f) in frames.iter().enumerate() {
+            let want = if i == 2 && round >= 20 {
+                XDP_DROP
+            } else {
+                XDP_PASS
+            };
+            assert_eq!(
+                dp.test_run(Prog::Main, f, 1 + i as u32).unwrap().action,
+                want,
+                "round {round}, source {i}"
+            );
+        }
+    }
+    let got = dp.sources().unwrap();
+    for (i, s) in sources.iter().enumerate() {
+        let st = got
+            .iter()
+            .find(|x| x.addr == Some(ip(s)))
+            .unwrap_or_else(|| panic!("{s} missing"));
+        let per_round = 1 + i as u64;
+        assert_eq!(st.packets, 40 * per_round, "{s}");
+        assert_eq!(st.bytes, 40 * per_round * frames[i].len() as u64, "{s}");
+        assert_eq!(st.dropped, if i == 2 { 20 * per_round } else { 0 }, "{s}");
+        assert!(
+            st.first_seen_ns > 0 && st.first_seen_ns <= st.last_seen_ns,
+            "{st:?}"
+        );
+    }
+    // The same with the cache bypassed: every packet takes the cold path.
+    dp.set_cache_bypass(true).unwrap();
+    dp.test_run(Prog::Main, &frames[0], 10).unwrap();
+    let st = dp
+        .sources()
+        .unwrap()
+        .into_iter()
+        .find(|x| x.addr == Some(ip(&sources[0])))
+        .unwrap();
+    assert_eq!(st.packets, 50);
 }

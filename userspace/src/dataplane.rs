@@ -13,8 +13,8 @@ use aya::{
     util::nr_cpus,
 };
 use swarmwall_maps::{
-    ABI_VERSION, Addr, Config, GlobalStats, MODE_ENFORCE, MODE_OBSERVE, Rule, RuleHits,
-    SourceCounters, Stat, defaults, names, programs,
+    ABI_VERSION, Addr, Config, FLAG_CACHE_OFF, GlobalStats, MODE_ENFORCE, MODE_OBSERVE, Rule,
+    RuleHits, SourceCounters, SourceSlot, Stat, defaults, names, programs,
 };
 
 use crate::{
@@ -74,6 +74,12 @@ pub enum DataplaneError {
     /// A rule was refused.
     #[error(transparent)]
     Rule(#[from] RuleError),
+    /// A size that cannot work.
+    #[error("source cache size {value} is not a power of two of at least 2")]
+    CacheSize {
+        /// The size given.
+        value: u32,
+    },
 }
 
 const PERM_HINT: &str =
@@ -96,6 +102,8 @@ pub struct Sizes {
     pub allow: u32,
     /// Rule slots, shared by exact and prefix rules.
     pub rules: u32,
+    /// Source cache slots per CPU; a power of two.
+    pub cache: u32,
 }
 
 impl Default for Sizes {
@@ -106,6 +114,7 @@ impl Default for Sizes {
             prefix: defaults::PREFIX,
             allow: defaults::ALLOW,
             rules: defaults::RULES,
+            cache: defaults::SRC_CACHE,
         }
     }
 }
@@ -199,6 +208,9 @@ pub fn monotonic_ns() -> u64 {
 impl Dataplane {
     /// Loads the object with the given map sizes and loads (verifies) its programs.
     pub fn load(sizes: Sizes) -> Result<Self, DataplaneError> {
+        if sizes.cache < 2 || !sizes.cache.is_power_of_two() {
+            return Err(DataplaneError::CacheSize { value: sizes.cache });
+        }
         let mut loader = EbpfLoader::new();
         loader
             .map_max_entries(names::SOURCES, sizes.sources)
@@ -206,7 +218,8 @@ impl Dataplane {
             .map_max_entries(names::PREFIX, sizes.prefix)
             .map_max_entries(names::ALLOW, sizes.allow)
             .map_max_entries(names::RULES, sizes.rules)
-            .map_max_entries(names::RULE_HITS, sizes.rules);
+            .map_max_entries(names::RULE_HITS, sizes.rules)
+            .map_max_entries(names::SRC_CACHE, sizes.cache);
         let mut ebpf = loader.load(OBJECT).map_err(|source| {
             let hint = if source.to_string().contains("Operation not permitted") {
                 PERM_HINT
@@ -231,7 +244,10 @@ impl Dataplane {
             table: RuleTable::new(sizes.rules),
             links: Vec::new(),
         };
-        dp.write_config(Config::new())?;
+        let mut config = Config::new();
+        config.hash_seed = random_u32();
+        config.cache_mask = sizes.cache - 1;
+        dp.write_config(config)?;
         Ok(dp)
     }
 
@@ -311,6 +327,18 @@ impl Dataplane {
         c.mode = match mode {
             Mode::Enforce => MODE_ENFORCE,
             Mode::Observe => MODE_OBSERVE,
+        };
+        self.write_config(c)
+    }
+
+    /// Bypasses (or restores) the source cache, so every packet takes the cold path: for
+    /// measuring that path. Counts stay exact either way.
+    pub fn set_cache_bypass(&mut self, off: bool) -> Result<(), DataplaneError> {
+        let mut c = self.config()?;
+        c.flags = if off {
+            c.flags | FLAG_CACHE_OFF
+        } else {
+            c.flags & !FLAG_CACHE_OFF
         };
         self.write_config(c)
     }
@@ -408,54 +436,62 @@ impl Dataplane {
         Ok(self.stats()?.counters[stat as usize])
     }
 
-    /// Per-source counters summed over CPUs, with exact-rule drops folded in (the kernel counts
-    /// those on the rule, not the source, to keep the drop path short).
+    /// Per-source counters summed over CPUs: the LRU hash's flushed totals plus the deltas still
+    /// held in each CPU's source cache.
     pub fn sources(&self) -> Result<Vec<SourceStats>, DataplaneError> {
-        let map: PerCpuHashMap<&MapData, Addr, SourceCounters> =
-            PerCpuHashMap::try_from(self.map(names::SOURCES)?).map_err(map_err(names::SOURCES))?;
         let mut out: StdHashMap<Addr, SourceStats> = StdHashMap::new();
-        for item in map.iter() {
+        let mut add = |key: Addr, c: &SourceCounters| {
+            let s = out.entry(key).or_insert_with(|| SourceStats {
+                addr: Some(from_key(&key)),
+                ..SourceStats::default()
+            });
+            s.packets += c.packets;
+            s.bytes += c.bytes;
+            s.dropped += c.dropped;
+            if c.first_seen_ns != 0 && (s.first_seen_ns == 0 || c.first_seen_ns < s.first_seen_ns) {
+                s.first_seen_ns = c.first_seen_ns;
+            }
+            s.last_seen_ns = s.last_seen_ns.max(c.last_seen_ns);
+        };
+        let lru: PerCpuHashMap<&MapData, Addr, SourceCounters> =
+            PerCpuHashMap::try_from(self.map(names::SOURCES)?).map_err(map_err(names::SOURCES))?;
+        for item in lru.iter() {
             let (key, per_cpu) = match item {
                 Ok(kv) => kv,
                 // An LRU entry evicted between key and value reads: skip it.
                 Err(MapError::KeyNotFound) => continue,
                 Err(e) => return Err(map_err(names::SOURCES)(e)),
             };
-            let s = out.entry(key).or_insert_with(|| SourceStats {
-                addr: Some(from_key(&key)),
-                ..SourceStats::default()
-            });
             for c in per_cpu.iter() {
-                s.packets += c.packets;
-                s.bytes += c.bytes;
-                s.dropped += c.dropped;
-                if c.first_seen_ns != 0
-                    && (s.first_seen_ns == 0 || c.first_seen_ns < s.first_seen_ns)
-                {
-                    s.first_seen_ns = c.first_seen_ns;
+                add(key, c);
+            }
+        }
+        let cache: PerCpuArray<&MapData, SourceSlot> =
+            PerCpuArray::try_from(self.map(names::SRC_CACHE)?)
+                .map_err(map_err(names::SRC_CACHE))?;
+        for per_cpu in cache.iter() {
+            for slot in per_cpu.map_err(map_err(names::SRC_CACHE))?.iter() {
+                if slot.counters.packets != 0 {
+                    add(slot.addr, &slot.counters);
                 }
-                s.last_seen_ns = s.last_seen_ns.max(c.last_seen_ns);
             }
         }
-        for info in self.rules()? {
-            if let Target::Addr(ip) = info.entry.spec.target
-                && info.hits.dropped_packets > 0
-            {
-                let s = out
-                    .entry(info.entry.spec.target.key().0)
-                    .or_insert_with(|| SourceStats {
-                        addr: Some(ip),
-                        ..SourceStats::default()
-                    });
-                s.packets += info.hits.dropped_packets;
-                s.bytes += info.hits.dropped_bytes;
-                s.dropped += info.hits.dropped_packets;
-            }
-        }
+        out.retain(|_, s| s.packets != 0);
         Ok(out.into_values().collect())
     }
 
     fn apply(&mut self, ops: &[Op]) -> Result<(), DataplaneError> {
+        self.apply_ops(ops)?;
+        // Cached lookups in the kernel predate these writes: invalidate them all at once.
+        let mut c = self.config()?;
+        c.rules_gen = match c.rules_gen.wrapping_add(1) {
+            0 => 1,
+            g => g,
+        };
+        self.write_config(c)
+    }
+
+    fn apply_ops(&mut self, ops: &[Op]) -> Result<(), DataplaneError> {
         let ncpu = nr_cpus().map_err(|(_, e)| map_err(names::RULE_HITS)(MapError::IoError(e)))?;
         for op in ops {
             match op {
@@ -574,6 +610,18 @@ impl Dataplane {
             .try_into()
             .map_err(|source| program_err(name, source))
     }
+}
+
+/// A seed the sender of packets cannot guess.
+fn random_u32() -> u32 {
+    let mut b = [0u8; 4];
+    // SAFETY: getrandom writes at most b.len() bytes into the valid buffer.
+    let n = unsafe { libc::getrandom(b.as_mut_ptr().cast(), b.len(), 0) };
+    if n != 4 {
+        // No entropy (very early boot): fall back to the clock, still not sender-controlled.
+        return monotonic_ns() as u32 ^ std::process::id();
+    }
+    u32::from_ne_bytes(b)
 }
 
 fn program_err(program: &'static str, source: ProgramError) -> DataplaneError {
