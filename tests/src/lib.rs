@@ -4,6 +4,8 @@
 //!   inside a namespace, injecting raw frames; [`require_root!`] for tests that need root.
 //! - [`packets`]: Ethernet frames with VLAN tags, IPv4 options/fragments, IPv6 extension headers,
 //!   TCP/UDP, valid checksums — the shapes the XDP parser must handle.
+//! - [`traffic`]: real traffic through the kernel's sockets — paced, bounded UDP from chosen
+//!   source addresses, a UDP sink counting per source, TCP connects from a chosen source.
 //!
 //! This crate deliberately does not depend on `swarmwall`, so it builds before the eBPF
 //! toolchain is set up.
@@ -12,3 +14,4 @@
 
 pub mod netns;
 pub mod packets;
+pub mod traffic;

@@ -434,6 +434,30 @@ pub fn add_addr(ns: &NetNs, iface: &str, cidr: &str) -> Result<()> {
     ip(&args).map(drop)
 }
 
+/// Adds a permanent neighbour entry (`ip neigh replace … nud permanent`) for `addr` on `iface`
+/// in `ns`, so the stack there sends to `addr` without ARP or neighbour discovery.
+///
+/// For tests that count packets per source exactly: IPv6 neighbour discovery is ICMPv6 from the
+/// very addresses under test (and an XDP drop of a blocked source's solicitation would leave its
+/// traffic stuck in the neighbour queue), while permanent entries make the wire carry only what
+/// the test sends.
+pub fn add_neigh(ns: &NetNs, iface: &str, addr: IpAddr, mac: [u8; 6]) -> Result<()> {
+    ip(&[
+        "-n",
+        &ns.name,
+        "neigh",
+        "replace",
+        &addr.to_string(),
+        "lladdr",
+        &mac_string(mac),
+        "dev",
+        iface,
+        "nud",
+        "permanent",
+    ])
+    .map(drop)
+}
+
 /// Runs `f` on a fresh thread that has entered `ns`'s network namespace, and returns its result.
 ///
 /// Sockets, netlink handles and XDP attachments `f` creates belong to `ns` and stay there after

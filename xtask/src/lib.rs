@@ -8,6 +8,7 @@
 #![warn(missing_docs)]
 
 pub mod cmd;
+pub mod lab;
 pub mod setup;
 
 use std::process::ExitCode;
@@ -39,7 +40,8 @@ Examples:
   cargo xtask build --release    build target/release/swarmwall
   cargo xtask test               every test, as CI runs them (needs root for the kernel tests)
   cargo xtask test parse         only tests whose name contains \"parse\"
-  cargo xtask lint               what to fix before sending a change"
+  cargo xtask lint               what to fix before sending a change
+  sudo -E cargo xtask lab        see swarmwall block real traffic in a throw-away lab"
 )]
 pub struct Cli {
     /// The task to run.
@@ -96,8 +98,21 @@ pub enum Commands {
     /// linting it together with the host crates would unify features across the two.
     Lint,
 
-    /// Run the lab demo in network namespaces (not yet implemented).
-    Lab,
+    /// See swarmwall block real traffic, in a throw-away lab of network namespaces. Needs root.
+    ///
+    /// Runs setup and builds swarmwall (release), then creates two network namespaces joined by
+    /// a veth pair: "server" (198.51.100.1, with a UDP sink counting datagrams per source) and
+    /// "clients" (198.51.100.2 plus sources .10-.14). It starts `swarmwall run --block
+    /// 198.51.100.13 --block 198.51.100.14 --json` on the server end of the veth, sends a paced
+    /// burst of UDP from every source (500 each over 3 s by default), stops swarmwall with
+    /// SIGINT, and prints per source: datagrams sent, packets XDP saw and dropped, datagrams the
+    /// sink received. The blocked sources must be 100% dropped and the others 100% delivered:
+    /// the last line is "lab: OK", or what does not add up (and the exit code is non-zero).
+    ///
+    /// All traffic stays inside the two namespaces: documentation addresses, no default route,
+    /// no uplink, a bounded burst. The namespaces, the veth and swarmwall are removed on every
+    /// way out, Ctrl-C included.
+    Lab(lab::LabArgs),
 }
 
 /// Runs one task; the exit code is the task's (cargo's, for `test`).
@@ -108,10 +123,7 @@ pub fn run_cli(cli: Cli) -> Result<ExitCode> {
         Commands::Test { args } => test(&args),
         Commands::Bench { args } => bench(&args).map(|()| ExitCode::SUCCESS),
         Commands::Lint => lint().map(|()| ExitCode::SUCCESS),
-        Commands::Lab => {
-            println!("lab: not yet implemented");
-            Ok(ExitCode::from(2))
-        }
+        Commands::Lab(args) => lab::lab(&args),
     }
 }
 
@@ -247,8 +259,33 @@ mod tests {
     }
 
     #[test]
-    fn lab_is_a_stub_that_fails() {
-        let code = run_cli(Cli::try_parse_from(["cargo xtask", "lab"]).unwrap()).unwrap();
-        assert_eq!(code, ExitCode::from(2));
+    fn lab_takes_bounded_options() {
+        let cli = Cli::try_parse_from(["cargo xtask", "lab"]).unwrap();
+        match cli.command {
+            Commands::Lab(args) => {
+                assert_eq!(
+                    (args.datagrams, args.seconds, args.no_build),
+                    (500, 3, false)
+                );
+            }
+            other => panic!("parsed as {other:?}"),
+        }
+        let cli = Cli::try_parse_from(["cargo xtask", "lab", "--datagrams", "50", "--no-build"]);
+        assert!(matches!(
+            cli.unwrap().command,
+            Commands::Lab(lab::LabArgs {
+                datagrams: 50,
+                no_build: true,
+                ..
+            })
+        ));
+        for bad in [
+            ["--datagrams", "0"],
+            ["--datagrams", "1000000"],
+            ["--seconds", "600"],
+        ] {
+            let args = ["cargo xtask", "lab"].into_iter().chain(bad);
+            assert!(Cli::try_parse_from(args).is_err(), "{bad:?} accepted");
+        }
     }
 }
