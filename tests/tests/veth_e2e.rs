@@ -8,6 +8,9 @@
 //! The only IP traffic from a test source is then what the test sends, so its UDP counts are
 //! asserted exactly, and UDP is checked before any TCP from the same source.
 
+mod common;
+
+use common::{ip, small};
 use std::{
     collections::HashMap,
     io,
@@ -17,7 +20,7 @@ use std::{
 };
 
 use swarmwall::{
-    Action, AttachMode, Dataplane, Proto, RuleSpec, Scope, Sizes, Target, dataplane::SourceStats,
+    Action, AttachMode, Dataplane, Proto, RuleSpec, Scope, Target, dataplane::SourceStats,
 };
 use swarmwall_integration::{
     netns::{NetNs, VethPair, add_addr, add_neigh, in_netns},
@@ -44,24 +47,8 @@ const SEND_OVER: Duration = Duration::from_millis(300);
 const QUIET: Duration = Duration::from_millis(300);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 
-fn ip(s: &str) -> IpAddr {
-    s.parse().unwrap()
-}
-
 fn target(s: &str) -> Target {
     s.parse().unwrap()
-}
-
-fn small() -> Sizes {
-    Sizes {
-        sources: 4096,
-        exact: 1024,
-        prefix: 1024,
-        allow: 64,
-        rules: 2048,
-        // Whatever the data plane adds later keeps its default.
-        ..Sizes::default()
-    }
 }
 
 /// Two namespaces joined by a veth, dual stack, with permanent neighbour entries both ways.

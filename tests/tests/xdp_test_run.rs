@@ -1,7 +1,10 @@
 //! The XDP program in the real kernel, driven by `BPF_PROG_TEST_RUN`: packet bytes in, action and
 //! map deltas out. Needs root.
 
-use std::{net::IpAddr, thread::sleep, time::Duration};
+mod common;
+
+use common::{ip, small};
+use std::{thread::sleep, time::Duration};
 
 use swarmwall::{Action, Dataplane, Mode, Prog, Proto, RuleSpec, Scope, Sizes, Target};
 use swarmwall_integration::{
@@ -14,21 +17,6 @@ const XDP_DROP: u32 = 1;
 const XDP_PASS: u32 = 2;
 const VICTIM: &str = "203.0.113.10";
 const OTHER_SITE: &str = "203.0.113.20";
-
-fn ip(s: &str) -> IpAddr {
-    s.parse().unwrap()
-}
-
-fn small() -> Sizes {
-    Sizes {
-        sources: 4096,
-        exact: 1024,
-        prefix: 1024,
-        allow: 64,
-        rules: 2048,
-        cache: 1024,
-    }
-}
 
 fn rule(target: &str, action: Action, scope: Scope) -> RuleSpec {
     RuleSpec {
