@@ -1,7 +1,13 @@
 //! The kernel side, from userspace: load the object, size its maps, attach it, and read and write
 //! its maps through typed wrappers.
 
-use std::{collections::HashMap as StdHashMap, net::IpAddr, time::Duration};
+use std::{
+    collections::HashMap as StdHashMap,
+    mem::size_of,
+    net::IpAddr,
+    path::{Path, PathBuf},
+    time::Duration,
+};
 
 use aya::{
     Ebpf, EbpfLoader, include_bytes_aligned,
@@ -9,7 +15,12 @@ use aya::{
         Array, HashMap, LpmTrie, MapData, MapError, PerCpuArray, PerCpuHashMap, PerCpuValues,
         lpm_trie::Key,
     },
-    programs::{ProgramError, TestRun as _, TestRunOptions, Xdp, XdpMode, xdp::XdpLinkId},
+    maps::MapInfo,
+    programs::{
+        ProgramError, TestRun as _, TestRunOptions, Xdp, XdpMode,
+        links::{FdLink, PinnedLink},
+        xdp::{XdpLink, XdpLinkId},
+    },
     util::nr_cpus,
 };
 use swarmwall_maps::{
@@ -74,6 +85,24 @@ pub enum DataplaneError {
     /// A rule was refused.
     #[error(transparent)]
     Rule(#[from] RuleError),
+    /// Pinned state that this build cannot use.
+    #[error("pinned data plane in {dir}: {problem}; run `swarmwall down` to remove it (this detaches XDP)")]
+    Pins {
+        /// The pin directory.
+        dir: String,
+        /// What is wrong.
+        problem: String,
+    },
+    /// A pin directory operation failed.
+    #[error("{what} {path}: {source}")]
+    PinIo {
+        /// What was being done.
+        what: &'static str,
+        /// The path.
+        path: String,
+        /// The error.
+        source: std::io::Error,
+    },
     /// A size that cannot work.
     #[error("source cache size {value} is not a power of two of at least 2")]
     CacheSize {
@@ -186,11 +215,84 @@ pub struct RuleInfo {
     pub hits: RuleHits,
 }
 
+/// How the data plane holds one interface's XDP link.
+enum LinkHandle {
+    /// Owned by the program object: detached when it is dropped, unless also pinned.
+    Owned(XdpLinkId),
+    /// Pinned in bpffs: survives this process; detached only by unpinning.
+    Pinned(PinnedLink),
+}
+
+/// One attached interface.
+struct Attachment {
+    iface: String,
+    mode: XdpMode,
+    handle: LinkHandle,
+    /// Pin file of the link, if pinned (also for an adopted link held as `Owned`).
+    pin: Option<PathBuf>,
+}
+
 /// The loaded data plane.
 pub struct Dataplane {
     ebpf: Ebpf,
     table: RuleTable,
-    links: Vec<(String, XdpLinkId, XdpMode)>,
+    links: Vec<Attachment>,
+    pin_dir: Option<PathBuf>,
+    adopted: bool,
+    warnings: Vec<String>,
+}
+
+/// Every map of the object with the sizes of its key and value: what adopting a pinned map
+/// checks, since the kernel would otherwise happily hand back a map of another layout.
+const MAP_LAYOUT: [(&str, usize, usize); 12] = [
+    (names::CONFIG, 4, size_of::<Config>()),
+    (names::STATS, 4, size_of::<GlobalStats>()),
+    (names::SOURCES, 16, size_of::<SourceCounters>()),
+    (names::ALLOW, 20, 8),
+    (names::ALLOW_FILTER, 4, 8),
+    (names::EXACT, 16, 4),
+    (names::PREFIX, 20, 4),
+    (names::PREFIX_FILTER, 4, 8),
+    (names::RULES, 4, size_of::<Rule>()),
+    (names::RULE_HITS, 4, size_of::<RuleHits>()),
+    (names::SRC_CACHE, 4, size_of::<SourceSlot>()),
+    (names::CLOCK, 4, size_of::<swarmwall_maps::ClockCache>()),
+];
+
+/// Where an interface's link is pinned: `links/<mode>/<iface>`. bpffs refuses names with a dot
+/// (EPERM), and interface names may have one (`eth0.100`) but never a colon, so dots become
+/// colons.
+fn link_pin(dir: &Path, iface: &str, mode: XdpMode) -> PathBuf {
+    let mode = if mode == XdpMode::Skb { "generic" } else { "driver" };
+    dir.join("links").join(mode).join(iface.replace('.', ":"))
+}
+
+fn pin_err(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> DataplaneError {
+    let path = path.display().to_string();
+    move |source| DataplaneError::PinIo { what, path, source }
+}
+
+/// Detaches and removes everything pinned under `dir` (links first, then maps); returns what it
+/// removed. Works without loading anything, so it also clears a data plane whose daemon is gone.
+pub fn remove_pins(dir: &Path) -> Result<Vec<String>, DataplaneError> {
+    let mut removed = Vec::new();
+    for sub in ["links/driver", "links/generic", "links", "maps"] {
+        let d = dir.join(sub);
+        let entries = match std::fs::read_dir(&d) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(pin_err("reading", &d)(e)),
+        };
+        for entry in entries {
+            let path = entry.map_err(pin_err("reading", &d))?.path();
+            // Unlinking the pin drops the kernel's last reference once our fds are closed too.
+            std::fs::remove_file(&path).map_err(pin_err("removing", &path))?;
+            removed.push(path.display().to_string());
+        }
+        let _ = std::fs::remove_dir(&d);
+    }
+    let _ = std::fs::remove_dir(dir);
+    Ok(removed)
 }
 
 /// The kernel's monotonic clock in ns: the clock rule expiry and first/last seen use.
@@ -206,12 +308,52 @@ pub fn monotonic_ns() -> u64 {
 }
 
 impl Dataplane {
-    /// Loads the object with the given map sizes and loads (verifies) its programs.
+    /// Loads the object with the given map sizes and loads (verifies) its programs. Nothing is
+    /// pinned: everything goes away with this value.
     pub fn load(sizes: Sizes) -> Result<Self, DataplaneError> {
+        Self::load_with(sizes, None)
+    }
+
+    /// Loads the object with its maps pinned under `dir/maps` and links under `dir/links`, so the
+    /// data plane keeps enforcing after this process exits. If `dir` already holds a data plane
+    /// (a previous daemon's), adopts it: its maps, counters, rules and mode are kept, and
+    /// [`Dataplane::attach`] swaps the new program into its links atomically.
+    pub fn open_pinned(sizes: Sizes, dir: &Path) -> Result<Self, DataplaneError> {
+        Self::load_with(sizes, Some(dir))
+    }
+
+    fn load_with(mut sizes: Sizes, dir: Option<&Path>) -> Result<Self, DataplaneError> {
         if sizes.cache < 2 || !sizes.cache.is_power_of_two() {
             return Err(DataplaneError::CacheSize { value: sizes.cache });
         }
+        let mut warnings = Vec::new();
+        let mut adopted = false;
+        let mut pin_paths = Vec::new();
+        if let Some(dir) = dir {
+            ensure_bpffs(dir)?;
+            let maps = dir.join("maps");
+            std::fs::create_dir_all(&maps).map_err(pin_err("creating", &maps))?;
+            for mode in ["driver", "generic"] {
+                let d = dir.join("links").join(mode);
+                std::fs::create_dir_all(&d).map_err(pin_err("creating", &d))?;
+            }
+            let present: Vec<bool> = MAP_LAYOUT.iter().map(|(n, _, _)| maps.join(n).exists()).collect();
+            adopted = present.iter().all(|p| *p);
+            if !adopted && present.iter().any(|p| *p) {
+                return Err(DataplaneError::Pins {
+                    dir: dir.display().to_string(),
+                    problem: "some maps are pinned and others are missing".into(),
+                });
+            }
+            if adopted {
+                sizes = adopted_sizes(dir, &maps)?;
+            }
+            pin_paths = MAP_LAYOUT.iter().map(|(n, _, _)| (*n, maps.join(n))).collect();
+        }
         let mut loader = EbpfLoader::new();
+        for (name, path) in &pin_paths {
+            loader.map_pin_path(name, path.as_path());
+        }
         loader
             .map_max_entries(names::SOURCES, sizes.sources)
             .map_max_entries(names::EXACT, sizes.exact)
@@ -243,16 +385,122 @@ impl Dataplane {
             ebpf,
             table: RuleTable::new(sizes.rules),
             links: Vec::new(),
+            pin_dir: dir.map(Path::to_path_buf),
+            adopted,
+            warnings: Vec::new(),
         };
-        let mut config = Config::new();
-        config.hash_seed = random_u32();
-        config.cache_mask = sizes.cache - 1;
-        dp.write_config(config)?;
+        if adopted {
+            let c = dp.config()?;
+            if c.abi_version != ABI_VERSION {
+                return Err(DataplaneError::Pins {
+                    dir: dir.map_or(String::new(), |d| d.display().to_string()),
+                    problem: format!(
+                        "its maps have ABI version {} and this build needs {ABI_VERSION}",
+                        c.abi_version
+                    ),
+                });
+            }
+            warnings.extend(dp.restore_table(sizes.rules)?);
+        } else {
+            let mut config = Config::new();
+            config.hash_seed = random_u32();
+            config.cache_mask = sizes.cache - 1;
+            dp.write_config(config)?;
+        }
+        dp.warnings = warnings;
         Ok(dp)
     }
 
-    /// Attaches the data plane to an interface; returns the mode it got.
+    /// Attaches the data plane to an interface; returns the mode it got. With pins, an interface
+    /// that already has a pinned swarmwall link gets the new program swapped in atomically (no
+    /// moment without XDP), keeping the link's mode; a new link is pinned.
     pub fn attach(&mut self, iface: &str, mode: AttachMode) -> Result<XdpMode, DataplaneError> {
+        if let Some(dir) = self.pin_dir.clone() {
+            for m in [XdpMode::Driver, XdpMode::Skb] {
+                let path = link_pin(&dir, iface, m);
+                if !path.exists() {
+                    continue;
+                }
+                let pinned = PinnedLink::from_pin(&path).map_err(|e| DataplaneError::Pins {
+                    dir: dir.display().to_string(),
+                    problem: format!("cannot open pinned link {}: {e}", path.display()),
+                })?;
+                let link = XdpLink::try_from(FdLink::from(pinned)).map_err(|e| DataplaneError::Pins {
+                    dir: dir.display().to_string(),
+                    problem: format!("{} is not an XDP link: {e}", path.display()),
+                })?;
+                let id = self
+                    .xdp(programs::XDP)?
+                    .attach_to_link(link)
+                    .map_err(|source| program_err(programs::XDP, source))?;
+                self.links.push(Attachment {
+                    iface: iface.to_owned(),
+                    mode: m,
+                    handle: LinkHandle::Owned(id),
+                    pin: Some(path),
+                });
+                return Ok(m);
+            }
+        }
+        self.attach_fresh(iface, mode)
+    }
+
+    /// Pins the links of fresh attachments (with a pin directory), so they outlive this process.
+    /// Separate from [`Dataplane::attach`] because attaching may happen on a thread that entered
+    /// another network namespace, while pins belong to this process's BPF filesystem.
+    pub fn pin_links(&mut self) -> Result<(), DataplaneError> {
+        let Some(dir) = self.pin_dir.clone() else {
+            return Ok(());
+        };
+        let links = std::mem::take(&mut self.links);
+        let mut result = Ok(());
+        for mut a in links {
+            if a.pin.is_some() || result.is_err() {
+                self.links.push(a);
+                continue;
+            }
+            let path = link_pin(&dir, &a.iface, a.mode);
+            a.handle = match a.handle {
+                LinkHandle::Owned(id) => match self.pin_one(&dir, &a.iface, id, &path) {
+                    Ok(pinned) => {
+                        a.pin = Some(path);
+                        LinkHandle::Pinned(pinned)
+                    }
+                    Err(e) => {
+                        // The link went with take_link; it stays attached until we exit.
+                        result = Err(e);
+                        continue;
+                    }
+                },
+                pinned => pinned,
+            };
+            self.links.push(a);
+        }
+        result
+    }
+
+    fn pin_one(
+        &mut self,
+        dir: &Path,
+        iface: &str,
+        id: XdpLinkId,
+        path: &Path,
+    ) -> Result<PinnedLink, DataplaneError> {
+        let link = self
+            .xdp(programs::XDP)?
+            .take_link(id)
+            .map_err(|source| program_err(programs::XDP, source))?;
+        let fd = FdLink::try_from(link).map_err(|e| DataplaneError::Pins {
+            dir: dir.display().to_string(),
+            problem: format!("kernel gave no bpf_link for {iface} ({e}); Linux 5.9+ is needed to pin"),
+        })?;
+        fd.pin(path).map_err(|e| DataplaneError::Pins {
+            dir: dir.display().to_string(),
+            problem: format!("pinning {}: {e:?}", path.display()),
+        })
+    }
+
+    fn attach_fresh(&mut self, iface: &str, mode: AttachMode) -> Result<XdpMode, DataplaneError> {
         let tries: &[XdpMode] = match mode {
             AttachMode::Auto => &[XdpMode::Driver, XdpMode::Skb],
             AttachMode::Driver => &[XdpMode::Driver],
@@ -269,7 +517,12 @@ impl Dataplane {
                             "driver refused native XDP; attached in generic (skb) mode, which is slower"
                         );
                     }
-                    self.links.push((iface.to_owned(), id, *m));
+                    self.links.push(Attachment {
+                        iface: iface.to_owned(),
+                        mode: *m,
+                        handle: LinkHandle::Owned(id),
+                        pin: None,
+                    });
                     return Ok(*m);
                 }
                 Err(e) => last = Some(e),
@@ -283,16 +536,43 @@ impl Dataplane {
 
     /// Interfaces attached to, with their modes.
     pub fn attachments(&self) -> impl Iterator<Item = (&str, XdpMode)> {
-        self.links.iter().map(|(i, _, m)| (i.as_str(), *m))
+        self.links.iter().map(|a| (a.iface.as_str(), a.mode))
     }
 
-    /// Detaches from every interface.
+    /// True if this data plane was adopted from pins left by an earlier process.
+    pub fn adopted(&self) -> bool {
+        self.adopted
+    }
+
+    /// The pin directory, if pinned.
+    pub fn pin_dir(&self) -> Option<&Path> {
+        self.pin_dir.as_deref()
+    }
+
+    /// Problems found while adopting pinned state (already worked around), for the log.
+    pub fn take_warnings(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.warnings)
+    }
+
+    /// Detaches from every interface, pinned or not. Maps stay pinned; see [`remove_pins`].
     pub fn detach_all(&mut self) -> Result<(), DataplaneError> {
         let links = std::mem::take(&mut self.links);
-        let prog = self.xdp(programs::XDP)?;
-        for (_, id, _) in links {
-            prog.detach(id)
-                .map_err(|source| program_err(programs::XDP, source))?;
+        for a in links {
+            if let Some(pin) = &a.pin {
+                match std::fs::remove_file(pin) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(pin_err("removing", pin)(e)),
+                }
+            }
+            match a.handle {
+                LinkHandle::Owned(id) => self
+                    .xdp(programs::XDP)?
+                    .detach(id)
+                    .map_err(|source| program_err(programs::XDP, source))?,
+                // With the pin gone, dropping the last fd detaches.
+                LinkHandle::Pinned(p) => drop(FdLink::from(p)),
+            }
         }
         Ok(())
     }
@@ -480,6 +760,48 @@ impl Dataplane {
         Ok(out.into_values().collect())
     }
 
+    /// Rebuilds the rule table from the adopted maps.
+    fn restore_table(&mut self, capacity: u32) -> Result<Vec<String>, DataplaneError> {
+        let exact: Vec<(Addr, u32)> = {
+            let m: HashMap<&MapData, Addr, u32> =
+                HashMap::try_from(self.map(names::EXACT)?).map_err(map_err(names::EXACT))?;
+            m.iter().filter_map(Result::ok).collect()
+        };
+        let prefixes: Vec<(Addr, u32, u32)> = {
+            let m: LpmTrie<&MapData, Addr, u32> =
+                LpmTrie::try_from(self.map(names::PREFIX)?).map_err(map_err(names::PREFIX))?;
+            m.iter()
+                .filter_map(Result::ok)
+                .map(|(k, v)| (k.data(), k.prefix_len(), v))
+                .collect()
+        };
+        let allow: Vec<(Addr, u32, u64)> = {
+            let m: LpmTrie<&MapData, Addr, u64> =
+                LpmTrie::try_from(self.map(names::ALLOW)?).map_err(map_err(names::ALLOW))?;
+            m.iter()
+                .filter_map(Result::ok)
+                .map(|(k, v)| (k.data(), k.prefix_len(), v))
+                .collect()
+        };
+        let rules: Array<&MapData, Rule> =
+            Array::try_from(self.map(names::RULES)?).map_err(map_err(names::RULES))?;
+        let (table, warnings) =
+            RuleTable::restore(capacity, &exact, &prefixes, &allow, |slot| rules.get(&slot, 0).ok());
+        self.table = table;
+        Ok(warnings)
+    }
+
+    /// Adds a rule under the rule store's id.
+    pub fn add_rule_as(&mut self, id: RuleId, spec: RuleSpec) -> Result<(), DataplaneError> {
+        let (_, ops) = self.table.add_as(id, spec, monotonic_ns())?;
+        self.apply(&ops)
+    }
+
+    /// The rule table (what the kernel maps hold).
+    pub fn table(&self) -> &RuleTable {
+        &self.table
+    }
+
     fn apply(&mut self, ops: &[Op]) -> Result<(), DataplaneError> {
         self.apply_ops(ops)?;
         // Cached lookups in the kernel predate these writes: invalidate them all at once.
@@ -610,6 +932,75 @@ impl Dataplane {
             .try_into()
             .map_err(|source| program_err(name, source))
     }
+}
+
+/// Where systemd (and bpftool) mount the BPF filesystem.
+const BPFFS_ROOT: &str = "/sys/fs/bpf";
+const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
+
+/// Makes sure `dir` will be on a BPF filesystem: pins only live there. Mounts bpffs on
+/// `/sys/fs/bpf` if nothing is mounted there (as bpftool does; systemd normally has); refuses a
+/// pin directory elsewhere that is not on bpffs.
+fn ensure_bpffs(dir: &Path) -> Result<(), DataplaneError> {
+    let is_bpffs = |p: &Path| {
+        nix::sys::statfs::statfs(p).is_ok_and(|s| s.filesystem_type().0 as i64 == BPF_FS_MAGIC)
+    };
+    let existing = dir.ancestors().find(|p| p.exists()).unwrap_or(Path::new("/"));
+    if is_bpffs(existing) {
+        return Ok(());
+    }
+    let root = Path::new(BPFFS_ROOT);
+    if dir.starts_with(root) && existing.starts_with(root) {
+        nix::mount::mount(
+            Some("bpf"),
+            root,
+            Some("bpf"),
+            nix::mount::MsFlags::empty(),
+            Some("mode=0700"),
+        )
+        .map_err(|e| DataplaneError::Pins {
+            dir: dir.display().to_string(),
+            problem: format!("no BPF filesystem on {BPFFS_ROOT} and mounting one failed: {e}"),
+        })?;
+        tracing::info!("mounted the BPF filesystem on {BPFFS_ROOT}");
+        return Ok(());
+    }
+    Err(DataplaneError::Pins {
+        dir: dir.display().to_string(),
+        problem: format!(
+            "{} is not on a BPF filesystem (mount one: mount -t bpf bpf {BPFFS_ROOT})",
+            existing.display()
+        ),
+    })
+}
+
+/// The sizes of an adopted data plane are those of its pinned maps, whatever was asked for.
+fn adopted_sizes(dir: &Path, maps: &Path) -> Result<Sizes, DataplaneError> {
+    let bad = |problem: String| DataplaneError::Pins {
+        dir: dir.display().to_string(),
+        problem,
+    };
+    let mut entries = StdHashMap::new();
+    for (name, key, value) in MAP_LAYOUT {
+        let info = MapInfo::from_pin(maps.join(name))
+            .map_err(|e| bad(format!("cannot open pinned map {name}: {e}")))?;
+        if info.key_size() as usize != key || info.value_size() as usize != value {
+            return Err(bad(format!(
+                "map {name} has {}-byte keys and {}-byte values; this build uses {key} and {value}",
+                info.key_size(),
+                info.value_size()
+            )));
+        }
+        entries.insert(name, info.max_entries());
+    }
+    Ok(Sizes {
+        sources: entries[names::SOURCES],
+        exact: entries[names::EXACT],
+        prefix: entries[names::PREFIX],
+        allow: entries[names::ALLOW],
+        rules: entries[names::RULES],
+        cache: entries[names::SRC_CACHE],
+    })
 }
 
 /// A seed the sender of packets cannot guess.

@@ -4,6 +4,7 @@
 //! ([`dataplane`]), models rules ([`rules`], [`table`]) and parses addresses ([`addr`]).
 
 pub mod addr;
+pub mod api;
 pub mod dataplane;
 pub mod filter;
 pub mod rules;

@@ -15,7 +15,7 @@ use swarmwall_maps::{Addr, MAX_CHAIN, NO_RULE, Rule};
 use crate::{
     addr::Target,
     filter::PrefixFilter,
-    rules::{Action, RuleError, RuleId, RuleSpec, Scope},
+    rules::{Action, Proto, RuleError, RuleId, RuleSpec, Scope},
 };
 
 /// One map write.
@@ -59,6 +59,18 @@ type PrefixKey = (u128, u32);
 fn pkey(t: &Target) -> PrefixKey {
     let (a, l) = t.key();
     (u128::from_be_bytes(a), l)
+}
+
+/// The target a kernel prefix key stands for, if it can be one.
+fn target_of(key: &Addr, len: u32) -> Option<Target> {
+    let ip = crate::addr::from_key(key);
+    let own = if ip.is_ipv4() { len.checked_sub(96)? } else { len };
+    let net = ipnet::IpNet::new(ip, u8::try_from(own).ok()?).ok()?;
+    if net.prefix_len() == net.max_prefix_len() {
+        Some(Target::Addr(ip))
+    } else {
+        Some(Target::Net(net))
+    }
 }
 
 fn mask(bits: u128, len: u32) -> u128 {
@@ -151,9 +163,23 @@ impl RuleTable {
             .collect()
     }
 
-    /// Adds a rule; `now_ns` is the kernel clock, for the expiry.
+    /// Adds a rule with the next free id; `now_ns` is the kernel clock, for the expiry.
     pub fn add(&mut self, spec: RuleSpec, now_ns: u64) -> Result<(RuleId, Vec<Op>), RuleError> {
+        let id = self.next_id;
+        self.add_as(id, spec, now_ns)
+    }
+
+    /// Adds a rule under an id chosen by the caller (the rule store's).
+    pub fn add_as(
+        &mut self,
+        id: RuleId,
+        spec: RuleSpec,
+        now_ns: u64,
+    ) -> Result<(RuleId, Vec<Op>), RuleError> {
         spec.validate()?;
+        if self.rules.contains_key(&id) {
+            return Err(RuleError::Duplicate { id });
+        }
         if let Some(id) = self.index.get(&(spec.target, spec.action, spec.scope)) {
             return Err(RuleError::Duplicate { id: *id });
         }
@@ -174,7 +200,7 @@ impl RuleTable {
                     });
                 }
                 let slot = self.alloc(&mut ops)?;
-                let id = self.insert_entry(spec, slot, expires_ns);
+                self.insert_entry(id, spec, slot, expires_ns);
                 ops.push(Op::SetRule {
                     slot,
                     rule: self.kernel_rule(id, NO_RULE),
@@ -210,7 +236,7 @@ impl RuleTable {
                     });
                 }
                 let slot = self.alloc(&mut ops)?;
-                let id = self.insert_entry(spec, slot, expires_ns);
+                self.insert_entry(id, spec, slot, expires_ns);
                 let tail = self.parent(k).map_or(NO_RULE, |p| self.head(p));
                 ops.push(Op::SetRule {
                     slot,
@@ -377,6 +403,117 @@ impl RuleTable {
         Ok(ops)
     }
 
+    /// Rebuilds the table from what the kernel maps hold (a restarted daemon adopting pinned
+    /// maps): `read_rule` reads a rule slot; `exact`, `prefixes` and `allow` are the map entries.
+    /// Chains are followed, not trusted: a loop, a free slot in a chain or a key that cannot be a
+    /// rule target is reported and left out (the caller then reconciles from the store).
+    pub fn restore(
+        capacity: u32,
+        exact: &[(Addr, u32)],
+        prefixes: &[(Addr, u32, u32)],
+        allow: &[(Addr, u32, u64)],
+        mut read_rule: impl FnMut(u32) -> Option<Rule>,
+    ) -> (Self, Vec<String>) {
+        let mut t = Self::new(capacity);
+        let mut warnings = Vec::new();
+        let heads: HashMap<u32, PrefixKey> = prefixes
+            .iter()
+            .map(|(a, l, h)| (*h, (u128::from_be_bytes(*a), *l)))
+            .collect();
+        let mut used = std::collections::HashSet::new();
+        let mut chain = |head: u32, stop_at_other_heads: Option<PrefixKey>, warnings: &mut Vec<String>| {
+            let mut out = Vec::new();
+            let mut slot = head;
+            while slot != NO_RULE && out.len() < MAX_CHAIN as usize {
+                if let Some(me) = stop_at_other_heads
+                    && slot != head
+                    && heads.get(&slot).is_some_and(|k| *k != me)
+                {
+                    break;
+                }
+                match read_rule(slot) {
+                    Some(r) if r.action != 0 => {
+                        out.push((slot, r));
+                        slot = r.next;
+                    }
+                    _ => {
+                        warnings.push(format!("rule chain at slot {head} reaches free slot {slot}"));
+                        break;
+                    }
+                }
+            }
+            out
+        };
+        let mut adopt = |t: &mut Self, target: Target, links: Vec<(u32, Rule)>, warnings: &mut Vec<String>| {
+            let mut ids = Vec::new();
+            for (slot, r) in links {
+                if !used.insert(slot) || t.rules.contains_key(&r.id) {
+                    warnings.push(format!("slot {slot} (rule {}) is linked twice; left out", r.id));
+                    continue;
+                }
+                let spec = RuleSpec {
+                    target,
+                    action: if r.action == swarmwall_maps::ACTION_OBSERVE {
+                        Action::Observe
+                    } else {
+                        Action::Drop
+                    },
+                    scope: Scope {
+                        dst: (r.scope_flags & swarmwall_maps::SCOPE_DST != 0)
+                            .then(|| crate::addr::from_key(&r.scope_dst)),
+                        proto: (r.scope_flags & swarmwall_maps::SCOPE_PROTO != 0)
+                            .then(|| match r.scope_proto {
+                                6 => Some(Proto::Tcp),
+                                17 => Some(Proto::Udp),
+                                1 => Some(Proto::Icmp),
+                                58 => Some(Proto::Icmpv6),
+                                _ => None,
+                            })
+                            .flatten(),
+                        port: (r.scope_flags & swarmwall_maps::SCOPE_PORT != 0).then_some(r.scope_port),
+                    },
+                    ttl: None,
+                };
+                t.insert_entry(r.id, spec, slot, r.expires_ns);
+                ids.push(r.id);
+            }
+            ids
+        };
+        for (key, head) in exact {
+            let target = Target::Addr(crate::addr::from_key(key));
+            let links = chain(*head, None, &mut warnings);
+            let ids = adopt(&mut t, target, links, &mut warnings);
+            if !ids.is_empty() {
+                t.exact.insert(*key, ids);
+            }
+        }
+        for (key, len, head) in prefixes {
+            let k = (u128::from_be_bytes(*key), *len);
+            let Some(target) = target_of(key, *len) else {
+                warnings.push(format!("prefix key of length {len} is not a valid target; left out"));
+                continue;
+            };
+            let links = chain(*head, Some(k), &mut warnings);
+            let ids = adopt(&mut t, target, links, &mut warnings);
+            if !ids.is_empty() {
+                t.prefix.insert(k, ids);
+                *t.lens.entry(k.1).or_default() += 1;
+                t.prefix_filter.add(key, *len);
+            }
+        }
+        for (key, len, id) in allow {
+            if let Some(target) = target_of(key, *len) {
+                t.allow.insert((u128::from_be_bytes(*key), *len), (target, *id));
+                t.allow_filter.add(key, *len);
+                t.next_allow_id = t.next_allow_id.max(id + 1);
+            }
+        }
+        let top = used.iter().copied().max().map_or(0, |m| m + 1);
+        t.next_fresh = top;
+        t.free = (0..top).filter(|s| !used.contains(s)).collect();
+        (t, warnings)
+    }
+
     fn alloc(&mut self, ops: &mut Vec<Op>) -> Result<u32, RuleError> {
         if let Some(slot) = self.free.pop() {
             // A reused slot still holds its previous rule's hits.
@@ -392,9 +529,8 @@ impl RuleTable {
         Ok(self.next_fresh - 1)
     }
 
-    fn insert_entry(&mut self, spec: RuleSpec, slot: u32, expires_ns: u64) -> RuleId {
-        let id = self.next_id;
-        self.next_id += 1;
+    fn insert_entry(&mut self, id: RuleId, spec: RuleSpec, slot: u32, expires_ns: u64) {
+        self.next_id = self.next_id.max(id + 1);
         self.index
             .insert((spec.target, spec.action, spec.scope), id);
         self.rules.insert(
@@ -405,7 +541,6 @@ impl RuleTable {
                 expires_ns,
             },
         );
-        id
     }
 
     fn kernel_rule(&self, id: RuleId, next: u32) -> Rule {
@@ -694,6 +829,52 @@ mod tests {
                 ..
             }
         ));
+    }
+
+    #[test]
+    fn restore_rebuilds_what_the_kernel_holds() {
+        let (mut t, mut m) = (RuleTable::new(64), Model::default());
+        let a = add(&mut t, &mut m, spec("192.0.2.1", Action::Drop, Some(80)));
+        let b = add(&mut t, &mut m, spec("192.0.2.1", Action::Observe, None));
+        let outer = add(&mut t, &mut m, spec("198.51.0.0/16", Action::Drop, None));
+        let inner = add(&mut t, &mut m, spec("198.51.100.0/24", Action::Observe, Some(443)));
+        let c = add(&mut t, &mut m, spec("2001:db8::/32", Action::Drop, None));
+        m.apply(&t.remove(b).unwrap());
+        let exact: Vec<_> = m.exact.iter().map(|(k, h)| (*k, *h)).collect();
+        let prefixes: Vec<_> = m.prefix.iter().map(|((k, l), h)| (*k, *l, *h)).collect();
+        let (r, warnings) = RuleTable::restore(64, &exact, &prefixes, &[], |s| m.rules.get(&s).copied());
+        assert!(warnings.is_empty(), "{warnings:?}");
+        let ids: Vec<_> = r.rules().map(|(id, _)| id).collect();
+        assert_eq!(ids, vec![a, outer, inner, c]);
+        for (id, e) in r.rules() {
+            assert_eq!(e.spec.target, t.get(id).unwrap().spec.target);
+            assert_eq!(e.spec.scope, t.get(id).unwrap().spec.scope);
+            assert_eq!(e.spec.action, t.get(id).unwrap().spec.action);
+            assert_eq!(e.slot, t.get(id).unwrap().slot);
+        }
+        // The restored table keeps working: removing the outer prefix relinks the inner one.
+        let mut r = r;
+        m.apply(&r.remove(outer).unwrap());
+        assert_eq!(m.walk("198.51.100.9").1, vec![inner]);
+        // New slots don't collide with live ones.
+        let (_, ops) = r.add(spec("192.0.2.9", Action::Drop, None), 0).unwrap();
+        let used: Vec<u32> = r.rules().map(|(_, e)| e.slot).collect();
+        let Op::SetRule { slot, .. } = ops.iter().find(|o| matches!(o, Op::SetRule { .. })).unwrap() else { unreachable!() };
+        assert_eq!(used.iter().filter(|s| *s == slot).count(), 1);
+    }
+
+    #[test]
+    fn restore_survives_a_corrupt_chain() {
+        let mut rules = HashMap::new();
+        let mut r = Rule::EMPTY;
+        r.id = 7;
+        r.action = ACTION_DROP;
+        r.next = 0; // a loop onto itself
+        rules.insert(0u32, r);
+        let key = crate::addr::to_key("192.0.2.1".parse().unwrap());
+        let (t, warnings) = RuleTable::restore(8, &[(key, 0)], &[], &[], |s| rules.get(&s).copied());
+        assert_eq!(t.len(), 1);
+        assert!(!warnings.is_empty());
     }
 
     #[test]

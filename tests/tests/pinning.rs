@@ -1,0 +1,167 @@
+//! Pinned data plane: protection outlives the process that set it up, and a new process adopts
+//! it (maps, rules, counters, links) without a gap. Needs root.
+
+mod common;
+
+use std::{
+    net::{IpAddr, SocketAddr},
+    path::PathBuf,
+    sync::atomic::{AtomicBool, AtomicU32, Ordering},
+    time::Duration,
+};
+
+use common::{ip, small};
+use swarmwall::{AttachMode, Dataplane, RuleSpec, dataplane::remove_pins};
+use swarmwall_integration::{
+    netns::{NetNs, VethPair, add_addr, add_neigh, in_netns},
+    require_root,
+    traffic::{Flow, UdpSink, send_udp},
+};
+use swarmwall_maps::{Config, names};
+
+/// A unique pin directory under bpffs, removed (detaching whatever is pinned) on drop.
+struct PinDir(PathBuf);
+
+impl PinDir {
+    fn new() -> Self {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let n = N.fetch_add(1, Ordering::Relaxed);
+        Self(PathBuf::from(format!("/sys/fs/bpf/swl-test-{}-{n}", std::process::id())))
+    }
+}
+
+impl Drop for PinDir {
+    fn drop(&mut self) {
+        let _ = remove_pins(&self.0);
+    }
+}
+
+struct Lab {
+    link: VethPair,
+    srv: NetNs,
+    cli: NetNs,
+}
+
+fn lab() -> Lab {
+    let srv = NetNs::new("swl-pin-s").unwrap();
+    let cli = NetNs::new("swl-pin-c").unwrap();
+    let link = VethPair::new(&srv, &cli, "198.51.100.1/24", "198.51.100.2/24").unwrap();
+    add_addr(&cli, &link.iface_b, "198.51.100.12/24").unwrap();
+    // Static neighbours: no ARP crosses the veth, so per-source counts are exact.
+    for a in ["198.51.100.2", "198.51.100.12"] {
+        add_neigh(&srv, &link.iface_a, ip(a), link.mac_b).unwrap();
+    }
+    add_neigh(&cli, &link.iface_b, ip("198.51.100.1"), link.mac_a).unwrap();
+    Lab { link, srv, cli }
+}
+
+/// Sends `n` datagrams from each source; returns what the sink received per source.
+fn traffic(lab: &Lab, sources: &[&str], n: usize) -> Vec<u64> {
+    let sink = UdpSink::bind(&lab.srv, SocketAddr::new(ip("198.51.100.1"), 0)).unwrap();
+    let flows: Vec<Flow> = sources
+        .iter()
+        .map(|s| Flow {
+            src: ip(s),
+            dst: sink.local_addr(),
+        })
+        .collect();
+    send_udp(&lab.cli, &flows, n, Duration::from_millis(200), &AtomicBool::new(false)).unwrap();
+    let got = sink
+        .finish(Duration::from_millis(200), Duration::from_secs(3))
+        .unwrap();
+    sources
+        .iter()
+        .map(|s| got.get(&ip(s)).copied().unwrap_or(0))
+        .collect()
+}
+
+fn attach(lab: &Lab, dp: &mut Dataplane) -> aya::programs::XdpMode {
+    let mode = in_netns(&lab.srv, || dp.attach(&lab.link.iface_a, AttachMode::Auto))
+        .unwrap()
+        .unwrap();
+    dp.pin_links().unwrap();
+    mode
+}
+
+#[test]
+fn pinned_data_plane_outlives_its_process_and_is_adopted() {
+    require_root!();
+    let lab = lab();
+    let pins = PinDir::new();
+
+    let mut first = Dataplane::open_pinned(small(), &pins.0).unwrap();
+    assert!(!first.adopted());
+    let blocked = first
+        .add_rule(RuleSpec::drop("198.51.100.12".parse().unwrap()))
+        .unwrap();
+    let mode = attach(&lab, &mut first);
+    // The process that set it up goes away (as if killed): nothing detaches.
+    drop(first);
+    assert_eq!(
+        traffic(&lab, &["198.51.100.2", "198.51.100.12"], 50),
+        vec![50, 0],
+        "with no swarmwall process alive, the pinned program must still drop the blocked source"
+    );
+
+    // A new process adopts: same rules, same counters, and its program swapped into the link.
+    let mut second = Dataplane::open_pinned(
+        swarmwall::Sizes {
+            sources: 999_999,
+            ..small()
+        },
+        &pins.0,
+    )
+    .unwrap();
+    assert!(second.adopted());
+    let rules = second.rules().unwrap();
+    assert_eq!(rules.len(), 1);
+    assert_eq!(rules[0].id, blocked);
+    assert_eq!(rules[0].hits.dropped_packets, 50);
+    let s = second
+        .sources()
+        .unwrap()
+        .into_iter()
+        .find(|s| s.addr == Some(ip("198.51.100.12")))
+        .expect("counters of the blocked source survive");
+    assert_eq!((s.packets, s.dropped), (50, 50));
+    assert_eq!(attach(&lab, &mut second), mode, "the pinned link keeps its mode");
+    second
+        .add_rule(RuleSpec::drop("198.51.100.2".parse().unwrap()))
+        .unwrap();
+    assert_eq!(traffic(&lab, &["198.51.100.2", "198.51.100.12"], 20), vec![0, 0]);
+
+    // Removing the pins detaches for good.
+    drop(second);
+    remove_pins(&pins.0).unwrap();
+    assert!(!pins.0.exists());
+    assert_eq!(traffic(&lab, &["198.51.100.2", "198.51.100.12"], 20), vec![20, 20]);
+}
+
+#[test]
+fn pins_from_another_abi_are_refused_not_misread() {
+    require_root!();
+    let pins = PinDir::new();
+    drop(Dataplane::open_pinned(small(), &pins.0).unwrap());
+    {
+        let data = aya::maps::MapData::from_pin(pins.0.join("maps").join(names::CONFIG)).unwrap();
+        let mut config: aya::maps::Array<_, Config> =
+            aya::maps::Array::try_from(aya::maps::Map::Array(data)).unwrap();
+        let mut c = config.get(&0, 0).unwrap();
+        c.abi_version = 999;
+        config.set(0, c, 0).unwrap();
+    }
+    let err = Dataplane::open_pinned(small(), &pins.0).err().expect("must refuse");
+    let msg = err.to_string();
+    assert!(msg.contains("ABI version 999") && msg.contains("swarmwall down"), "{msg}");
+}
+
+#[test]
+fn a_partial_pin_directory_is_refused() {
+    require_root!();
+    let pins = PinDir::new();
+    drop(Dataplane::open_pinned(small(), &pins.0).unwrap());
+    std::fs::remove_file(pins.0.join("maps").join(names::RULES)).unwrap();
+    let msg = Dataplane::open_pinned(small(), &pins.0).err().unwrap().to_string();
+    assert!(msg.contains("some maps are pinned and others are missing"), "{msg}");
+    let _: IpAddr = ip("192.0.2.1");
+}

@@ -1,0 +1,273 @@
+//! Wire types of the control API (`/v1/...`): what the daemon answers and the CLI sends.
+//!
+//! Times are RFC 3339 strings in UTC; addresses and prefixes are strings in their usual notation;
+//! actions are `"drop"` or `"observe"`; modes `"enforce"` or `"observe"`.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// The scope of a rule: which traffic to this host it applies to. All `None`: all traffic.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScopeView {
+    /// Destination address (the site).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dst: Option<String>,
+    /// `tcp`, `udp`, `icmp` or `icmpv6`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proto: Option<String>,
+    /// Destination port.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+}
+
+/// A rule as listed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RuleView {
+    /// Rule id, stable for the rule's life.
+    pub id: u64,
+    /// Source address or prefix.
+    pub target: String,
+    /// `drop` or `observe`.
+    pub action: String,
+    /// Scope.
+    pub scope: ScopeView,
+    /// Expiry, if any.
+    pub expires_at: Option<String>,
+    /// When it was added.
+    pub created_at: String,
+    /// Who added it (`uid 0`, `swarmwall`, ...).
+    pub actor: String,
+    /// Why.
+    pub reason: Option<String>,
+    /// Packets it decided (dropped or would have dropped).
+    pub hits: u64,
+    /// Packets it dropped.
+    pub dropped: u64,
+    /// Bytes it dropped.
+    pub dropped_bytes: u64,
+}
+
+/// A rule to add.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NewRule {
+    /// Source address or prefix.
+    pub target: String,
+    /// `drop` (default) or `observe`.
+    #[serde(default)]
+    pub action: Option<String>,
+    /// Scope; default all traffic.
+    #[serde(default)]
+    pub scope: ScopeView,
+    /// Lifetime in seconds; `None` uses the daemon's default TTL (which may be permanent).
+    #[serde(default)]
+    pub ttl_s: Option<u64>,
+}
+
+/// `POST /v1/rules`: add one or many rules as one change (one undo reverts them all).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AddRules {
+    /// The rules.
+    pub rules: Vec<NewRule>,
+    /// Why, recorded in the journal.
+    #[serde(default)]
+    pub reason: Option<String>,
+    /// Allow prefixes wider than the configured bound (never `/0`, never allow-listed or own
+    /// addresses).
+    #[serde(default)]
+    pub force: bool,
+}
+
+/// `POST /v1/rules/delete`: remove rules as one change.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeleteRules {
+    /// Rule ids to remove.
+    #[serde(default)]
+    pub ids: Vec<u64>,
+    /// Remove every rule instead.
+    #[serde(default)]
+    pub all: bool,
+    /// Required when removing more than one rule.
+    #[serde(default)]
+    pub yes: bool,
+    /// Why.
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+/// What a mutation did.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChangeResult {
+    /// The journal change id (give it to `undo`).
+    pub change_id: u64,
+    /// Rule ids added or removed.
+    #[serde(default)]
+    pub rules: Vec<u64>,
+    /// One line for humans.
+    pub summary: String,
+}
+
+/// An allow-list entry.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AllowView {
+    /// Address or prefix.
+    pub target: String,
+    /// When it was added.
+    pub created_at: String,
+    /// Who added it.
+    pub actor: String,
+    /// Why.
+    pub reason: Option<String>,
+    /// True if it comes from the config file (not removable through the API).
+    #[serde(default)]
+    pub from_config: bool,
+}
+
+/// `POST /v1/allow` and `POST /v1/allow/delete`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AllowRequest {
+    /// Address or prefix.
+    pub target: String,
+    /// Why.
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+/// `GET`/`PUT /v1/mode`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ModeView {
+    /// `enforce` or `observe`.
+    pub mode: String,
+    /// Why (PUT only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// One journal change, as listed by `GET /v1/history`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChangeView {
+    /// Change id.
+    pub id: u64,
+    /// When.
+    pub time: String,
+    /// Who.
+    pub actor: String,
+    /// Why.
+    pub reason: Option<String>,
+    /// One line: what changed.
+    pub summary: String,
+    /// Number of operations (a bulk import is one change of many).
+    pub ops: usize,
+    /// The change this one undid, if it is an undo.
+    pub undoes: Option<u64>,
+    /// The change that undid this one, if any.
+    pub undone_by: Option<u64>,
+}
+
+/// An attached interface.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IfaceView {
+    /// Interface name.
+    pub name: String,
+    /// `driver` or `generic`.
+    pub mode: String,
+}
+
+/// Rule counts.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RuleCounts {
+    /// Single-address rules.
+    pub exact: usize,
+    /// Prefix rules.
+    pub prefix: usize,
+}
+
+/// `GET /v1/status`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Status {
+    /// swarmwall version.
+    pub version: String,
+    /// Kernel/userspace ABI version of the loaded maps.
+    pub abi: u32,
+    /// Seconds since the daemon started.
+    pub uptime_s: u64,
+    /// `enforce` or `observe`.
+    pub mode: String,
+    /// Attached interfaces.
+    pub interfaces: Vec<IfaceView>,
+    /// Global counters by name (`seen`, `passed`, `dropped_exact`, ...).
+    pub stats: BTreeMap<String, u64>,
+    /// Rule counts.
+    pub rules: RuleCounts,
+    /// Allow-list entries.
+    pub allow: usize,
+    /// Where the maps and links are pinned.
+    pub pin_dir: String,
+    /// True if this daemon adopted a data plane left running by an earlier one.
+    pub adopted: bool,
+}
+
+/// `GET /v1/top` query.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TopQuery {
+    /// Sort key: `pps` (default), `bps` or `drops`.
+    #[serde(default)]
+    pub by: Option<String>,
+    /// Window in seconds (default 10).
+    #[serde(default)]
+    pub window_s: Option<u64>,
+    /// How many sources (default 20).
+    #[serde(default)]
+    pub limit: Option<usize>,
+}
+
+/// One source in `top`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TalkerView {
+    /// Source address.
+    pub addr: String,
+    /// Packets per second over the window.
+    pub pps: f64,
+    /// Bits per second over the window.
+    pub bps: f64,
+    /// Dropped packets per second over the window.
+    pub drop_pps: f64,
+    /// Total packets since first seen.
+    pub packets: u64,
+    /// Total bytes.
+    pub bytes: u64,
+    /// Total dropped.
+    pub dropped: u64,
+    /// Ids of the rules whose target covers this source.
+    pub rules: Vec<u64>,
+}
+
+/// `GET /v1/top`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TopView {
+    /// The window the rates are over, in seconds (shorter right after start).
+    pub window_s: f64,
+    /// Sort key used.
+    pub by: String,
+    /// Sources tracked in the kernel.
+    pub tracked: usize,
+    /// The top sources.
+    pub sources: Vec<TalkerView>,
+}
+
+/// Every error answer: `{"error": {"code": "...", "message": "..."}}`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApiError {
+    /// The error.
+    pub error: ErrorBody,
+}
+
+/// Body of an [`ApiError`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    /// Machine-readable: `bad_request`, `not_found`, `conflict`, `forbidden`, `too_large`,
+    /// `timeout`, `internal`.
+    pub code: String,
+    /// For humans; names the bad value.
+    pub message: String,
+}
