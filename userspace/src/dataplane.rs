@@ -943,7 +943,7 @@ const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
 /// pin directory elsewhere that is not on bpffs.
 fn ensure_bpffs(dir: &Path) -> Result<(), DataplaneError> {
     let is_bpffs = |p: &Path| {
-        nix::sys::statfs::statfs(p).is_ok_and(|s| s.filesystem_type().0 as i64 == BPF_FS_MAGIC)
+        nix::sys::statfs::statfs(p).is_ok_and(|s| s.filesystem_type().0 == BPF_FS_MAGIC)
     };
     let existing = dir.ancestors().find(|p| p.exists()).unwrap_or(Path::new("/"));
     if is_bpffs(existing) {

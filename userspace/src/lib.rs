@@ -8,6 +8,7 @@ pub mod api;
 pub mod dataplane;
 pub mod filter;
 pub mod rules;
+pub mod store;
 pub mod table;
 
 pub use addr::{AddrError, Target};

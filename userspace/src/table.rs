@@ -141,6 +141,20 @@ impl RuleTable {
         self.rules.is_empty()
     }
 
+    /// Ids of the rules whose target covers `ip`: its exact rules and those of every prefix
+    /// holding it (one map probe per prefix length in use).
+    pub fn rules_covering(&self, ip: std::net::IpAddr) -> Vec<RuleId> {
+        let key = crate::addr::to_key(ip);
+        let mut ids = self.exact.get(&key).cloned().unwrap_or_default();
+        let bits = u128::from_be_bytes(key);
+        for len in self.lens.keys() {
+            if let Some(own) = self.prefix.get(&(mask(bits, *len), *len)) {
+                ids.extend(own);
+            }
+        }
+        ids
+    }
+
     /// Allow-list entries.
     pub fn allowed(&self) -> impl Iterator<Item = &Target> {
         self.allow.values().map(|(t, _)| t)
@@ -460,16 +474,15 @@ impl RuleTable {
                     },
                     scope: Scope {
                         dst: (r.scope_flags & swarmwall_maps::SCOPE_DST != 0)
-                            .then(|| crate::addr::from_key(&r.scope_dst)),
-                        proto: (r.scope_flags & swarmwall_maps::SCOPE_PROTO != 0)
-                            .then(|| match r.scope_proto {
-                                6 => Some(Proto::Tcp),
-                                17 => Some(Proto::Udp),
-                                1 => Some(Proto::Icmp),
-                                58 => Some(Proto::Icmpv6),
-                                _ => None,
-                            })
-                            .flatten(),
+                            .then_some(crate::addr::from_key(&r.scope_dst)),
+                        proto: match r.scope_proto {
+                            _ if r.scope_flags & swarmwall_maps::SCOPE_PROTO == 0 => None,
+                            6 => Some(Proto::Tcp),
+                            17 => Some(Proto::Udp),
+                            1 => Some(Proto::Icmp),
+                            58 => Some(Proto::Icmpv6),
+                            _ => None,
+                        },
                         port: (r.scope_flags & swarmwall_maps::SCOPE_PORT != 0).then_some(r.scope_port),
                     },
                     ttl: None,
