@@ -26,7 +26,10 @@ impl PinDir {
     fn new() -> Self {
         static N: AtomicU32 = AtomicU32::new(0);
         let n = N.fetch_add(1, Ordering::Relaxed);
-        Self(PathBuf::from(format!("/sys/fs/bpf/swl-test-{}-{n}", std::process::id())))
+        Self(PathBuf::from(format!(
+            "/sys/fs/bpf/swl-test-{}-{n}",
+            std::process::id()
+        )))
     }
 }
 
@@ -65,7 +68,14 @@ fn traffic(lab: &Lab, sources: &[&str], n: usize) -> Vec<u64> {
             dst: sink.local_addr(),
         })
         .collect();
-    send_udp(&lab.cli, &flows, n, Duration::from_millis(200), &AtomicBool::new(false)).unwrap();
+    send_udp(
+        &lab.cli,
+        &flows,
+        n,
+        Duration::from_millis(200),
+        &AtomicBool::new(false),
+    )
+    .unwrap();
     let got = sink
         .finish(Duration::from_millis(200), Duration::from_secs(3))
         .unwrap();
@@ -124,17 +134,27 @@ fn pinned_data_plane_outlives_its_process_and_is_adopted() {
         .find(|s| s.addr == Some(ip("198.51.100.12")))
         .expect("counters of the blocked source survive");
     assert_eq!((s.packets, s.dropped), (50, 50));
-    assert_eq!(attach(&lab, &mut second), mode, "the pinned link keeps its mode");
+    assert_eq!(
+        attach(&lab, &mut second),
+        mode,
+        "the pinned link keeps its mode"
+    );
     second
         .add_rule(RuleSpec::drop("198.51.100.2".parse().unwrap()))
         .unwrap();
-    assert_eq!(traffic(&lab, &["198.51.100.2", "198.51.100.12"], 20), vec![0, 0]);
+    assert_eq!(
+        traffic(&lab, &["198.51.100.2", "198.51.100.12"], 20),
+        vec![0, 0]
+    );
 
     // Removing the pins detaches for good.
     drop(second);
     remove_pins(&pins.0).unwrap();
     assert!(!pins.0.exists());
-    assert_eq!(traffic(&lab, &["198.51.100.2", "198.51.100.12"], 20), vec![20, 20]);
+    assert_eq!(
+        traffic(&lab, &["198.51.100.2", "198.51.100.12"], 20),
+        vec![20, 20]
+    );
 }
 
 #[test]
@@ -150,9 +170,14 @@ fn pins_from_another_abi_are_refused_not_misread() {
         c.abi_version = 999;
         config.set(0, c, 0).unwrap();
     }
-    let err = Dataplane::open_pinned(small(), &pins.0).err().expect("must refuse");
+    let err = Dataplane::open_pinned(small(), &pins.0)
+        .err()
+        .expect("must refuse");
     let msg = err.to_string();
-    assert!(msg.contains("ABI version 999") && msg.contains("swarmwall down"), "{msg}");
+    assert!(
+        msg.contains("ABI version 999") && msg.contains("swarmwall down"),
+        "{msg}"
+    );
 }
 
 #[test]
@@ -161,7 +186,13 @@ fn a_partial_pin_directory_is_refused() {
     let pins = PinDir::new();
     drop(Dataplane::open_pinned(small(), &pins.0).unwrap());
     std::fs::remove_file(pins.0.join("maps").join(names::RULES)).unwrap();
-    let msg = Dataplane::open_pinned(small(), &pins.0).err().unwrap().to_string();
-    assert!(msg.contains("some maps are pinned and others are missing"), "{msg}");
+    let msg = Dataplane::open_pinned(small(), &pins.0)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        msg.contains("some maps are pinned and others are missing"),
+        "{msg}"
+    );
     let _: IpAddr = ip("192.0.2.1");
 }

@@ -11,11 +11,11 @@ use std::{
 
 use aya::{
     Ebpf, EbpfLoader, include_bytes_aligned,
+    maps::MapInfo,
     maps::{
         Array, HashMap, LpmTrie, MapData, MapError, PerCpuArray, PerCpuHashMap, PerCpuValues,
         lpm_trie::Key,
     },
-    maps::MapInfo,
     programs::{
         ProgramError, TestRun as _, TestRunOptions, Xdp, XdpMode,
         links::{FdLink, PinnedLink},
@@ -44,7 +44,7 @@ pub enum DataplaneError {
     #[error("loading the eBPF object failed: {source}{hint}")]
     Load {
         /// The loader's error.
-        source: aya::EbpfError,
+        source: Box<aya::EbpfError>,
         /// Advice, e.g. on missing privileges.
         hint: &'static str,
     },
@@ -54,7 +54,7 @@ pub enum DataplaneError {
         /// Program name.
         program: &'static str,
         /// aya's error.
-        source: ProgramError,
+        source: Box<ProgramError>,
         /// Verifier log, when there is one.
         log: String,
     },
@@ -64,7 +64,7 @@ pub enum DataplaneError {
         /// Interface name.
         iface: String,
         /// The last error.
-        source: ProgramError,
+        source: Box<ProgramError>,
     },
     /// A map operation failed.
     #[error("map {map}: {source}")]
@@ -72,7 +72,7 @@ pub enum DataplaneError {
         /// Map name.
         map: &'static str,
         /// aya's error.
-        source: MapError,
+        source: Box<MapError>,
     },
     /// The object lacks a map or program it should have.
     #[error("the eBPF object has no {what} named {name}")]
@@ -86,7 +86,9 @@ pub enum DataplaneError {
     #[error(transparent)]
     Rule(#[from] RuleError),
     /// Pinned state that this build cannot use.
-    #[error("pinned data plane in {dir}: {problem}; run `swarmwall down` to remove it (this detaches XDP)")]
+    #[error(
+        "pinned data plane in {dir}: {problem}; run `swarmwall down` to remove it (this detaches XDP)"
+    )]
     Pins {
         /// The pin directory.
         dir: String,
@@ -115,7 +117,10 @@ const PERM_HINT: &str =
     " (loading BPF programs needs root, or CAP_BPF + CAP_NET_ADMIN + CAP_PERFMON)";
 
 fn map_err(map: &'static str) -> impl FnOnce(MapError) -> DataplaneError {
-    move |source| DataplaneError::Map { map, source }
+    move |source| DataplaneError::Map {
+        map,
+        source: Box::new(source),
+    }
 }
 
 /// Map capacities, fixed at load time.
@@ -263,7 +268,11 @@ const MAP_LAYOUT: [(&str, usize, usize); 12] = [
 /// (EPERM), and interface names may have one (`eth0.100`) but never a colon, so dots become
 /// colons.
 fn link_pin(dir: &Path, iface: &str, mode: XdpMode) -> PathBuf {
-    let mode = if mode == XdpMode::Skb { "generic" } else { "driver" };
+    let mode = if mode == XdpMode::Skb {
+        "generic"
+    } else {
+        "driver"
+    };
     dir.join("links").join(mode).join(iface.replace('.', ":"))
 }
 
@@ -337,7 +346,10 @@ impl Dataplane {
                 let d = dir.join("links").join(mode);
                 std::fs::create_dir_all(&d).map_err(pin_err("creating", &d))?;
             }
-            let present: Vec<bool> = MAP_LAYOUT.iter().map(|(n, _, _)| maps.join(n).exists()).collect();
+            let present: Vec<bool> = MAP_LAYOUT
+                .iter()
+                .map(|(n, _, _)| maps.join(n).exists())
+                .collect();
             adopted = present.iter().all(|p| *p);
             if !adopted && present.iter().any(|p| *p) {
                 return Err(DataplaneError::Pins {
@@ -348,7 +360,10 @@ impl Dataplane {
             if adopted {
                 sizes = adopted_sizes(dir, &maps)?;
             }
-            pin_paths = MAP_LAYOUT.iter().map(|(n, _, _)| (*n, maps.join(n))).collect();
+            pin_paths = MAP_LAYOUT
+                .iter()
+                .map(|(n, _, _)| (*n, maps.join(n)))
+                .collect();
         }
         let mut loader = EbpfLoader::new();
         for (name, path) in &pin_paths {
@@ -368,7 +383,10 @@ impl Dataplane {
             } else {
                 ""
             };
-            DataplaneError::Load { source, hint }
+            DataplaneError::Load {
+                source: Box::new(source),
+                hint,
+            }
         })?;
         for name in [programs::XDP, programs::FLOOR] {
             let prog: &mut Xdp = ebpf
@@ -425,10 +443,11 @@ impl Dataplane {
                     dir: dir.display().to_string(),
                     problem: format!("cannot open pinned link {}: {e}", path.display()),
                 })?;
-                let link = XdpLink::try_from(FdLink::from(pinned)).map_err(|e| DataplaneError::Pins {
-                    dir: dir.display().to_string(),
-                    problem: format!("{} is not an XDP link: {e}", path.display()),
-                })?;
+                let link =
+                    XdpLink::try_from(FdLink::from(pinned)).map_err(|e| DataplaneError::Pins {
+                        dir: dir.display().to_string(),
+                        problem: format!("{} is not an XDP link: {e}", path.display()),
+                    })?;
                 let id = self
                     .xdp(programs::XDP)?
                     .attach_to_link(link)
@@ -492,7 +511,9 @@ impl Dataplane {
             .map_err(|source| program_err(programs::XDP, source))?;
         let fd = FdLink::try_from(link).map_err(|e| DataplaneError::Pins {
             dir: dir.display().to_string(),
-            problem: format!("kernel gave no bpf_link for {iface} ({e}); Linux 5.9+ is needed to pin"),
+            problem: format!(
+                "kernel gave no bpf_link for {iface} ({e}); Linux 5.9+ is needed to pin"
+            ),
         })?;
         fd.pin(path).map_err(|e| DataplaneError::Pins {
             dir: dir.display().to_string(),
@@ -530,7 +551,7 @@ impl Dataplane {
         }
         Err(DataplaneError::Attach {
             iface: iface.to_owned(),
-            source: last.expect("at least one mode tried"),
+            source: Box::new(last.expect("at least one mode tried")),
         })
     }
 
@@ -785,8 +806,9 @@ impl Dataplane {
         };
         let rules: Array<&MapData, Rule> =
             Array::try_from(self.map(names::RULES)?).map_err(map_err(names::RULES))?;
-        let (table, warnings) =
-            RuleTable::restore(capacity, &exact, &prefixes, &allow, |slot| rules.get(&slot, 0).ok());
+        let (table, warnings) = RuleTable::restore(capacity, &exact, &prefixes, &allow, |slot| {
+            rules.get(&slot, 0).ok()
+        });
         self.table = table;
         Ok(warnings)
     }
@@ -942,10 +964,12 @@ const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
 /// `/sys/fs/bpf` if nothing is mounted there (as bpftool does; systemd normally has); refuses a
 /// pin directory elsewhere that is not on bpffs.
 fn ensure_bpffs(dir: &Path) -> Result<(), DataplaneError> {
-    let is_bpffs = |p: &Path| {
-        nix::sys::statfs::statfs(p).is_ok_and(|s| s.filesystem_type().0 == BPF_FS_MAGIC)
-    };
-    let existing = dir.ancestors().find(|p| p.exists()).unwrap_or(Path::new("/"));
+    let is_bpffs =
+        |p: &Path| nix::sys::statfs::statfs(p).is_ok_and(|s| s.filesystem_type().0 == BPF_FS_MAGIC);
+    let existing = dir
+        .ancestors()
+        .find(|p| p.exists())
+        .unwrap_or(Path::new("/"));
     if is_bpffs(existing) {
         return Ok(());
     }
@@ -1022,7 +1046,7 @@ fn program_err(program: &'static str, source: ProgramError) -> DataplaneError {
     };
     DataplaneError::Program {
         program,
-        source,
+        source: Box::new(source),
         log,
     }
 }

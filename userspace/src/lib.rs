@@ -5,6 +5,7 @@
 
 pub mod addr;
 pub mod api;
+pub mod daemon;
 pub mod dataplane;
 pub mod filter;
 pub mod rules;

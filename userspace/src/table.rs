@@ -64,7 +64,11 @@ fn pkey(t: &Target) -> PrefixKey {
 /// The target a kernel prefix key stands for, if it can be one.
 fn target_of(key: &Addr, len: u32) -> Option<Target> {
     let ip = crate::addr::from_key(key);
-    let own = if ip.is_ipv4() { len.checked_sub(96)? } else { len };
+    let own = if ip.is_ipv4() {
+        len.checked_sub(96)?
+    } else {
+        len
+    };
     let net = ipnet::IpNet::new(ip, u8::try_from(own).ok()?).ok()?;
     if net.prefix_len() == net.max_prefix_len() {
         Some(Target::Addr(ip))
@@ -435,63 +439,71 @@ impl RuleTable {
             .map(|(a, l, h)| (*h, (u128::from_be_bytes(*a), *l)))
             .collect();
         let mut used = std::collections::HashSet::new();
-        let mut chain = |head: u32, stop_at_other_heads: Option<PrefixKey>, warnings: &mut Vec<String>| {
-            let mut out = Vec::new();
-            let mut slot = head;
-            while slot != NO_RULE && out.len() < MAX_CHAIN as usize {
-                if let Some(me) = stop_at_other_heads
-                    && slot != head
-                    && heads.get(&slot).is_some_and(|k| *k != me)
-                {
-                    break;
-                }
-                match read_rule(slot) {
-                    Some(r) if r.action != 0 => {
-                        out.push((slot, r));
-                        slot = r.next;
-                    }
-                    _ => {
-                        warnings.push(format!("rule chain at slot {head} reaches free slot {slot}"));
+        let mut chain =
+            |head: u32, stop_at_other_heads: Option<PrefixKey>, warnings: &mut Vec<String>| {
+                let mut out = Vec::new();
+                let mut slot = head;
+                while slot != NO_RULE && out.len() < MAX_CHAIN as usize {
+                    if let Some(me) = stop_at_other_heads
+                        && slot != head
+                        && heads.get(&slot).is_some_and(|k| *k != me)
+                    {
                         break;
                     }
+                    match read_rule(slot) {
+                        Some(r) if r.action != 0 => {
+                            out.push((slot, r));
+                            slot = r.next;
+                        }
+                        _ => {
+                            warnings.push(format!(
+                                "rule chain at slot {head} reaches free slot {slot}"
+                            ));
+                            break;
+                        }
+                    }
                 }
-            }
-            out
-        };
-        let mut adopt = |t: &mut Self, target: Target, links: Vec<(u32, Rule)>, warnings: &mut Vec<String>| {
-            let mut ids = Vec::new();
-            for (slot, r) in links {
-                if !used.insert(slot) || t.rules.contains_key(&r.id) {
-                    warnings.push(format!("slot {slot} (rule {}) is linked twice; left out", r.id));
-                    continue;
-                }
-                let spec = RuleSpec {
-                    target,
-                    action: if r.action == swarmwall_maps::ACTION_OBSERVE {
-                        Action::Observe
-                    } else {
-                        Action::Drop
-                    },
-                    scope: Scope {
-                        dst: (r.scope_flags & swarmwall_maps::SCOPE_DST != 0)
-                            .then_some(crate::addr::from_key(&r.scope_dst)),
-                        proto: match r.scope_proto {
-                            _ if r.scope_flags & swarmwall_maps::SCOPE_PROTO == 0 => None,
-                            6 => Some(Proto::Tcp),
-                            17 => Some(Proto::Udp),
-                            1 => Some(Proto::Icmp),
-                            58 => Some(Proto::Icmpv6),
-                            _ => None,
+                out
+            };
+        let mut adopt =
+            |t: &mut Self, target: Target, links: Vec<(u32, Rule)>, warnings: &mut Vec<String>| {
+                let mut ids = Vec::new();
+                for (slot, r) in links {
+                    if !used.insert(slot) || t.rules.contains_key(&r.id) {
+                        warnings.push(format!(
+                            "slot {slot} (rule {}) is linked twice; left out",
+                            r.id
+                        ));
+                        continue;
+                    }
+                    let spec = RuleSpec {
+                        target,
+                        action: if r.action == swarmwall_maps::ACTION_OBSERVE {
+                            Action::Observe
+                        } else {
+                            Action::Drop
                         },
-                        port: (r.scope_flags & swarmwall_maps::SCOPE_PORT != 0).then_some(r.scope_port),
-                    },
-                    ttl: None,
-                };
-                t.insert_entry(r.id, spec, slot, r.expires_ns);
-                ids.push(r.id);
-            }
-            ids
-        };
+                        scope: Scope {
+                            dst: (r.scope_flags & swarmwall_maps::SCOPE_DST != 0)
+                                .then_some(crate::addr::from_key(&r.scope_dst)),
+                            proto: match r.scope_proto {
+                                _ if r.scope_flags & swarmwall_maps::SCOPE_PROTO == 0 => None,
+                                6 => Some(Proto::Tcp),
+                                17 => Some(Proto::Udp),
+                                1 => Some(Proto::Icmp),
+                                58 => Some(Proto::Icmpv6),
+                                _ => None,
+                            },
+                            port: (r.scope_flags & swarmwall_maps::SCOPE_PORT != 0)
+                                .then_some(r.scope_port),
+                        },
+                        ttl: None,
+                    };
+                    t.insert_entry(r.id, spec, slot, r.expires_ns);
+                    ids.push(r.id);
+                }
+                ids
+            };
         for (key, head) in exact {
             let target = Target::Addr(crate::addr::from_key(key));
             let links = chain(*head, None, &mut warnings);
@@ -503,7 +515,9 @@ impl RuleTable {
         for (key, len, head) in prefixes {
             let k = (u128::from_be_bytes(*key), *len);
             let Some(target) = target_of(key, *len) else {
-                warnings.push(format!("prefix key of length {len} is not a valid target; left out"));
+                warnings.push(format!(
+                    "prefix key of length {len} is not a valid target; left out"
+                ));
                 continue;
             };
             let links = chain(*head, Some(k), &mut warnings);
@@ -516,7 +530,8 @@ impl RuleTable {
         }
         for (key, len, id) in allow {
             if let Some(target) = target_of(key, *len) {
-                t.allow.insert((u128::from_be_bytes(*key), *len), (target, *id));
+                t.allow
+                    .insert((u128::from_be_bytes(*key), *len), (target, *id));
                 t.allow_filter.add(key, *len);
                 t.next_allow_id = t.next_allow_id.max(id + 1);
             }
@@ -850,12 +865,17 @@ mod tests {
         let a = add(&mut t, &mut m, spec("192.0.2.1", Action::Drop, Some(80)));
         let b = add(&mut t, &mut m, spec("192.0.2.1", Action::Observe, None));
         let outer = add(&mut t, &mut m, spec("198.51.0.0/16", Action::Drop, None));
-        let inner = add(&mut t, &mut m, spec("198.51.100.0/24", Action::Observe, Some(443)));
+        let inner = add(
+            &mut t,
+            &mut m,
+            spec("198.51.100.0/24", Action::Observe, Some(443)),
+        );
         let c = add(&mut t, &mut m, spec("2001:db8::/32", Action::Drop, None));
         m.apply(&t.remove(b).unwrap());
         let exact: Vec<_> = m.exact.iter().map(|(k, h)| (*k, *h)).collect();
         let prefixes: Vec<_> = m.prefix.iter().map(|((k, l), h)| (*k, *l, *h)).collect();
-        let (r, warnings) = RuleTable::restore(64, &exact, &prefixes, &[], |s| m.rules.get(&s).copied());
+        let (r, warnings) =
+            RuleTable::restore(64, &exact, &prefixes, &[], |s| m.rules.get(&s).copied());
         assert!(warnings.is_empty(), "{warnings:?}");
         let ids: Vec<_> = r.rules().map(|(id, _)| id).collect();
         assert_eq!(ids, vec![a, outer, inner, c]);
@@ -872,7 +892,13 @@ mod tests {
         // New slots don't collide with live ones.
         let (_, ops) = r.add(spec("192.0.2.9", Action::Drop, None), 0).unwrap();
         let used: Vec<u32> = r.rules().map(|(_, e)| e.slot).collect();
-        let Op::SetRule { slot, .. } = ops.iter().find(|o| matches!(o, Op::SetRule { .. })).unwrap() else { unreachable!() };
+        let Op::SetRule { slot, .. } = ops
+            .iter()
+            .find(|o| matches!(o, Op::SetRule { .. }))
+            .unwrap()
+        else {
+            unreachable!()
+        };
         assert_eq!(used.iter().filter(|s| *s == slot).count(), 1);
     }
 
@@ -885,7 +911,8 @@ mod tests {
         r.next = 0; // a loop onto itself
         rules.insert(0u32, r);
         let key = crate::addr::to_key("192.0.2.1".parse().unwrap());
-        let (t, warnings) = RuleTable::restore(8, &[(key, 0)], &[], &[], |s| rules.get(&s).copied());
+        let (t, warnings) =
+            RuleTable::restore(8, &[(key, 0)], &[], &[], |s| rules.get(&s).copied());
         assert_eq!(t.len(), 1);
         assert!(!warnings.is_empty());
     }

@@ -3,6 +3,9 @@
 //! [`Control`] is what the daemon provides; the server ([`server`]) maps routes onto it after
 //! checking the peer's credentials, and the client ([`client`]) is what the CLI uses.
 
+pub mod auth;
+pub mod client;
+pub mod server;
 pub mod types;
 
 use types::{

@@ -1,0 +1,635 @@
+//! The control API server: HTTP/1.1 + JSON on a unix socket, routed onto a [`Control`].
+//!
+//! [`bind`] creates the socket safely (refusing to steal one another daemon is listening on);
+//! [`serve`] runs the accept loop until its shutdown future completes. Each connection's peer
+//! credentials are read once at accept time and decide what it may do ([`Auth`], [`permission`]);
+//! the verdict travels with every request as an extension, so handlers never guess who is asking.
+//!
+//! Limits, all answered in JSON ([`ApiError`]) where HTTP allows an answer:
+//! - at most [`MAX_CONNECTIONS`] connections at once; excess ones are closed at accept;
+//! - request headers must arrive within [`HEADER_TIMEOUT`] (also the keep-alive idle limit),
+//!   else the connection is dropped;
+//! - a body must arrive within [`BODY_TIMEOUT`] (408) and fit in [`MAX_BODY`] (413; rule imports,
+//!   `POST /v1/rules`, may be up to [`MAX_RULES_BODY`]);
+//! - malformed JSON, wrong types and bad query strings are 400 with a message naming the problem;
+//!   unknown routes 404, wrong methods 405; bytes that aren't HTTP get hyper's 400.
+
+use std::{
+    convert::Infallible,
+    fs,
+    future::Future,
+    io,
+    os::unix::fs::{DirBuilderExt as _, FileTypeExt as _, PermissionsExt as _},
+    path::Path,
+    sync::Arc,
+    time::Duration,
+};
+
+use axum::{
+    Extension, Router,
+    body::Body,
+    extract::{FromRequest, FromRequestParts, Path as UrlPath, Query, Request, State},
+    http::{HeaderValue, StatusCode, header, request::Parts},
+    response::{IntoResponse, Response},
+    routing::{get, post},
+};
+use http_body_util::{BodyExt as _, LengthLimitError, Limited};
+use hyper_util::{
+    rt::{TokioIo, TokioTimer},
+    service::TowerToHyperService,
+};
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
+use tokio::{
+    net::{UnixListener, UnixStream},
+    sync::{Semaphore, watch},
+};
+
+pub use super::auth::{Auth, PeerCreds, Perm, permission};
+use super::{
+    Actor, Control, Failure,
+    types::{AddRules, AllowRequest, ApiError, DeleteRules, ErrorBody, ModeView, TopQuery},
+};
+
+/// Where the daemon listens and the CLI connects by default.
+pub const DEFAULT_SOCKET: &str = "/run/swarmwall/control.sock";
+/// Largest request body, except rule imports.
+pub const MAX_BODY: usize = 1 << 20;
+/// Largest `POST /v1/rules` body: a bulk import (about a million rules) is one change, so it
+/// can't be split. Only peers allowed to write get this far.
+pub const MAX_RULES_BODY: usize = 64 << 20;
+/// Time a client has to send a request's headers (and how long an idle connection stays open).
+pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// Time a client has to send a request's body.
+pub const BODY_TIMEOUT: Duration = Duration::from_secs(30);
+/// Connections served at once.
+pub const MAX_CONNECTIONS: usize = 64;
+/// How long [`serve`] waits for requests in flight after shutdown.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// The server's limits; [`Limits::default`] is what [`serve`] uses (the constants above).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Time to send a request's headers; also the idle keep-alive limit.
+    pub header_timeout: Duration,
+    /// Time to send a request's body (408 after).
+    pub body_timeout: Duration,
+    /// Largest request body (413 above).
+    pub max_body: usize,
+    /// Largest `POST /v1/rules` body.
+    pub max_rules_body: usize,
+    /// Connections served at once; more are closed at accept.
+    pub max_connections: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            header_timeout: HEADER_TIMEOUT,
+            body_timeout: BODY_TIMEOUT,
+            max_body: MAX_BODY,
+            max_rules_body: MAX_RULES_BODY,
+            max_connections: MAX_CONNECTIONS,
+        }
+    }
+}
+
+/// Creates the control socket at `path`, ready for [`serve`]. Must be called within a Tokio
+/// runtime.
+///
+/// Creates the parent directory (mode 0755) if missing. A socket file left by a dead daemon is
+/// removed; if a daemon still answers on it, or `path` is not a socket, this refuses. The socket
+/// gets mode 0600 (owner only: the daemon's user, normally root) or, with `group`, 0660 owned by
+/// that group (pair it with [`Auth::read_group`] for read-only access).
+pub fn bind(path: &Path, group: Option<u32>) -> io::Result<UnixListener> {
+    let ctx = |what: &str, e: io::Error| io::Error::new(e.kind(), format!("{what}: {e}"));
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
+        && !dir.exists()
+    {
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o755)
+            .create(dir)
+            .map_err(|e| ctx(&format!("creating {}", dir.display()), e))?;
+    }
+    match fs::symlink_metadata(path) {
+        Ok(meta) if !meta.file_type().is_socket() => {
+            return Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                format!(
+                    "{} exists and is not a socket; refusing to replace it",
+                    path.display()
+                ),
+            ));
+        }
+        Ok(_) => match std::os::unix::net::UnixStream::connect(path) {
+            Ok(_) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::AddrInUse,
+                    format!(
+                        "another swarmwall daemon is listening on {}; stop it first (or give \
+                         this one another socket path)",
+                        path.display()
+                    ),
+                ));
+            }
+            Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
+                tracing::info!("removing stale socket {}", path.display());
+                fs::remove_file(path)
+                    .map_err(|e| ctx(&format!("removing stale socket {}", path.display()), e))?;
+            }
+            Err(e) => {
+                return Err(ctx(
+                    &format!(
+                        "{} exists and can't be checked for a running daemon",
+                        path.display()
+                    ),
+                    e,
+                ));
+            }
+        },
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(ctx(&format!("checking {}", path.display()), e)),
+    }
+    // The file is briefly created with the umask's mode; that grants nothing, since every
+    // connection's credentials are checked again in `serve`.
+    let std_listener = std::os::unix::net::UnixListener::bind(path)
+        .map_err(|e| ctx(&format!("binding {}", path.display()), e))?;
+    let mode = match group {
+        Some(gid) => {
+            nix::unistd::chown(path, None, Some(nix::unistd::Gid::from_raw(gid))).map_err(|e| {
+                ctx(
+                    &format!("chown {} to group {gid}", path.display()),
+                    e.into(),
+                )
+            })?;
+            0o660
+        }
+        None => 0o600,
+    };
+    fs::set_permissions(path, fs::Permissions::from_mode(mode))
+        .map_err(|e| ctx(&format!("chmod {mode:o} {}", path.display()), e))?;
+    std_listener.set_nonblocking(true)?;
+    UnixListener::from_std(std_listener)
+}
+
+/// Serves the API on `listener` until `shutdown` completes, then lets requests in flight finish
+/// (for a few seconds) and returns. Errors only if accepting fails for good (not for a transient
+/// shortage of file descriptors or memory, which is logged and retried).
+pub async fn serve(
+    listener: UnixListener,
+    control: Arc<dyn Control>,
+    auth: Auth,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> io::Result<()> {
+    serve_with(listener, control, auth, Limits::default(), shutdown).await
+}
+
+/// [`serve`] with other [`Limits`] (tests use short timeouts).
+pub async fn serve_with(
+    listener: UnixListener,
+    control: Arc<dyn Control>,
+    auth: Auth,
+    limits: Limits,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> io::Result<()> {
+    let service = TowerToHyperService::new(router(control));
+    let max_connections = limits.max_connections.clamp(1, Semaphore::MAX_PERMITS);
+    let slots = Arc::new(Semaphore::new(max_connections));
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let server_uid = nix::unistd::geteuid().as_raw();
+    tokio::pin!(shutdown);
+    loop {
+        let stream = tokio::select! {
+            () = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) if transient_accept_error(&e) => {
+                    tracing::warn!("accepting a control connection: {e}; retrying");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+                Err(e) => return Err(e),
+            },
+        };
+        let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
+            tracing::warn!("{max_connections} control connections open; closing a new one");
+            drop(stream);
+            continue;
+        };
+        let service = service.clone();
+        let mut stop = stop_rx.clone();
+        tokio::spawn(async move {
+            let peer = Peer::of(&stream, auth, server_uid);
+            let svc = hyper::service::service_fn(move |mut req: Request<hyper::body::Incoming>| {
+                let peer = peer.clone();
+                let service = service.clone();
+                async move {
+                    if !peer.perm.allows(req.method()) {
+                        return Ok::<_, Infallible>(peer.denial(req.method()).into_response());
+                    }
+                    req.extensions_mut().insert(peer);
+                    req.extensions_mut().insert(limits);
+                    hyper::service::Service::call(&service, req).await
+                }
+            });
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(limits.header_timeout)
+                // `printf 'GET ...' | nc -NU sock` shuts its write side and waits: still answer.
+                .half_close(true)
+                .serve_connection(TokioIo::new(stream), svc);
+            tokio::pin!(conn);
+            let result = tokio::select! {
+                r = conn.as_mut() => r,
+                _ = async { stop.wait_for(|s| *s).await.map(|_| ()) } => {
+                    conn.as_mut().graceful_shutdown();
+                    conn.await
+                }
+            };
+            if let Err(e) = result {
+                tracing::debug!("control connection: {e}");
+            }
+            drop(slot);
+        });
+    }
+    drop(listener);
+    let _ = stop_tx.send(true);
+    // Every connection holds a slot until it ends: all slots back means all connections done.
+    let all = u32::try_from(max_connections).unwrap_or(u32::MAX);
+    if tokio::time::timeout(SHUTDOWN_GRACE, slots.acquire_many(all))
+        .await
+        .is_err()
+    {
+        tracing::warn!("control connections still open after shutdown; leaving them");
+    }
+    Ok(())
+}
+
+fn transient_accept_error(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(
+            libc::EMFILE
+                | libc::ENFILE
+                | libc::ENOBUFS
+                | libc::ENOMEM
+                | libc::ECONNABORTED
+                | libc::EINTR
+                | libc::EPROTO
+        )
+    ) || e.kind() == io::ErrorKind::Interrupted
+}
+
+/// The connection's peer, attached to each of its requests.
+#[derive(Clone, Debug)]
+struct Peer {
+    actor: Actor,
+    perm: Perm,
+}
+
+impl Peer {
+    fn of(stream: &UnixStream, auth: Auth, server_uid: u32) -> Peer {
+        match PeerCreds::of(stream) {
+            Ok(c) => Peer {
+                perm: permission(c.uid, c.gid, &c.groups, auth.read_group, server_uid),
+                actor: Actor {
+                    uid: c.uid,
+                    pid: c.pid,
+                },
+            },
+            Err(e) => {
+                tracing::warn!("control connection without peer credentials ({e}); refusing");
+                Peer {
+                    // Unknown: never matched by anything, and `perm` denies everything anyway.
+                    actor: Actor {
+                        uid: u32::MAX,
+                        pid: None,
+                    },
+                    perm: Perm::None,
+                }
+            }
+        }
+    }
+
+    fn denial(&self, method: &hyper::Method) -> ApiFail {
+        let who = self.actor.name();
+        tracing::info!("control API: refused {method} from {who} ({:?})", self.perm);
+        ApiFail::from(Failure::Forbidden(match self.perm {
+            Perm::Read => format!(
+                "{who} has read-only access: changes ({method}) are not allowed; they need root \
+                 (try sudo)"
+            ),
+            _ => format!(
+                "{who} is not allowed to use the swarmwall API; it needs root or the read group"
+            ),
+        }))
+    }
+}
+
+/// The routes, over any [`Control`]. Each request must carry a `Peer` extension: the accept loop
+/// adds it after the permission check, so a handler knows who asked.
+fn router(control: Arc<dyn Control>) -> Router {
+    Router::new()
+        .route("/v1/status", get(status))
+        .route("/v1/top", get(top))
+        .route("/v1/rules", get(rules).post(add_rules))
+        .route("/v1/rules/delete", post(delete_rules))
+        .route("/v1/allow", get(allow_list).post(allow_add))
+        .route("/v1/allow/delete", post(allow_delete))
+        .route("/v1/mode", get(mode).put(set_mode))
+        .route("/v1/history", get(history))
+        .route("/v1/undo/{change_id}", post(undo))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(control)
+}
+
+type Ctl = State<Arc<dyn Control>>;
+type Answer<T> = Result<JsonOut<T>, ApiFail>;
+
+/// Runs a (possibly blocking) control call off the async threads.
+async fn blocking<T, F>(control: Arc<dyn Control>, f: F) -> Answer<T>
+where
+    T: Send + 'static,
+    F: FnOnce(&dyn Control) -> Result<T, Failure> + Send + 'static,
+{
+    match tokio::task::spawn_blocking(move || f(&*control)).await {
+        Ok(r) => r.map(JsonOut).map_err(ApiFail::from),
+        Err(e) => {
+            tracing::error!("control API handler failed: {e}");
+            Err(ApiFail::from(Failure::Internal(
+                "the daemon failed while handling the request (see its log)".into(),
+            )))
+        }
+    }
+}
+
+async fn status(State(c): Ctl) -> Answer<super::types::Status> {
+    blocking(c, |c| c.status()).await
+}
+
+async fn top(State(c): Ctl, QueryArg(q): QueryArg<TopQuery>) -> Answer<super::types::TopView> {
+    blocking(c, move |c| c.top(&q)).await
+}
+
+async fn rules(State(c): Ctl) -> Answer<Vec<super::types::RuleView>> {
+    blocking(c, |c| c.rules()).await
+}
+
+async fn add_rules(
+    State(c): Ctl,
+    Extension(p): Extension<Peer>,
+    JsonBody(r): JsonBody<AddRules, true>,
+) -> Answer<super::types::ChangeResult> {
+    blocking(c, move |c| c.add_rules(&p.actor, r)).await
+}
+
+async fn delete_rules(
+    State(c): Ctl,
+    Extension(p): Extension<Peer>,
+    JsonBody(r): JsonBody<DeleteRules>,
+) -> Answer<super::types::ChangeResult> {
+    blocking(c, move |c| c.delete_rules(&p.actor, r)).await
+}
+
+async fn allow_list(State(c): Ctl) -> Answer<Vec<super::types::AllowView>> {
+    blocking(c, |c| c.allow_list()).await
+}
+
+async fn allow_add(
+    State(c): Ctl,
+    Extension(p): Extension<Peer>,
+    JsonBody(r): JsonBody<AllowRequest>,
+) -> Answer<super::types::ChangeResult> {
+    blocking(c, move |c| c.allow_add(&p.actor, r)).await
+}
+
+async fn allow_delete(
+    State(c): Ctl,
+    Extension(p): Extension<Peer>,
+    JsonBody(r): JsonBody<AllowRequest>,
+) -> Answer<super::types::ChangeResult> {
+    blocking(c, move |c| c.allow_delete(&p.actor, r)).await
+}
+
+async fn mode(State(c): Ctl) -> Answer<ModeView> {
+    blocking(c, |c| c.mode()).await
+}
+
+async fn set_mode(
+    State(c): Ctl,
+    Extension(p): Extension<Peer>,
+    JsonBody(r): JsonBody<ModeView>,
+) -> Answer<super::types::ChangeResult> {
+    blocking(c, move |c| c.set_mode(&p.actor, r)).await
+}
+
+/// `GET /v1/history` query.
+#[derive(Deserialize)]
+struct HistoryQuery {
+    limit: Option<usize>,
+}
+
+async fn history(
+    State(c): Ctl,
+    QueryArg(q): QueryArg<HistoryQuery>,
+) -> Answer<Vec<super::types::ChangeView>> {
+    blocking(c, move |c| c.history(q.limit)).await
+}
+
+async fn undo(
+    State(c): Ctl,
+    Extension(p): Extension<Peer>,
+    PathArg(change_id): PathArg<u64>,
+) -> Answer<super::types::ChangeResult> {
+    blocking(c, move |c| c.undo(&p.actor, change_id)).await
+}
+
+async fn not_found(req: Request) -> ApiFail {
+    ApiFail::new(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        format!(
+            "no route {} {}; the API's routes are under /v1/ (status, top, rules, allow, \
+             mode, history, undo)",
+            req.method(),
+            req.uri().path()
+        ),
+    )
+}
+
+async fn method_not_allowed(req: Request) -> ApiFail {
+    ApiFail::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        format!("{} is not allowed on {}", req.method(), req.uri().path()),
+    )
+}
+
+/// An error answer: a status and an [`ApiError`] body.
+#[derive(Debug)]
+struct ApiFail {
+    status: StatusCode,
+    body: ApiError,
+}
+
+impl ApiFail {
+    fn new(status: StatusCode, code: &str, message: impl Into<String>) -> Self {
+        ApiFail {
+            status,
+            body: ApiError {
+                error: ErrorBody {
+                    code: code.into(),
+                    message: message.into(),
+                },
+            },
+        }
+    }
+
+    fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "bad_request", message)
+    }
+}
+
+impl From<Failure> for ApiFail {
+    fn from(f: Failure) -> Self {
+        let (status, code) = match &f {
+            Failure::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
+            Failure::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
+            Failure::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+            Failure::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
+            Failure::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+        };
+        ApiFail::new(status, code, f.to_string())
+    }
+}
+
+impl IntoResponse for ApiFail {
+    fn into_response(self) -> Response {
+        let mut r = JsonOut(self.body).into_response();
+        *r.status_mut() = self.status;
+        r
+    }
+}
+
+/// A JSON answer, newline-terminated (for `curl`).
+struct JsonOut<T>(T);
+
+impl<T: Serialize> IntoResponse for JsonOut<T> {
+    fn into_response(self) -> Response {
+        match serde_json::to_vec(&self.0) {
+            Ok(mut body) => {
+                body.push(b'\n');
+                let mut r = Response::new(Body::from(body));
+                r.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/json"),
+                );
+                r
+            }
+            Err(e) => {
+                tracing::error!("serializing an API answer: {e}");
+                let mut r = Response::new(Body::from(
+                    "{\"error\":{\"code\":\"internal\",\"message\":\"could not serialize the \
+                     answer\"}}\n",
+                ));
+                *r.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
+                r.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/json"),
+                );
+                r
+            }
+        }
+    }
+}
+
+/// A JSON request body of at most [`Limits::max_body`] bytes ([`Limits::max_rules_body`] if
+/// `BULK`), read within [`Limits::body_timeout`]; every failure is a JSON answer (400, 408, 413).
+struct JsonBody<T, const BULK: bool = false>(T);
+
+impl<S: Send + Sync, T: DeserializeOwned, const BULK: bool> FromRequest<S> for JsonBody<T, BULK> {
+    type Rejection = ApiFail;
+
+    async fn from_request(req: Request, _state: &S) -> Result<Self, ApiFail> {
+        let limits = req
+            .extensions()
+            .get::<Limits>()
+            .copied()
+            .unwrap_or_default();
+        let limit = if BULK {
+            limits.max_rules_body
+        } else {
+            limits.max_body
+        };
+        let too_large = || {
+            ApiFail::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too_large",
+                format!("the request body is larger than {limit} bytes"),
+            )
+        };
+        let declared = req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > limit as u64) {
+            return Err(too_large());
+        }
+        let read = Limited::new(req.into_body(), limit).collect();
+        let bytes = match tokio::time::timeout(limits.body_timeout, read).await {
+            Err(_) => {
+                return Err(ApiFail::new(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "timeout",
+                    format!(
+                        "the request body did not arrive within {}",
+                        humantime::format_duration(limits.body_timeout)
+                    ),
+                ));
+            }
+            Ok(Err(e)) if e.is::<LengthLimitError>() => return Err(too_large()),
+            Ok(Err(e)) => {
+                return Err(ApiFail::bad_request(format!(
+                    "could not read the request body: {e}"
+                )));
+            }
+            Ok(Ok(collected)) => collected.to_bytes(),
+        };
+        if bytes.is_empty() {
+            return Err(ApiFail::bad_request(
+                "the request needs a JSON body (none was sent)",
+            ));
+        }
+        serde_json::from_slice(&bytes)
+            .map(JsonBody)
+            .map_err(|e| ApiFail::bad_request(format!("invalid JSON body: {e}")))
+    }
+}
+
+/// A query string, with a JSON 400 naming the bad parameter.
+struct QueryArg<T>(T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for QueryArg<T> {
+    type Rejection = ApiFail;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, ApiFail> {
+        Query::try_from_uri(&parts.uri)
+            .map(|Query(q)| QueryArg(q))
+            .map_err(|e| ApiFail::bad_request(format!("invalid query string: {}", e.body_text())))
+    }
+}
+
+/// A path parameter, with a JSON 400 naming the bad value.
+struct PathArg<T>(T);
+
+impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for PathArg<T> {
+    type Rejection = ApiFail;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiFail> {
+        UrlPath::<T>::from_request_parts(parts, state)
+            .await
+            .map(|UrlPath(v)| PathArg(v))
+            .map_err(|e| ApiFail::bad_request(format!("invalid path: {}", e.body_text())))
+    }
+}

@@ -1,0 +1,512 @@
+//! The `swarmwall` command line: local commands (`check`, `run`), the daemon, and the client
+//! commands that talk to a running daemon over its control socket.
+//!
+//! Exit codes: 0 ok; 1 the daemon (or a local command) failed; 2 usage error, or a destructive
+//! command refused without `--yes`; 3 the daemon could not be reached.
+
+mod fmt;
+mod local;
+mod remote;
+mod watch;
+
+use std::{
+    io::{self, Write as _},
+    net::IpAddr,
+    path::PathBuf,
+    process::ExitCode,
+    time::Duration,
+};
+
+use clap::{CommandFactory as _, Parser, Subcommand, ValueEnum};
+use swarmwall::{
+    Proto, Target,
+    api::client::{Client, ClientError},
+};
+
+const EXAMPLES: &str = "\
+Examples:
+  swarmwall daemon -i eth0                     # run the daemon (as root)
+  swarmwall status                             # is it running, what is it doing?
+  swarmwall top --watch                        # the busiest sources, live
+  swarmwall block add 192.0.2.7 --ttl 10m --reason 'scraper'
+  swarmwall block add 198.51.100.0/24 --dst 203.0.113.5 --port 443 --proto tcp
+  swarmwall block list
+  swarmwall rules history                      # every change, who and why
+  swarmwall rules undo 12                      # revert change 12
+  swarmwall mode observe --reason 'testing'    # count, don't drop
+  swarmwall check                              # does the XDP program load on this kernel?
+  swarmwall run -i eth0 --duration 30s         # foreground run without a daemon";
+
+/// swarmwall: count packets per source with XDP and drop listed sources at line rate.
+///
+/// `daemon`, `check` and `run` need root (or CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON) and Linux
+/// 5.11 or newer; the other commands talk to a running daemon over its control socket.
+#[derive(Parser)]
+#[command(version, after_help = EXAMPLES)]
+struct Cli {
+    /// The daemon's control socket [default: /run/swarmwall/control.sock].
+    #[arg(
+        long,
+        global = true,
+        env = "SWARMWALL_SOCKET",
+        value_name = "PATH",
+        display_order = 900
+    )]
+    socket: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the daemon: attach XDP, serve the control socket, keep the rules.
+    #[command(after_help = "Examples:\n  \
+        swarmwall daemon -i eth0\n  \
+        swarmwall --socket /tmp/sw.sock daemon -i eth0 -i eth1")]
+    Daemon {
+        #[command(flatten)]
+        args: swarmwall::daemon::DaemonArgs,
+    },
+    /// Detach XDP everywhere and remove the pinned data plane (maps, counters, links). Stop the
+    /// daemon first; the rule journal is kept, so a new daemon starts with the same rules.
+    #[command(after_help = "Examples:\n  \
+        systemctl stop swarmwall && swarmwall down\n  \
+        swarmwall down --pin-dir /sys/fs/bpf/swarmwall")]
+    Down {
+        /// The daemon's pin directory.
+        #[arg(long, value_name = "DIR", default_value = "/sys/fs/bpf/swarmwall")]
+        pin_dir: PathBuf,
+    },
+    /// Show the daemon's state: mode, interfaces, rule counts, counters.
+    #[command(after_help = "Examples:\n  \
+        swarmwall status\n  \
+        swarmwall status --json | jq .stats")]
+    Status {
+        /// Print the API's JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show the busiest sources (top talkers), by packet, bit or drop rate.
+    #[command(after_help = "Examples:\n  \
+        swarmwall top\n  \
+        swarmwall top --by drops --window 1m --limit 50\n  \
+        swarmwall top --watch                   # redraw every second; q quits")]
+    Top(TopArgs),
+    /// Add, import, remove and list block rules.
+    #[command(subcommand)]
+    Block(BlockCommand),
+    /// Manage the allow list: sources that are never blocked.
+    #[command(subcommand)]
+    Allow(AllowCommand),
+    /// Show or set the mode: `enforce` drops, `observe` only counts what would be dropped.
+    #[command(after_help = "Examples:\n  \
+        swarmwall mode\n  \
+        swarmwall mode observe --reason 'checking a new list'\n  \
+        swarmwall mode enforce")]
+    Mode(ModeArgs),
+    /// The change journal: list changes and undo them.
+    #[command(subcommand)]
+    Rules(RulesCommand),
+    /// Print a shell completion script.
+    #[command(after_help = "Examples:\n  \
+        swarmwall completions bash > /etc/bash_completion.d/swarmwall\n  \
+        swarmwall completions zsh > \"${fpath[1]}/_swarmwall\"\n  \
+        swarmwall completions fish > ~/.config/fish/completions/swarmwall.fish")]
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Load and verify the XDP program without attaching it, and print its map capacities.
+    #[command(after_help = "Examples:\n  \
+        swarmwall check\n  \
+        swarmwall check --json")]
+    Check {
+        /// Print one JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Attach to interfaces in the foreground, without a daemon, apply rules, print per-source
+    /// counters, and detach on exit (Ctrl-C, SIGTERM or --duration).
+    #[command(after_help = "Examples:\n  \
+        swarmwall run -i eth0 --duration 30s\n  \
+        swarmwall run -i eth0 --block 192.0.2.7 --block 198.51.100.0/24 --port 80 --proto tcp\n  \
+        swarmwall run -i eth0 --block 192.0.2.7 --observe --json")]
+    Run(local::RunArgs),
+}
+
+/// `top`.
+#[derive(clap::Args)]
+struct TopArgs {
+    /// Sort key.
+    #[arg(long, value_enum, default_value_t = TopBy::Pps)]
+    by: TopBy,
+    /// Window the rates are computed over (e.g. 10s, 1m).
+    #[arg(long, default_value = "10s", value_parser = parse_window)]
+    window: Duration,
+    /// How many sources to show.
+    #[arg(long, default_value_t = 20)]
+    limit: usize,
+    /// Print the API's JSON instead of a table.
+    #[arg(long, conflicts_with = "watch")]
+    json: bool,
+    /// Redraw every second until q or Ctrl-C (needs a terminal).
+    #[arg(long)]
+    watch: bool,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum TopBy {
+    /// Packets per second.
+    Pps,
+    /// Bits per second.
+    Bps,
+    /// Dropped packets per second.
+    Drops,
+}
+
+impl TopBy {
+    fn as_str(self) -> &'static str {
+        match self {
+            TopBy::Pps => "pps",
+            TopBy::Bps => "bps",
+            TopBy::Drops => "drops",
+        }
+    }
+}
+
+fn parse_window(s: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(s).map_err(|e| e.to_string())?;
+    if d < Duration::from_secs(1) {
+        return Err("the window must be at least 1s".into());
+    }
+    Ok(d)
+}
+
+fn parse_ttl(s: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(s).map_err(|e| e.to_string())?;
+    if d < Duration::from_secs(1) {
+        return Err("a TTL must be at least 1s".into());
+    }
+    Ok(d)
+}
+
+#[derive(Subcommand)]
+enum BlockCommand {
+    /// Block source addresses or prefixes (one change: one undo reverts them all).
+    #[command(after_help = "Examples:\n  \
+        swarmwall block add 192.0.2.7\n  \
+        swarmwall block add 192.0.2.7 --ttl 10m --reason 'login brute force'\n  \
+        swarmwall block add 198.51.100.0/24 --dst 203.0.113.5 --port 443 --proto tcp\n  \
+        swarmwall block add 2001:db8:bad::/48 --observe     # count what it would drop\n  \
+        swarmwall block add 10.0.0.0/8 --force              # wider than the daemon's bound")]
+    Add(BlockAdd),
+    /// Block every address or prefix in a file: one per line, `#` comments and blank lines
+    /// allowed. The whole file is one change.
+    #[command(after_help = "Examples:\n  \
+        swarmwall block import bad-hosts.txt --ttl 1d --reason 'abuse feed 2026-05-20'\n  \
+        curl -s https://example.invalid/list.txt | swarmwall block import -")]
+    Import(BlockImport),
+    /// Remove rules by id, or all of them. Removing more than one needs --yes.
+    #[command(
+        visible_alias = "rm",
+        after_help = "Examples:\n  \
+        swarmwall block del 7\n  \
+        swarmwall block del 7 8 9 --yes --reason 'false positive'\n  \
+        swarmwall block del --all --yes\n\
+        Undo a removal with `swarmwall rules undo <change-id>`."
+    )]
+    Del(BlockDel),
+    /// List the rules.
+    #[command(
+        visible_alias = "ls",
+        after_help = "Examples:\n  \
+        swarmwall block list\n  \
+        swarmwall block list --json | jq '.[] | select(.hits > 0)'"
+    )]
+    List {
+        /// Print the API's JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Options shared by `block add` and `block import`.
+#[derive(clap::Args)]
+struct RuleOpts {
+    /// Remove the rule after this long (e.g. 90s, 10m, 1d); enforced in the kernel even if the
+    /// daemon stops. Default: the daemon's configured TTL.
+    #[arg(long, value_parser = parse_ttl)]
+    ttl: Option<Duration>,
+    /// Only block traffic to this destination address (one site of several).
+    #[arg(long, value_name = "ADDR")]
+    dst: Option<IpAddr>,
+    /// Only block traffic to this destination port.
+    #[arg(long, value_name = "N")]
+    port: Option<u16>,
+    /// Only block this protocol: tcp, udp, icmp or icmpv6.
+    #[arg(long)]
+    proto: Option<Proto>,
+    /// Only count what the rule would drop; pass the traffic.
+    #[arg(long)]
+    observe: bool,
+    /// Why, recorded in the journal.
+    #[arg(long, value_name = "TEXT")]
+    reason: Option<String>,
+    /// Allow prefixes wider than the daemon's bound (never /0, never the allow list or the
+    /// host's own addresses).
+    #[arg(long)]
+    force: bool,
+    /// Print the API's JSON answer.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(clap::Args)]
+struct BlockAdd {
+    /// Source addresses or prefixes, e.g. 192.0.2.7, 198.51.100.0/24, 2001:db8::/32.
+    #[arg(value_name = "ADDR|PREFIX", required = true)]
+    targets: Vec<Target>,
+    #[command(flatten)]
+    opts: RuleOpts,
+}
+
+#[derive(clap::Args)]
+struct BlockImport {
+    /// The file, or `-` for standard input.
+    #[arg(value_name = "FILE|-")]
+    file: PathBuf,
+    #[command(flatten)]
+    opts: RuleOpts,
+}
+
+#[derive(clap::Args)]
+struct BlockDel {
+    /// Rule ids (see `swarmwall block list`).
+    #[arg(
+        value_name = "ID",
+        required_unless_present = "all",
+        conflicts_with = "all"
+    )]
+    ids: Vec<u64>,
+    /// Remove every rule.
+    #[arg(long)]
+    all: bool,
+    /// Confirm removing more than one rule.
+    #[arg(long, short = 'y')]
+    yes: bool,
+    /// Why, recorded in the journal.
+    #[arg(long, value_name = "TEXT")]
+    reason: Option<String>,
+    /// Print the API's JSON answer.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Subcommand)]
+enum AllowCommand {
+    /// Never block this address or prefix (wins over every rule, in the kernel).
+    #[command(after_help = "Examples:\n  \
+        swarmwall allow add 203.0.113.10 --reason 'monitoring'\n  \
+        swarmwall allow add 2001:db8:1::/48")]
+    Add(AllowArgs),
+    /// Remove an entry from the allow list (entries from the config file stay).
+    #[command(
+        visible_alias = "rm",
+        after_help = "Examples:\n  swarmwall allow del 203.0.113.10"
+    )]
+    Del(AllowArgs),
+    /// List the allow list.
+    #[command(
+        visible_alias = "ls",
+        after_help = "Examples:\n  swarmwall allow list\n  swarmwall allow list --json"
+    )]
+    List {
+        /// Print the API's JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(clap::Args)]
+struct AllowArgs {
+    /// Address or prefix.
+    #[arg(value_name = "ADDR|PREFIX")]
+    target: Target,
+    /// Why, recorded in the journal.
+    #[arg(long, value_name = "TEXT")]
+    reason: Option<String>,
+    /// Print the API's JSON answer.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(clap::Args)]
+struct ModeArgs {
+    /// The new mode; without it, print the current one.
+    #[arg(value_enum)]
+    mode: Option<ModeArg>,
+    /// Why, recorded in the journal.
+    #[arg(long, value_name = "TEXT", requires = "mode")]
+    reason: Option<String>,
+    /// Print the API's JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ModeArg {
+    /// Drop what the rules match.
+    Enforce,
+    /// Count what the rules match, drop nothing.
+    Observe,
+}
+
+#[derive(Subcommand)]
+enum RulesCommand {
+    /// List changes to rules, the allow list and the mode, newest first.
+    #[command(after_help = "Examples:\n  \
+        swarmwall rules history\n  \
+        swarmwall rules history --limit 100 --json")]
+    History {
+        /// How many changes.
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+        /// Print the API's JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revert a change (an undo is itself a change, and can be undone).
+    #[command(after_help = "Examples:\n  \
+        swarmwall rules undo 12")]
+    Undo {
+        /// The change id (see `swarmwall rules history`).
+        #[arg(value_name = "CHANGE-ID")]
+        change_id: u64,
+        /// Print the API's JSON answer.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// A command refused before it did anything, like a usage error (exit 2): a destructive one
+/// without `--yes`, `top --watch` without a terminal.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Refused(pub String);
+
+/// Runs the command line; the process exit code.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // The daemon sets up its own logging (its filter and journald-friendly format).
+    if !matches!(cli.command, Command::Daemon { .. }) {
+        tracing_subscriber::fmt()
+            .with_writer(io::stderr)
+            .with_env_filter(
+                tracing_subscriber::EnvFilter::try_from_default_env()
+                    .unwrap_or_else(|_| "info".into()),
+            )
+            .init();
+    }
+    match dispatch(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("swarmwall: {e:#}");
+            exit_code(&e)
+        }
+    }
+}
+
+fn exit_code(e: &anyhow::Error) -> ExitCode {
+    if e.downcast_ref::<Refused>().is_some() {
+        return ExitCode::from(2);
+    }
+    match e.downcast_ref::<ClientError>() {
+        Some(c) if c.is_unreachable() => ExitCode::from(3),
+        _ => ExitCode::FAILURE,
+    }
+}
+
+fn dispatch(cli: Cli) -> anyhow::Result<()> {
+    let socket = cli.socket;
+    let client = || {
+        Client::new(
+            socket
+                .clone()
+                .unwrap_or_else(|| swarmwall::api::server::DEFAULT_SOCKET.into()),
+        )
+    };
+    match cli.command {
+        Command::Check { json } => local::check(json),
+        Command::Run(args) => local::run(args),
+        Command::Daemon { args } => swarmwall::daemon::run(args, socket),
+        Command::Down { pin_dir } => {
+            if std::os::unix::net::UnixStream::connect(client().path()).is_ok() {
+                anyhow::bail!(
+                    "a daemon is still serving {}; stop it first (its pins would be recreated)",
+                    client().path().display()
+                );
+            }
+            let removed = swarmwall::dataplane::remove_pins(&pin_dir)?;
+            if removed.is_empty() {
+                println!("nothing pinned under {}", pin_dir.display());
+            } else {
+                println!(
+                    "detached and removed {} pins under {}",
+                    removed.len(),
+                    pin_dir.display()
+                );
+            }
+            Ok(())
+        }
+        Command::Completions { shell } => {
+            let mut out = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "swarmwall", &mut out);
+            emit(&String::from_utf8_lossy(&out))
+        }
+        Command::Status { json } => block_on(remote::status(&client(), json)),
+        Command::Top(args) if args.watch => block_on(watch::top(&client(), args)),
+        Command::Top(args) => block_on(remote::top(&client(), &args)),
+        Command::Block(cmd) => block_on(remote::block(&client(), cmd)),
+        Command::Allow(cmd) => block_on(remote::allow(&client(), cmd)),
+        Command::Mode(args) => block_on(remote::mode(&client(), args)),
+        Command::Rules(cmd) => block_on(remote::rules(&client(), cmd)),
+    }
+}
+
+/// Runs a client command on a current-thread runtime.
+fn block_on<F: Future<Output = anyhow::Result<()>>>(f: F) -> anyhow::Result<()> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| anyhow::anyhow!("starting the async runtime: {e}"))?
+        .block_on(f)
+}
+
+/// Writes to stdout; a closed pipe (`swarmwall block list | head`) is not an error.
+fn emit(text: &str) -> anyhow::Result<()> {
+    let mut out = io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() != io::ErrorKind::BrokenPipe => Err(e.into()),
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cli_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn del_needs_ids_or_all() {
+        assert!(Cli::try_parse_from(["swarmwall", "block", "del"]).is_err());
+        assert!(Cli::try_parse_from(["swarmwall", "block", "del", "1", "--all"]).is_err());
+        assert!(Cli::try_parse_from(["swarmwall", "block", "del", "--all"]).is_ok());
+        assert!(Cli::try_parse_from(["swarmwall", "block", "add", "0.0.0.0/0"]).is_err());
+        assert!(Cli::try_parse_from(["swarmwall", "top", "--watch", "--json"]).is_err());
+        assert!(Cli::try_parse_from(["swarmwall", "mode", "--reason", "x"]).is_err());
+    }
+}

@@ -1,0 +1,497 @@
+//! Client commands: each is one or two API calls and a rendering of the answer.
+
+use std::{
+    fmt::Write as _,
+    io::Read as _,
+    path::Path,
+    time::{Duration, SystemTime},
+};
+
+use anyhow::{Context as _, Result};
+use serde::Serialize;
+use swarmwall::{
+    Target,
+    api::{
+        client::{Client, history_path, top_path},
+        types::{
+            AddRules, AllowRequest, AllowView, ChangeResult, ChangeView, DeleteRules, ModeView,
+            NewRule, RuleView, ScopeView, Status, TopQuery, TopView,
+        },
+    },
+};
+
+use super::{
+    AllowCommand, BlockCommand, BlockDel, ModeArg, ModeArgs, Refused, RuleOpts, RulesCommand,
+    TopArgs, emit,
+    fmt::{self, Align, Table},
+};
+
+/// Prints any API answer as indented JSON.
+fn print_json<T: Serialize>(value: &T) -> Result<()> {
+    emit(&format!("{}\n", serde_json::to_string_pretty(value)?))
+}
+
+/// Fetches a route's raw JSON and prints it: `--json` shows exactly what the daemon said,
+/// including fields this CLI doesn't know.
+async fn print_raw(client: &Client, path: &str) -> Result<()> {
+    let value: serde_json::Value = client.get(path).await?;
+    print_json(&value)
+}
+
+/// Reports a change: its summary and how to undo it.
+fn print_change(r: &ChangeResult, json: bool) -> Result<()> {
+    if json {
+        return print_json(r);
+    }
+    emit(&format!(
+        "{} (change {id}; undo with `swarmwall rules undo {id}`)\n",
+        r.summary,
+        id = r.change_id
+    ))
+}
+
+pub async fn status(client: &Client, json: bool) -> Result<()> {
+    if json {
+        return print_raw(client, "/v1/status").await;
+    }
+    emit(&render_status(&client.status().await?))
+}
+
+fn render_status(s: &Status) -> String {
+    let mut o = String::new();
+    let _ = writeln!(
+        o,
+        "swarmwall {} (ABI {}), up {}",
+        s.version,
+        s.abi,
+        fmt::short_duration(Duration::from_secs(s.uptime_s))
+    );
+    let ifaces = if s.interfaces.is_empty() {
+        "none".to_string()
+    } else {
+        s.interfaces
+            .iter()
+            .map(|i| format!("{} ({})", i.name, i.mode))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let adopted = if s.adopted {
+        " (adopted from an earlier daemon)"
+    } else {
+        ""
+    };
+    let _ = writeln!(o, "mode:        {}", s.mode);
+    let _ = writeln!(o, "interfaces:  {ifaces}");
+    let _ = writeln!(
+        o,
+        "rules:       {} exact, {} prefix",
+        s.rules.exact, s.rules.prefix
+    );
+    let _ = writeln!(o, "allow list:  {} entries", s.allow);
+    let _ = writeln!(o, "pinned at:   {}{adopted}", s.pin_dir);
+    if !s.stats.is_empty() {
+        let _ = writeln!(o, "counters:");
+        let w = s.stats.keys().map(String::len).max().unwrap_or(0);
+        for (k, v) in &s.stats {
+            let _ = writeln!(o, "  {k:<w$}  {v:>14}");
+        }
+    }
+    o
+}
+
+pub(super) fn top_query(args: &TopArgs) -> TopQuery {
+    TopQuery {
+        by: Some(args.by.as_str().into()),
+        window_s: Some(args.window.as_secs()),
+        limit: Some(args.limit),
+    }
+}
+
+pub async fn top(client: &Client, args: &TopArgs) -> Result<()> {
+    let q = top_query(args);
+    if args.json {
+        return print_raw(client, &top_path(&q)).await;
+    }
+    let view = client.top(&q).await?;
+    let mut text = String::new();
+    for l in top_lines(&view) {
+        let _ = writeln!(text, "{l}");
+    }
+    emit(&text)
+}
+
+/// The `top` header and table, shared with `--watch`.
+pub(super) fn top_lines(v: &TopView) -> Vec<String> {
+    let mut lines = vec![format!(
+        "{} of {} tracked sources by {} over {}s",
+        v.sources.len(),
+        v.tracked,
+        v.by,
+        fmt::si(v.window_s)
+    )];
+    let mut t = Table::new(&[
+        ("SOURCE", Align::Left),
+        ("PPS", Align::Right),
+        ("BITS/S", Align::Right),
+        ("DROP/S", Align::Right),
+        ("PACKETS", Align::Right),
+        ("BYTES", Align::Right),
+        ("DROPPED", Align::Right),
+        ("RULES", Align::Left),
+    ]);
+    for s in &v.sources {
+        let rules = if s.rules.is_empty() {
+            "-".to_string()
+        } else {
+            s.rules
+                .iter()
+                .map(u64::to_string)
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        t.row(vec![
+            s.addr.clone(),
+            fmt::si(s.pps),
+            fmt::si(s.bps),
+            fmt::si(s.drop_pps),
+            fmt::si_u64(s.packets),
+            fmt::si_u64(s.bytes),
+            fmt::si_u64(s.dropped),
+            rules,
+        ]);
+    }
+    lines.extend(t.lines());
+    lines
+}
+
+pub async fn block(client: &Client, cmd: BlockCommand) -> Result<()> {
+    match cmd {
+        BlockCommand::Add(a) => {
+            let rules = a.targets.iter().map(|t| new_rule(*t, &a.opts)).collect();
+            add(client, rules, &a.opts, None).await
+        }
+        BlockCommand::Import(a) => {
+            let (text, name) = read_list(&a.file)?;
+            let targets = parse_list(&text).with_context(|| format!("reading {name}"))?;
+            if targets.is_empty() {
+                anyhow::bail!("{name} lists no addresses");
+            }
+            let rules = targets.iter().map(|t| new_rule(*t, &a.opts)).collect();
+            add(client, rules, &a.opts, Some(format!("import from {name}"))).await
+        }
+        BlockCommand::Del(d) => del(client, d).await,
+        BlockCommand::List { json } => {
+            if json {
+                return print_raw(client, "/v1/rules").await;
+            }
+            let mut rules = client.rules().await?;
+            rules.sort_by_key(|r| r.id);
+            emit(&render_rules(&rules, SystemTime::now()))
+        }
+    }
+}
+
+fn new_rule(target: Target, o: &RuleOpts) -> NewRule {
+    NewRule {
+        target: target.to_string(),
+        action: Some(if o.observe { "observe" } else { "drop" }.into()),
+        scope: ScopeView {
+            dst: o.dst.map(|d| d.to_string()),
+            proto: o.proto.map(|p| p.to_string()),
+            port: o.port,
+        },
+        // Round up: a TTL never ends early.
+        ttl_s: o.ttl.map(|d| d.as_secs() + u64::from(d.subsec_nanos() > 0)),
+    }
+}
+
+async fn add(
+    client: &Client,
+    rules: Vec<NewRule>,
+    o: &RuleOpts,
+    default_reason: Option<String>,
+) -> Result<()> {
+    let request = AddRules {
+        rules,
+        reason: o.reason.clone().or(default_reason),
+        force: o.force,
+    };
+    let r = client.add_rules(&request).await?;
+    print_change(&r, o.json)
+}
+
+/// Reads a list file, or standard input for `-`; its text and a name for messages.
+fn read_list(path: &Path) -> Result<(String, String)> {
+    if path.as_os_str() == "-" {
+        let mut s = String::new();
+        std::io::stdin()
+            .read_to_string(&mut s)
+            .context("reading standard input")?;
+        return Ok((s, "standard input".into()));
+    }
+    let s = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    Ok((s, path.display().to_string()))
+}
+
+/// One address or prefix per line; `#` starts a comment; blank lines are skipped.
+pub(super) fn parse_list(text: &str) -> Result<Vec<Target>> {
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let line = line.split('#').next().unwrap_or("").trim();
+        if line.is_empty() {
+            continue;
+        }
+        let t = line
+            .parse::<Target>()
+            .with_context(|| format!("line {}", i + 1))?;
+        out.push(t);
+    }
+    Ok(out)
+}
+
+async fn del(client: &Client, d: BlockDel) -> Result<()> {
+    let mut ids = d.ids;
+    ids.sort_unstable();
+    ids.dedup();
+    if !d.yes && (d.all || ids.len() > 1) {
+        let n = if d.all {
+            client.rules().await?.len()
+        } else {
+            ids.len()
+        };
+        if n == 0 {
+            return emit("no rules to delete\n");
+        }
+        return Err(Refused(format!(
+            "this would delete {n} rule{}; rerun with --yes to confirm (it can be undone with \
+             `swarmwall rules undo <change-id>`)",
+            if n == 1 { "" } else { "s" }
+        ))
+        .into());
+    }
+    let request = DeleteRules {
+        ids,
+        all: d.all,
+        yes: d.yes,
+        reason: d.reason,
+    };
+    let r = client.delete_rules(&request).await?;
+    print_change(&r, d.json)
+}
+
+fn render_rules(rules: &[RuleView], now: SystemTime) -> String {
+    if rules.is_empty() {
+        return "no rules\n".into();
+    }
+    let mut t = Table::new(&[
+        ("ID", Align::Right),
+        ("TARGET", Align::Left),
+        ("ACTION", Align::Left),
+        ("SCOPE", Align::Left),
+        ("EXPIRES", Align::Left),
+        ("HITS", Align::Right),
+        ("DROPPED", Align::Right),
+        ("REASON", Align::Left),
+    ]);
+    for r in rules {
+        t.row(vec![
+            r.id.to_string(),
+            r.target.clone(),
+            r.action.clone(),
+            fmt::scope(&r.scope),
+            fmt::expiry(r.expires_at.as_deref(), now),
+            fmt::si_u64(r.hits),
+            fmt::si_u64(r.dropped),
+            fmt::or_dash(r.reason.as_deref()),
+        ]);
+    }
+    t.render()
+}
+
+pub async fn allow(client: &Client, cmd: AllowCommand) -> Result<()> {
+    match cmd {
+        AllowCommand::Add(a) => {
+            let request = AllowRequest {
+                target: a.target.to_string(),
+                reason: a.reason,
+            };
+            print_change(&client.allow_add(&request).await?, a.json)
+        }
+        AllowCommand::Del(a) => {
+            let request = AllowRequest {
+                target: a.target.to_string(),
+                reason: a.reason,
+            };
+            print_change(&client.allow_delete(&request).await?, a.json)
+        }
+        AllowCommand::List { json } => {
+            if json {
+                return print_raw(client, "/v1/allow").await;
+            }
+            emit(&render_allow(
+                &client.allow_list().await?,
+                SystemTime::now(),
+            ))
+        }
+    }
+}
+
+fn render_allow(entries: &[AllowView], now: SystemTime) -> String {
+    if entries.is_empty() {
+        return "the allow list is empty\n".into();
+    }
+    let mut t = Table::new(&[
+        ("TARGET", Align::Left),
+        ("ADDED", Align::Left),
+        ("BY", Align::Left),
+        ("REASON", Align::Left),
+    ]);
+    for e in entries {
+        t.row(vec![
+            e.target.clone(),
+            if e.from_config {
+                "config".into()
+            } else {
+                fmt::relative(&e.created_at, now)
+            },
+            e.actor.clone(),
+            fmt::or_dash(e.reason.as_deref()),
+        ]);
+    }
+    t.render()
+}
+
+pub async fn mode(client: &Client, a: ModeArgs) -> Result<()> {
+    let Some(m) = a.mode else {
+        if a.json {
+            return print_raw(client, "/v1/mode").await;
+        }
+        return emit(&format!("{}\n", client.mode().await?.mode));
+    };
+    let request = ModeView {
+        mode: match m {
+            ModeArg::Enforce => "enforce",
+            ModeArg::Observe => "observe",
+        }
+        .into(),
+        reason: a.reason,
+    };
+    print_change(&client.set_mode(&request).await?, a.json)
+}
+
+pub async fn rules(client: &Client, cmd: RulesCommand) -> Result<()> {
+    match cmd {
+        RulesCommand::History { limit, json } => {
+            if json {
+                return print_raw(client, &history_path(Some(limit))).await;
+            }
+            emit(&render_history(
+                &client.history(Some(limit)).await?,
+                SystemTime::now(),
+            ))
+        }
+        RulesCommand::Undo { change_id, json } => {
+            let r = client.undo(change_id).await?;
+            if json {
+                return print_json(&r);
+            }
+            emit(&format!("{} (change {})\n", r.summary, r.change_id))
+        }
+    }
+}
+
+fn render_history(changes: &[ChangeView], now: SystemTime) -> String {
+    if changes.is_empty() {
+        return "no changes yet\n".into();
+    }
+    let mut t = Table::new(&[
+        ("ID", Align::Right),
+        ("WHEN", Align::Left),
+        ("ACTOR", Align::Left),
+        ("OPS", Align::Right),
+        ("UNDO", Align::Left),
+        ("REASON", Align::Left),
+        ("SUMMARY", Align::Left),
+    ]);
+    for c in changes {
+        let undo = match (c.undoes, c.undone_by) {
+            (_, Some(by)) => format!("undone by {by}"),
+            (Some(of), None) => format!("undoes {of}"),
+            (None, None) => "-".into(),
+        };
+        t.row(vec![
+            c.id.to_string(),
+            fmt::relative(&c.time, now),
+            c.actor.clone(),
+            c.ops.to_string(),
+            undo,
+            fmt::or_dash(c.reason.as_deref()),
+            c.summary.clone(),
+        ]);
+    }
+    t.render()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lists_parse_with_comments_and_line_numbers() {
+        let text = "# feed\n192.0.2.7\n\n  198.51.100.0/24  # a comment\n2001:db8::1\n";
+        let t = parse_list(text).unwrap();
+        assert_eq!(t.len(), 3);
+        assert_eq!(t[1].to_string(), "198.51.100.0/24");
+        let e = parse_list("192.0.2.7\nnot-an-ip\n").unwrap_err();
+        assert!(format!("{e:#}").starts_with("line 2: "), "{e:#}");
+    }
+
+    #[test]
+    fn rule_table() {
+        let now = fmt::parse_time("2026-05-20T12:00:00Z").unwrap();
+        let r = RuleView {
+            id: 3,
+            target: "192.0.2.7".into(),
+            action: "drop".into(),
+            scope: ScopeView {
+                dst: None,
+                proto: Some("tcp".into()),
+                port: Some(443),
+            },
+            expires_at: Some("2026-05-20T12:09:58Z".into()),
+            created_at: "2026-05-20T11:59:58Z".into(),
+            actor: "uid 0".into(),
+            reason: Some("scraper".into()),
+            hits: 1500,
+            dropped: 1500,
+            dropped_bytes: 90_000,
+        };
+        let text = render_rules(&[r], now);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(
+            lines[0],
+            "ID  TARGET     ACTION  SCOPE    EXPIRES   HITS  DROPPED  REASON"
+        );
+        assert_eq!(
+            lines[1],
+            " 3  192.0.2.7  drop    tcp/443  in 9m58s  1.5k     1.5k  scraper"
+        );
+    }
+
+    #[test]
+    fn ttl_rounds_up() {
+        let o = RuleOpts {
+            ttl: Some(Duration::from_millis(1500)),
+            dst: None,
+            port: None,
+            proto: None,
+            observe: true,
+            reason: None,
+            force: false,
+            json: false,
+        };
+        let r = new_rule("192.0.2.7".parse().unwrap(), &o);
+        assert_eq!(r.ttl_s, Some(2));
+        assert_eq!(r.action.as_deref(), Some("observe"));
+    }
+}

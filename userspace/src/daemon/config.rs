@@ -1,0 +1,302 @@
+//! The daemon's configuration file (TOML). Every key is optional; `config.example.toml` at the
+//! repository root documents each with its default. A file that does not parse, or has a key
+//! this version does not know, stops the daemon with the line at fault: a blocker must not run
+//! on half a configuration.
+
+use std::{
+    net::IpAddr,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use anyhow::{Context as _, Result, bail};
+use serde::Deserialize;
+
+use crate::{AttachMode, Sizes, Target};
+
+/// Where the daemon looks for its configuration unless told otherwise.
+pub const DEFAULT_PATH: &str = "/etc/swarmwall/config.toml";
+
+/// The configuration file, as written.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Interfaces to attach to.
+    pub interfaces: Vec<String>,
+    /// `auto` (native XDP, falling back to generic), `driver` or `generic`.
+    pub attach_mode: String,
+    /// Rule journal and snapshots.
+    pub state_dir: PathBuf,
+    /// Control socket.
+    pub socket: PathBuf,
+    /// Group whose members may read (not change) through the socket; the socket becomes 0660.
+    pub socket_group: Option<String>,
+    /// Where maps and links are pinned (on a BPF filesystem).
+    pub pin_dir: PathBuf,
+    /// Map capacities, fixed when the data plane is first created.
+    pub maps: MapSizes,
+    /// Addresses and prefixes that are never blocked (the kernel lets them through first).
+    pub allow: Vec<String>,
+    /// This host's own addresses: no rule may cover them.
+    pub own_addresses: Vec<String>,
+    /// Also treat every address configured on this host's interfaces as its own.
+    pub detect_own_addresses: bool,
+    /// TTL of rules added without one (`"1h"`, `"30m"`); absent: permanent.
+    pub default_ttl: Option<String>,
+    /// Widest IPv4 prefix a rule may have without `force`.
+    pub max_prefix_v4: u8,
+    /// Widest IPv6 prefix a rule may have without `force`.
+    pub max_prefix_v6: u8,
+}
+
+/// `[maps]`: capacities.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct MapSizes {
+    /// Tracked sources (LRU).
+    pub sources: u32,
+    /// Single-address rule keys.
+    pub exact: u32,
+    /// Prefix rule keys.
+    pub prefix: u32,
+    /// Allow-list prefixes.
+    pub allow: u32,
+    /// Rule slots.
+    pub rules: u32,
+    /// Per-CPU source cache slots (a power of two).
+    pub cache: u32,
+}
+
+impl Default for MapSizes {
+    fn default() -> Self {
+        let s = Sizes::default();
+        Self {
+            sources: s.sources,
+            exact: s.exact,
+            prefix: s.prefix,
+            allow: s.allow,
+            rules: s.rules,
+            cache: s.cache,
+        }
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            interfaces: Vec::new(),
+            attach_mode: "auto".into(),
+            state_dir: "/var/lib/swarmwall".into(),
+            socket: "/run/swarmwall/control.sock".into(),
+            socket_group: None,
+            pin_dir: "/sys/fs/bpf/swarmwall".into(),
+            maps: MapSizes::default(),
+            allow: Vec::new(),
+            own_addresses: Vec::new(),
+            detect_own_addresses: true,
+            default_ttl: None,
+            max_prefix_v4: 16,
+            max_prefix_v6: 48,
+        }
+    }
+}
+
+/// The configuration, checked and in the types the daemon uses.
+#[derive(Clone, Debug)]
+pub struct Checked {
+    /// What was written (with command-line overrides applied).
+    pub raw: Config,
+    /// `attach_mode`.
+    pub attach: AttachMode,
+    /// `allow`.
+    pub allow: Vec<Target>,
+    /// `own_addresses`, plus the host's own if detected.
+    pub own: Vec<Target>,
+    /// `default_ttl`.
+    pub default_ttl: Option<Duration>,
+    /// `socket_group` as a gid.
+    pub socket_gid: Option<u32>,
+    /// `[maps]`.
+    pub sizes: Sizes,
+}
+
+impl Config {
+    /// Reads the file at `path`. With `required` false a missing file means defaults (so the
+    /// daemon starts with no configuration at all); any other problem is an error naming it.
+    pub fn load(path: &Path, required: bool) -> Result<Self> {
+        let text = match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => {
+                return Ok(Self::default());
+            }
+            Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+        };
+        Self::parse(&text).with_context(|| format!("in {}", path.display()))
+    }
+
+    /// Parses configuration text (errors carry the line and column).
+    pub fn parse(text: &str) -> Result<Self> {
+        toml::from_str(text).map_err(|e| anyhow::anyhow!("{e}"))
+    }
+
+    /// Checks every value and converts it.
+    pub fn check(self) -> Result<Checked> {
+        let attach = match self.attach_mode.as_str() {
+            "auto" => AttachMode::Auto,
+            "driver" => AttachMode::Driver,
+            "generic" => AttachMode::Generic,
+            other => {
+                bail!("attach_mode = \"{other}\": expected \"auto\", \"driver\" or \"generic\"")
+            }
+        };
+        let targets = |key: &str, list: &[String]| -> Result<Vec<Target>> {
+            list.iter()
+                .map(|s| {
+                    s.parse::<Target>()
+                        .with_context(|| format!("{key}: entry \"{s}\""))
+                })
+                .collect()
+        };
+        let allow = targets("allow", &self.allow)?;
+        let mut own = targets("own_addresses", &self.own_addresses)?;
+        if self.detect_own_addresses {
+            own.extend(host_addresses().into_iter().map(Target::Addr));
+        }
+        let default_ttl = match &self.default_ttl {
+            Some(s) => {
+                let d = humantime::parse_duration(s).with_context(|| {
+                    format!("default_ttl = \"{s}\" is not a duration like \"1h\"")
+                })?;
+                if d.is_zero() {
+                    bail!(
+                        "default_ttl = \"{s}\": a zero TTL would expire at once; omit it for permanent rules"
+                    );
+                }
+                Some(d)
+            }
+            None => None,
+        };
+        if !(1..=32).contains(&self.max_prefix_v4) {
+            bail!("max_prefix_v4 = {}: expected 1 to 32", self.max_prefix_v4);
+        }
+        if !(1..=128).contains(&self.max_prefix_v6) {
+            bail!("max_prefix_v6 = {}: expected 1 to 128", self.max_prefix_v6);
+        }
+        let socket_gid = match &self.socket_group {
+            Some(g) => Some(
+                nix::unistd::Group::from_name(g)
+                    .with_context(|| format!("looking up socket_group \"{g}\""))?
+                    .with_context(|| format!("socket_group = \"{g}\": no such group"))?
+                    .gid
+                    .as_raw(),
+            ),
+            None => None,
+        };
+        let m = &self.maps;
+        if m.cache < 2 || !m.cache.is_power_of_two() {
+            bail!("[maps] cache = {}: expected a power of two", m.cache);
+        }
+        for (k, v) in [
+            ("sources", m.sources),
+            ("exact", m.exact),
+            ("prefix", m.prefix),
+            ("allow", m.allow),
+            ("rules", m.rules),
+        ] {
+            if v == 0 {
+                bail!("[maps] {k} = 0: expected at least 1");
+            }
+        }
+        let sizes = Sizes {
+            sources: m.sources,
+            exact: m.exact,
+            prefix: m.prefix,
+            allow: m.allow,
+            rules: m.rules,
+            cache: m.cache,
+        };
+        Ok(Checked {
+            raw: self,
+            attach,
+            allow,
+            own,
+            default_ttl,
+            socket_gid,
+            sizes,
+        })
+    }
+}
+
+/// Every address configured on this host's interfaces (in the daemon's network namespace).
+fn host_addresses() -> Vec<IpAddr> {
+    let Ok(addrs) = nix::ifaddrs::getifaddrs() else {
+        return Vec::new();
+    };
+    addrs
+        .filter_map(|a| a.address)
+        .filter_map(|a| {
+            if let Some(v4) = a.as_sockaddr_in() {
+                Some(IpAddr::V4(v4.ip()))
+            } else {
+                a.as_sockaddr_in6().map(|v6| IpAddr::V6(v6.ip()))
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_is_all_defaults() {
+        assert_eq!(Config::parse("").unwrap(), Config::default());
+    }
+
+    #[test]
+    fn the_example_file_documents_exactly_the_defaults() {
+        let example = include_str!("../../../config.example.toml");
+        assert_eq!(Config::parse(example).unwrap(), Config::default());
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_name_the_line() {
+        let e = Config::parse("interfaces = [\"eth0\"]\nmax_prefix = 8\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("line 2") && e.contains("max_prefix"), "{e}");
+        let e = Config::parse("[maps]\nsources = \"many\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("line 2"), "{e}");
+    }
+
+    #[test]
+    fn check_converts_and_refuses_nonsense() {
+        let mut c = Config::parse(
+            "allow = [\"10.0.0.0/8\"]\nown_addresses = [\"203.0.113.10\"]\ndefault_ttl = \"1h\"\n\
+             detect_own_addresses = false\n",
+        )
+        .unwrap();
+        let ok = c.clone().check().unwrap();
+        assert_eq!(ok.allow.len(), 1);
+        assert_eq!(ok.own.len(), 1);
+        assert_eq!(ok.default_ttl, Some(Duration::from_secs(3600)));
+        c.allow = vec!["10.0.0.1/8".into()];
+        let e = format!("{:#}", c.clone().check().unwrap_err());
+        assert!(e.contains("10.0.0.1/8") && e.contains("host bits"), "{e}");
+        c.allow.clear();
+        c.attach_mode = "turbo".into();
+        assert!(c.clone().check().unwrap_err().to_string().contains("turbo"));
+        c.attach_mode = "auto".into();
+        c.maps.cache = 1000;
+        assert!(c.check().unwrap_err().to_string().contains("power of two"));
+    }
+
+    #[test]
+    fn missing_file_is_fine_unless_required() {
+        let p = Path::new("/nonexistent/swarmwall.toml");
+        assert_eq!(Config::load(p, false).unwrap(), Config::default());
+        assert!(Config::load(p, true).is_err());
+    }
+}

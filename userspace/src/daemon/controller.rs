@@ -1,0 +1,705 @@
+//! The daemon's state and the [`Control`] operations on it.
+//!
+//! The rule store is the source of truth; the kernel maps are a cache of it. Every mutation is
+//! first committed to the store's journal (fsync'd), then applied to the maps. If the kernel
+//! refuses (a full map), the change is reverted with a compensating journal entry, so the store
+//! never claims a rule the kernel does not have.
+
+use std::{
+    collections::BTreeMap,
+    net::IpAddr,
+    sync::Mutex,
+    time::{Duration, Instant, SystemTime},
+};
+
+use crate::{
+    Action, Dataplane, Mode, Proto, RuleSpec, Scope, Target,
+    api::{
+        Actor, Control, Failure,
+        types::{
+            AddRules, AllowRequest, AllowView, ChangeResult, ChangeView, DeleteRules, IfaceView,
+            ModeView, NewRule, RuleCounts, RuleView, ScopeView, Status, TopQuery, TopView,
+        },
+    },
+    daemon::{config::Checked, top::Top},
+    store::{AllowRecord, Change, Op, RuleRecord, Store, StoreError},
+};
+
+/// Everything the daemon owns, behind one lock: mutations are serialized, and a reader never
+/// sees the store and the maps disagree.
+pub struct Inner {
+    /// The kernel side.
+    pub dp: Dataplane,
+    /// The source of truth.
+    pub store: Store,
+    /// The checked configuration.
+    pub config: Checked,
+}
+
+/// The running daemon.
+pub struct Daemon {
+    inner: Mutex<Inner>,
+    started: Instant,
+    top: Mutex<Top>,
+}
+
+fn rfc3339(t: SystemTime) -> String {
+    humantime::format_rfc3339_seconds(t).to_string()
+}
+
+fn internal(e: impl std::fmt::Display) -> Failure {
+    Failure::Internal(e.to_string())
+}
+
+fn store_failure(e: StoreError) -> Failure {
+    match e {
+        StoreError::Conflict(m) => Failure::Conflict(m),
+        StoreError::NoSuchChange { id } => Failure::NotFound(format!("no change with id {id}")),
+        e @ StoreError::NothingToUndo { .. } => Failure::Conflict(e.to_string()),
+        e @ (StoreError::Invalid(_) | StoreError::Empty) => Failure::BadRequest(e.to_string()),
+        e => Failure::Internal(e.to_string()),
+    }
+}
+
+fn mode_name(m: Mode) -> &'static str {
+    match m {
+        Mode::Enforce => "enforce",
+        Mode::Observe => "observe",
+    }
+}
+
+fn scope_view(s: &Scope) -> ScopeView {
+    ScopeView {
+        dst: s.dst.map(|d| d.to_string()),
+        proto: s.proto.map(|p| p.to_string()),
+        port: s.port,
+    }
+}
+
+/// The kernel rule for a store record, with its expiry turned into a TTL from now. `None` if it
+/// has already expired.
+pub fn spec_of(r: &RuleRecord, now: SystemTime) -> Option<RuleSpec> {
+    let ttl = match r.expires_at {
+        Some(t) => Some(t.duration_since(now).ok().filter(|d| !d.is_zero())?),
+        None => None,
+    };
+    Some(RuleSpec {
+        target: r.target,
+        action: r.action,
+        scope: r.scope,
+        ttl,
+    })
+}
+
+impl Inner {
+    /// Applies committed store operations to the kernel maps.
+    fn apply(&mut self, ops: &[Op]) -> Result<(), crate::DataplaneError> {
+        let now = SystemTime::now();
+        for op in ops {
+            match op {
+                Op::AddRule(r) => {
+                    if let Some(spec) = spec_of(r, now) {
+                        self.dp.add_rule_as(r.id, spec)?;
+                    }
+                }
+                Op::RemoveRule(r) => {
+                    if self.dp.table().get(r.id).is_some() {
+                        self.dp.remove_rule(r.id)?;
+                    }
+                }
+                Op::AddAllow(a) => {
+                    if !self.dp.allowed().contains(&a.target) {
+                        self.dp.allow(a.target)?;
+                    }
+                }
+                Op::RemoveAllow(a) => {
+                    // An entry the config file also lists stays in the kernel.
+                    if !self.config.allow.contains(&a.target)
+                        && self.dp.allowed().contains(&a.target)
+                    {
+                        self.dp.disallow(a.target)?;
+                    }
+                }
+                Op::SetMode { to, .. } => self.dp.set_mode(*to)?,
+            }
+        }
+        Ok(())
+    }
+
+    /// Commits `ops` to the journal, then applies them; if the kernel refuses, commits their
+    /// inverse and reports the kernel's error.
+    fn commit_apply(
+        &mut self,
+        actor: &str,
+        reason: Option<&str>,
+        ops: Vec<Op>,
+        undoes: Option<u64>,
+    ) -> Result<Change, Failure> {
+        let change = self
+            .store
+            .commit(actor, reason, ops, undoes)
+            .map_err(store_failure)?;
+        if let Err(e) = self.apply(&change.ops) {
+            tracing::error!(
+                change = change.id,
+                "kernel refused change: {e}; reverting it"
+            );
+            if let Ok(inverse) = self.store.undo_ops(change.id) {
+                let _ = self.store.commit(
+                    "swarmwall",
+                    Some(&format!(
+                        "reverted: the kernel refused change {}: {e}",
+                        change.id
+                    )),
+                    inverse.clone(),
+                    Some(change.id),
+                );
+                let _ = self.apply(&inverse);
+            }
+            return Err(Failure::Conflict(format!(
+                "the kernel refused the change: {e}"
+            )));
+        }
+        Ok(change)
+    }
+
+    /// Makes the kernel maps match the store and the config (at start-up, after adopting pinned
+    /// maps, and on reload). Returns (rules added, rules removed).
+    pub fn reconcile(&mut self) -> Result<(usize, usize), crate::DataplaneError> {
+        let now = SystemTime::now();
+        let desired: BTreeMap<u64, RuleSpec> = self
+            .store
+            .state()
+            .rules
+            .values()
+            .filter_map(|r| spec_of(r, now).map(|s| (r.id, s)))
+            .collect();
+        let actual: Vec<(u64, RuleSpec)> = self
+            .dp
+            .table()
+            .rules()
+            .map(|(id, e)| (id, e.spec.clone()))
+            .collect();
+        let (mut added, mut removed) = (0, 0);
+        for (id, spec) in &actual {
+            let keep = desired.get(id).is_some_and(|d| {
+                d.target == spec.target && d.action == spec.action && d.scope == spec.scope
+            });
+            if !keep {
+                self.dp.remove_rule(*id)?;
+                removed += 1;
+            }
+        }
+        for (id, spec) in desired {
+            if self.dp.table().get(id).is_none() {
+                self.dp.add_rule_as(id, spec)?;
+                added += 1;
+            }
+        }
+        let mut want: Vec<Target> = self.config.allow.clone();
+        want.extend(self.store.state().allow.keys().copied());
+        for t in self.dp.allowed() {
+            if !want.contains(&t) {
+                self.dp.disallow(t)?;
+            }
+        }
+        for t in want {
+            if !self.dp.allowed().contains(&t) {
+                self.dp.allow(t)?;
+            }
+        }
+        self.dp.set_mode(self.store.state().mode)?;
+        Ok((added, removed))
+    }
+
+    /// Removes expired rules from the store (one journal change) and the maps.
+    pub fn expire(&mut self) -> Result<usize, Failure> {
+        match self
+            .store
+            .expire(SystemTime::now())
+            .map_err(store_failure)?
+        {
+            Some(change) => {
+                self.apply(&change.ops).map_err(internal)?;
+                Ok(change.ops.len())
+            }
+            None => Ok(0),
+        }
+    }
+
+    /// Checks a requested rule against the guards and turns it into a record.
+    fn new_record(
+        &self,
+        id: u64,
+        req: &NewRule,
+        force: bool,
+        actor: &str,
+        reason: Option<&str>,
+        now: SystemTime,
+    ) -> Result<RuleRecord, Failure> {
+        let bad = |m: String| Failure::BadRequest(m);
+        let target: Target = req
+            .target
+            .parse()
+            .map_err(|e: crate::AddrError| bad(e.to_string()))?;
+        let action = match req.action.as_deref() {
+            None | Some("drop") => Action::Drop,
+            Some("observe") => Action::Observe,
+            Some(other) => return Err(bad(format!("action '{other}': expected drop or observe"))),
+        };
+        let scope = Scope {
+            dst: match &req.scope.dst {
+                Some(d) => Some(
+                    d.parse::<IpAddr>()
+                        .map_err(|_| bad(format!("scope dst '{d}' is not an IP address")))?,
+                ),
+                None => None,
+            },
+            proto: match &req.scope.proto {
+                Some(p) => Some(p.parse::<Proto>().map_err(|e| bad(e.to_string()))?),
+                None => None,
+            },
+            port: req.scope.port,
+        };
+        let ttl = match req.ttl_s {
+            Some(0) => {
+                return Err(bad(
+                    "ttl_s of 0 would expire at once; omit it for a permanent rule".into(),
+                ));
+            }
+            Some(s) => Some(Duration::from_secs(s)),
+            None => self.config.default_ttl,
+        };
+        RuleSpec {
+            target,
+            action,
+            scope,
+            ttl,
+        }
+        .validate()
+        .map_err(|e| bad(e.to_string()))?;
+        if let Target::Net(n) = target {
+            let bound = if n.addr().is_ipv4() {
+                self.config.raw.max_prefix_v4
+            } else {
+                self.config.raw.max_prefix_v6
+            };
+            if n.prefix_len() < bound && !force {
+                return Err(Failure::Conflict(format!(
+                    "{target} is wider than /{bound}, the configured bound; add force (--force) if you mean it"
+                )));
+            }
+        }
+        let overlaps =
+            |t: &Target| t.net().contains(&target.net()) || target.net().contains(&t.net());
+        if let Some(a) = self
+            .config
+            .allow
+            .iter()
+            .chain(self.store.state().allow.keys())
+            .find(|a| overlaps(a))
+        {
+            return Err(Failure::Conflict(format!(
+                "{target} covers allow-listed {a}; remove the allow entry first or narrow the rule"
+            )));
+        }
+        if let Some(own) = self
+            .config
+            .own
+            .iter()
+            .find(|o| target.net().contains(&o.net()))
+        {
+            return Err(Failure::Conflict(format!(
+                "{target} covers this host's own address {own}; refusing"
+            )));
+        }
+        if let Some(dup) = self
+            .store
+            .state()
+            .rules
+            .values()
+            .find(|r| r.target == target && r.action == action && r.scope == scope)
+        {
+            return Err(Failure::Conflict(format!(
+                "an identical rule already exists (id {})",
+                dup.id
+            )));
+        }
+        Ok(RuleRecord {
+            id,
+            target,
+            action,
+            scope,
+            expires_at: ttl.map(|t| now + t),
+            created_at: now,
+            actor: actor.to_owned(),
+            reason: reason.map(str::to_owned),
+        })
+    }
+}
+
+fn result(change: &Change, rules: Vec<u64>) -> ChangeResult {
+    ChangeResult {
+        change_id: change.id,
+        rules,
+        summary: Store::summary(change),
+    }
+}
+
+impl Daemon {
+    /// Wraps the daemon's state.
+    pub fn new(inner: Inner) -> Self {
+        Self {
+            inner: Mutex::new(inner),
+            started: Instant::now(),
+            top: Mutex::new(Top::default()),
+        }
+    }
+
+    /// Runs `f` with the state locked. A poisoned lock (a panic while holding it) is recovered:
+    /// the store and maps are only changed through operations that leave them consistent.
+    pub fn with<T>(&self, f: impl FnOnce(&mut Inner) -> T) -> T {
+        let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        f(&mut g)
+    }
+
+    /// Takes a counter sample for `top` (called periodically).
+    pub fn sample(&self) -> Result<(), crate::DataplaneError> {
+        let sources = self.with(|i| i.dp.sources())?;
+        self.top
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .update(Instant::now(), &sources);
+        Ok(())
+    }
+}
+
+impl Control for Daemon {
+    fn status(&self) -> Result<Status, Failure> {
+        self.with(|i| {
+            let stats = i.dp.stats().map_err(internal)?;
+            let stats = swarmwall_maps::Stat::ALL
+                .iter()
+                .map(|s| (s.name().to_string(), stats.counters[*s as usize]))
+                .collect();
+            let rules = i.store.state().rules.values();
+            let exact = rules
+                .clone()
+                .filter(|r| matches!(r.target, Target::Addr(_)))
+                .count();
+            Ok(Status {
+                version: env!("CARGO_PKG_VERSION").into(),
+                abi: swarmwall_maps::ABI_VERSION,
+                uptime_s: self.started.elapsed().as_secs(),
+                mode: mode_name(i.store.state().mode).into(),
+                interfaces: i
+                    .dp
+                    .attachments()
+                    .map(|(name, m)| IfaceView {
+                        name: name.into(),
+                        mode: if m == aya::programs::XdpMode::Skb {
+                            "generic"
+                        } else {
+                            "driver"
+                        }
+                        .into(),
+                    })
+                    .collect(),
+                stats,
+                rules: RuleCounts {
+                    exact,
+                    prefix: i.store.state().rules.len() - exact,
+                },
+                allow: i.config.allow.len() + i.store.state().allow.len(),
+                pin_dir: i
+                    .dp
+                    .pin_dir()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_default(),
+                adopted: i.dp.adopted(),
+            })
+        })
+    }
+
+    fn top(&self, q: &TopQuery) -> Result<TopView, Failure> {
+        let by = q.by.as_deref().unwrap_or("pps");
+        if !matches!(by, "pps" | "bps" | "drops") {
+            return Err(Failure::BadRequest(format!(
+                "by '{by}': expected pps, bps or drops"
+            )));
+        }
+        let window = q.window_s.unwrap_or(10);
+        if window == 0 || window > 3600 {
+            return Err(Failure::BadRequest(format!(
+                "window_s {window}: expected 1 to 3600"
+            )));
+        }
+        let limit = q.limit.unwrap_or(20).min(10_000);
+        let mut view =
+            self.top
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .view(by, window as f64, limit);
+        self.with(|i| {
+            for t in &mut view.sources {
+                if let Ok(ip) = t.addr.parse::<IpAddr>() {
+                    t.rules = i.dp.table().rules_covering(ip);
+                }
+            }
+        });
+        Ok(view)
+    }
+
+    fn rules(&self) -> Result<Vec<RuleView>, Failure> {
+        self.with(|i| {
+            let hits: BTreeMap<u64, swarmwall_maps::RuleHits> =
+                i.dp.rules()
+                    .map_err(internal)?
+                    .into_iter()
+                    .map(|r| (r.id, r.hits))
+                    .collect();
+            Ok(i.store
+                .state()
+                .rules
+                .values()
+                .map(|r| {
+                    let h = hits.get(&r.id).copied().unwrap_or_default();
+                    RuleView {
+                        id: r.id,
+                        target: r.target.to_string(),
+                        action: r.action.to_string(),
+                        scope: scope_view(&r.scope),
+                        expires_at: r.expires_at.map(rfc3339),
+                        created_at: rfc3339(r.created_at),
+                        actor: r.actor.clone(),
+                        reason: r.reason.clone(),
+                        hits: h.packets,
+                        dropped: h.dropped_packets,
+                        dropped_bytes: h.dropped_bytes,
+                    }
+                })
+                .collect())
+        })
+    }
+
+    fn add_rules(&self, actor: &Actor, req: AddRules) -> Result<ChangeResult, Failure> {
+        if req.rules.is_empty() {
+            return Err(Failure::BadRequest("no rules given".into()));
+        }
+        self.with(|i| {
+            let now = SystemTime::now();
+            let first = i.store.next_rule_id();
+            let who = actor.name();
+            let mut ops = Vec::with_capacity(req.rules.len());
+            for (n, r) in req.rules.iter().enumerate() {
+                let rec = i
+                    .new_record(
+                        first + n as u64,
+                        r,
+                        req.force,
+                        &who,
+                        req.reason.as_deref(),
+                        now,
+                    )
+                    .map_err(|e| match e {
+                        Failure::BadRequest(m) if req.rules.len() > 1 => {
+                            Failure::BadRequest(format!("rule {} ({}): {m}", n + 1, r.target))
+                        }
+                        Failure::Conflict(m) if req.rules.len() > 1 => {
+                            Failure::Conflict(format!("rule {} ({}): {m}", n + 1, r.target))
+                        }
+                        e => e,
+                    })?;
+                ops.push(Op::AddRule(rec));
+            }
+            let ids: Vec<u64> = (first..first + ops.len() as u64).collect();
+            let change = i.commit_apply(&who, req.reason.as_deref(), ops, None)?;
+            Ok(result(&change, ids))
+        })
+    }
+
+    fn delete_rules(&self, actor: &Actor, req: DeleteRules) -> Result<ChangeResult, Failure> {
+        self.with(|i| {
+            let rules = &i.store.state().rules;
+            let victims: Vec<RuleRecord> = if req.all {
+                rules.values().cloned().collect()
+            } else {
+                let mut v = Vec::new();
+                for id in &req.ids {
+                    v.push(
+                        rules
+                            .get(id)
+                            .cloned()
+                            .ok_or_else(|| Failure::NotFound(format!("no rule with id {id}")))?,
+                    );
+                }
+                v
+            };
+            if victims.is_empty() {
+                return Err(Failure::BadRequest("no rules to remove".into()));
+            }
+            if victims.len() > 1 && !req.yes {
+                return Err(Failure::Conflict(format!(
+                    "this would remove {} rules; confirm with yes (it stays undoable with `swarmwall rules undo`)",
+                    victims.len()
+                )));
+            }
+            let ids = victims.iter().map(|r| r.id).collect();
+            let ops = victims.into_iter().map(Op::RemoveRule).collect();
+            let change = i.commit_apply(&actor.name(), req.reason.as_deref(), ops, None)?;
+            Ok(result(&change, ids))
+        })
+    }
+
+    fn allow_list(&self) -> Result<Vec<AllowView>, Failure> {
+        self.with(|i| {
+            let mut v: Vec<AllowView> = i
+                .config
+                .allow
+                .iter()
+                .map(|t| AllowView {
+                    target: t.to_string(),
+                    created_at: rfc3339(SystemTime::UNIX_EPOCH),
+                    actor: "config".into(),
+                    reason: None,
+                    from_config: true,
+                })
+                .collect();
+            v.extend(i.store.state().allow.values().map(|a| AllowView {
+                target: a.target.to_string(),
+                created_at: rfc3339(a.created_at),
+                actor: a.actor.clone(),
+                reason: a.reason.clone(),
+                from_config: false,
+            }));
+            Ok(v)
+        })
+    }
+
+    fn allow_add(&self, actor: &Actor, req: AllowRequest) -> Result<ChangeResult, Failure> {
+        let target: Target = req
+            .target
+            .parse()
+            .map_err(|e: crate::AddrError| Failure::BadRequest(e.to_string()))?;
+        self.with(|i| {
+            if i.config.allow.contains(&target) {
+                return Err(Failure::Conflict(format!(
+                    "{target} is already allowed by the config file"
+                )));
+            }
+            let rec = AllowRecord {
+                target,
+                created_at: SystemTime::now(),
+                actor: actor.name(),
+                reason: req.reason.clone(),
+            };
+            let change = i.commit_apply(
+                &actor.name(),
+                req.reason.as_deref(),
+                vec![Op::AddAllow(rec)],
+                None,
+            )?;
+            Ok(result(&change, vec![]))
+        })
+    }
+
+    fn allow_delete(&self, actor: &Actor, req: AllowRequest) -> Result<ChangeResult, Failure> {
+        let target: Target = req
+            .target
+            .parse()
+            .map_err(|e: crate::AddrError| Failure::BadRequest(e.to_string()))?;
+        self.with(|i| {
+            let Some(rec) = i.store.state().allow.get(&target).cloned() else {
+                return Err(if i.config.allow.contains(&target) {
+                    Failure::Conflict(format!(
+                        "{target} comes from the config file; remove it there"
+                    ))
+                } else {
+                    Failure::NotFound(format!("{target} is not on the allow list"))
+                });
+            };
+            let change = i.commit_apply(
+                &actor.name(),
+                req.reason.as_deref(),
+                vec![Op::RemoveAllow(rec)],
+                None,
+            )?;
+            Ok(result(&change, vec![]))
+        })
+    }
+
+    fn mode(&self) -> Result<ModeView, Failure> {
+        self.with(|i| {
+            Ok(ModeView {
+                mode: mode_name(i.store.state().mode).into(),
+                reason: None,
+            })
+        })
+    }
+
+    fn set_mode(&self, actor: &Actor, req: ModeView) -> Result<ChangeResult, Failure> {
+        let to = match req.mode.as_str() {
+            "enforce" => Mode::Enforce,
+            "observe" => Mode::Observe,
+            m => {
+                return Err(Failure::BadRequest(format!(
+                    "mode '{m}': expected enforce or observe"
+                )));
+            }
+        };
+        self.with(|i| {
+            let from = i.store.state().mode;
+            if from == to {
+                return Err(Failure::Conflict(format!(
+                    "already in {} mode",
+                    mode_name(to)
+                )));
+            }
+            let change = i.commit_apply(
+                &actor.name(),
+                req.reason.as_deref(),
+                vec![Op::SetMode { from, to }],
+                None,
+            )?;
+            Ok(result(&change, vec![]))
+        })
+    }
+
+    fn history(&self, limit: Option<usize>) -> Result<Vec<ChangeView>, Failure> {
+        self.with(|i| {
+            let n = limit.unwrap_or(50);
+            Ok(i.store
+                .changes()
+                .iter()
+                .rev()
+                .take(n)
+                .map(|c| ChangeView {
+                    id: c.id,
+                    time: rfc3339(c.at),
+                    actor: c.actor.clone(),
+                    reason: c.reason.clone(),
+                    summary: Store::summary(c),
+                    ops: c.ops.len(),
+                    undoes: c.undoes,
+                    undone_by: i.store.undone_by(c.id),
+                })
+                .collect())
+        })
+    }
+
+    fn undo(&self, actor: &Actor, change_id: u64) -> Result<ChangeResult, Failure> {
+        self.with(|i| {
+            let ops = i.store.undo_ops(change_id).map_err(store_failure)?;
+            let ids = ops
+                .iter()
+                .filter_map(|o| match o {
+                    Op::AddRule(r) | Op::RemoveRule(r) => Some(r.id),
+                    _ => None,
+                })
+                .collect();
+            let reason = format!("undo change {change_id}");
+            let change = i.commit_apply(&actor.name(), Some(&reason), ops, Some(change_id))?;
+            Ok(result(&change, ids))
+        })
+    }
+}

@@ -1,0 +1,256 @@
+//! `swarmwall daemon`: owns the pinned data plane and the rule store, serves the control API.
+//!
+//! Start-up: read the config, open the store (recovering a damaged journal), open the pinned
+//! data plane (adopting one a previous daemon left running, or creating it), reconcile the maps
+//! with the store, attach (or swap the new program into pinned links), then serve the control
+//! socket. SIGHUP re-reads the config; SIGTERM/SIGINT stop serving and leave the data plane
+//! pinned and enforcing (or remove it with `--detach-on-exit`).
+
+pub mod config;
+pub mod controller;
+pub mod top;
+
+use std::{
+    io::IsTerminal as _,
+    path::PathBuf,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, Result};
+use tokio::signal::unix::{SignalKind, signal};
+
+use crate::{
+    Dataplane,
+    api::{Control, auth::Auth, server},
+    dataplane::remove_pins,
+    store::Store,
+};
+use config::{Config, DEFAULT_PATH};
+use controller::{Daemon, Inner};
+
+/// Options of `swarmwall daemon`; each overrides the config file.
+#[derive(Clone, Debug, clap::Args)]
+pub struct DaemonArgs {
+    /// Configuration file (TOML). Without this option a missing /etc/swarmwall/config.toml means
+    /// defaults; a file named here must exist.
+    #[arg(short, long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Interface to attach to (repeatable); adds to the config file's `interfaces`.
+    #[arg(short, long = "iface", value_name = "IFACE")]
+    pub ifaces: Vec<String>,
+    /// Attach mode: auto tries native (driver) XDP and falls back to generic.
+    #[arg(long, value_name = "auto|driver|generic")]
+    pub attach: Option<String>,
+    /// Rule journal and snapshots [config: state_dir].
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// Where maps and links are pinned, on a BPF filesystem [config: pin_dir].
+    #[arg(long, value_name = "DIR")]
+    pub pin_dir: Option<PathBuf>,
+    /// On exit, detach XDP and remove the pinned maps (default: leave them enforcing).
+    #[arg(long)]
+    pub detach_on_exit: bool,
+}
+
+fn init_logging() {
+    use tracing_subscriber::EnvFilter;
+    let filter =
+        EnvFilter::try_from_env("SWARMWALL_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    // Under systemd, journald adds time and unit; colour codes would end up in the journal.
+    let _ = if std::io::stderr().is_terminal() {
+        builder.try_init()
+    } else {
+        builder.with_ansi(false).without_time().try_init()
+    };
+}
+
+fn load_config(args: &DaemonArgs, socket: Option<&PathBuf>) -> Result<config::Checked> {
+    let (path, required) = match &args.config {
+        Some(p) => (p.clone(), true),
+        None => (PathBuf::from(DEFAULT_PATH), false),
+    };
+    let mut c = Config::load(&path, required)?;
+    for i in &args.ifaces {
+        if !c.interfaces.contains(i) {
+            c.interfaces.push(i.clone());
+        }
+    }
+    if let Some(a) = &args.attach {
+        c.attach_mode = a.clone();
+    }
+    if let Some(d) = &args.state_dir {
+        c.state_dir = d.clone();
+    }
+    if let Some(d) = &args.pin_dir {
+        c.pin_dir = d.clone();
+    }
+    if let Some(s) = socket {
+        c.socket = s.clone();
+    }
+    if c.interfaces.is_empty() {
+        anyhow::bail!(
+            "no interface to attach to: give one with -i IFACE or list them in {} (interfaces = [\"eth0\"])",
+            path.display()
+        );
+    }
+    c.check().with_context(|| format!("in {}", path.display()))
+}
+
+/// Runs the daemon until SIGTERM or SIGINT. `socket` overrides the config's socket path (the
+/// CLI's global `--socket`).
+pub fn run(args: DaemonArgs, socket: Option<PathBuf>) -> Result<()> {
+    init_logging();
+    let config = load_config(&args, socket.as_ref())?;
+    let (store, warnings) = Store::open(&config.raw.state_dir).with_context(|| {
+        format!(
+            "opening the rule store in {}",
+            config.raw.state_dir.display()
+        )
+    })?;
+    for w in warnings {
+        tracing::warn!("rule store: {w}");
+    }
+    let mut dp = Dataplane::open_pinned(config.sizes, &config.raw.pin_dir)
+        .context("opening the data plane")?;
+    for w in dp.take_warnings() {
+        tracing::warn!("adopting pinned maps: {w}");
+    }
+    if dp.adopted() {
+        tracing::info!(
+            pin_dir = %config.raw.pin_dir.display(),
+            rules = dp.table().len(),
+            "adopted the data plane a previous daemon left running"
+        );
+    }
+    let mut inner = Inner { dp, store, config };
+    inner.expire().map_err(|e| anyhow::anyhow!("{e}"))?;
+    let (added, removed) = inner
+        .reconcile()
+        .context("reconciling the maps with the rule store")?;
+    tracing::info!(
+        added,
+        removed,
+        rules = inner.store.state().rules.len(),
+        "maps match the rule store"
+    );
+    for iface in inner.config.raw.interfaces.clone() {
+        let mode = inner
+            .dp
+            .attach(&iface, inner.config.attach)
+            .with_context(|| format!("attaching to {iface}"))?;
+        tracing::info!(iface, ?mode, "attached");
+    }
+    inner.dp.pin_links().context("pinning the XDP links")?;
+
+    let socket_path = inner.config.raw.socket.clone();
+    let gid = inner.config.socket_gid;
+    let detach = args.detach_on_exit;
+    let pin_dir = inner.config.raw.pin_dir.clone();
+    let daemon = Arc::new(Daemon::new(inner));
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    rt.block_on(async {
+        let listener = server::bind(&socket_path, gid)
+            .with_context(|| format!("binding the control socket {}", socket_path.display()))?;
+        tracing::info!(socket = %socket_path.display(), "serving the control API");
+        let ticker = tokio::spawn(housekeeping(Arc::clone(&daemon)));
+        let reloader = tokio::spawn(reload_on_hup(
+            Arc::clone(&daemon),
+            args.clone(),
+            socket.clone(),
+        ));
+        let mut term = signal(SignalKind::terminate()).context("SIGTERM handler")?;
+        let mut int = signal(SignalKind::interrupt()).context("SIGINT handler")?;
+        let shutdown = async move {
+            tokio::select! {
+                _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+                _ = int.recv() => tracing::info!("SIGINT: shutting down"),
+            }
+        };
+        let control: Arc<dyn Control> = daemon.clone();
+        server::serve(listener, control, Auth { read_group: gid }, shutdown)
+            .await
+            .context("serving the control API")?;
+        ticker.abort();
+        reloader.abort();
+        let _ = std::fs::remove_file(&socket_path);
+        anyhow::Ok(())
+    })?;
+    if detach {
+        daemon.with(|i| i.dp.detach_all()).context("detaching")?;
+        remove_pins(&pin_dir).context("removing pins")?;
+        tracing::info!("detached and removed the pinned data plane");
+    } else {
+        tracing::info!(pin_dir = %pin_dir.display(), "exiting; the data plane stays pinned and enforcing");
+    }
+    Ok(())
+}
+
+/// Once a second: expire rules, and sample counters for `top` (less often when a sample is slow,
+/// so the sampler never takes more than half of a core).
+async fn housekeeping(daemon: Arc<Daemon>) {
+    let mut next_sample = Instant::now();
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tick.tick().await;
+        let d = Arc::clone(&daemon);
+        let sample_now = Instant::now() >= next_sample;
+        let r = tokio::task::spawn_blocking(move || {
+            if let Err(e) = d.with(|i| i.expire()) {
+                tracing::error!("expiring rules: {e}");
+            }
+            if sample_now {
+                let t = Instant::now();
+                if let Err(e) = d.sample() {
+                    tracing::error!("sampling counters: {e}");
+                }
+                return Some(t.elapsed());
+            }
+            None
+        })
+        .await;
+        if let Ok(Some(took)) = r {
+            next_sample = Instant::now() + took.max(Duration::from_secs(1));
+        }
+    }
+}
+
+/// SIGHUP: re-read the config file. The allow list, own addresses, default TTL and prefix
+/// bounds take effect at once; interfaces, sizes, paths and the socket need a restart.
+async fn reload_on_hup(daemon: Arc<Daemon>, args: DaemonArgs, socket: Option<PathBuf>) {
+    let Ok(mut hup) = signal(SignalKind::hangup()) else {
+        tracing::error!("cannot install the SIGHUP handler; config reload is off");
+        return;
+    };
+    while hup.recv().await.is_some() {
+        match load_config(&args, socket.as_ref()) {
+            Ok(new) => {
+                let r = daemon.with(|i| {
+                    if new.raw.interfaces != i.config.raw.interfaces
+                        || new.sizes != i.config.sizes
+                        || new.raw.socket != i.config.raw.socket
+                    {
+                        tracing::warn!(
+                            "interfaces, map sizes and the socket change only on restart"
+                        );
+                    }
+                    i.config = new;
+                    i.reconcile()
+                });
+                match r {
+                    Ok(_) => tracing::info!("SIGHUP: configuration reloaded"),
+                    Err(e) => tracing::error!("SIGHUP: applying the reloaded configuration: {e}"),
+                }
+            }
+            Err(e) => tracing::error!("SIGHUP: keeping the old configuration: {e:#}"),
+        }
+    }
+}

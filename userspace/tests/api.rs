@@ -1,0 +1,1156 @@
+//! The control API end to end, without root or a kernel: the real server on a socket in a temp
+//! directory, over an in-memory fake `Control`, driven by the real client, raw bytes and the
+//! built `swarmwall` binary. One test (peer credentials) drops to uid 65534 and runs only as root.
+
+use std::{
+    collections::BTreeMap,
+    io,
+    os::unix::{fs::PermissionsExt as _, process::CommandExt as _},
+    path::{Path, PathBuf},
+    process::{Command, Output, Stdio},
+    sync::{
+        Arc, Mutex, MutexGuard,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use swarmwall::api::{
+    Actor, Control, Failure,
+    client::{Client, ClientError},
+    server::{self, Auth, Limits, Perm, permission},
+    types::*,
+};
+use tokio::{
+    io::{AsyncReadExt as _, AsyncWriteExt as _},
+    net::UnixStream,
+    sync::oneshot,
+};
+
+// ---------------------------------------------------------------------------------------------
+// The fake daemon.
+
+#[derive(Default)]
+struct State {
+    calls: BTreeMap<&'static str, usize>,
+    rules: Vec<RuleView>,
+    allow: Vec<AllowView>,
+    mode: String,
+    changes: Vec<ChangeView>,
+    next_rule: u64,
+    last_actor: Option<Actor>,
+    last_add: Option<AddRules>,
+    last_delete: Option<DeleteRules>,
+    last_top: Option<TopQuery>,
+    last_history: Option<Option<usize>>,
+    fail: Option<Failure>,
+}
+
+#[derive(Default)]
+struct Fake {
+    state: Mutex<State>,
+}
+
+const T0: &str = "2026-05-20T12:00:00Z";
+
+impl Fake {
+    fn with_rules(n: u64) -> Fake {
+        let f = Fake::default();
+        {
+            let mut s = f.state.lock().unwrap();
+            s.mode = "enforce".into();
+            for i in 0..n {
+                s.next_rule += 1;
+                let id = s.next_rule;
+                s.rules.push(rule(id, &format!("192.0.2.{}", i + 1)));
+            }
+        }
+        f
+    }
+
+    fn enter(&self, name: &'static str) -> Result<MutexGuard<'_, State>, Failure> {
+        let mut s = self.state.lock().unwrap();
+        *s.calls.entry(name).or_default() += 1;
+        match &s.fail {
+            Some(f) => Err(f.clone()),
+            None => Ok(s),
+        }
+    }
+
+    fn calls(&self, name: &str) -> usize {
+        self.state
+            .lock()
+            .unwrap()
+            .calls
+            .get(name)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    fn set_fail(&self, f: Option<Failure>) {
+        self.state.lock().unwrap().fail = f;
+    }
+}
+
+fn rule(id: u64, target: &str) -> RuleView {
+    RuleView {
+        id,
+        target: target.into(),
+        action: "drop".into(),
+        scope: ScopeView::default(),
+        expires_at: None,
+        created_at: T0.into(),
+        actor: "uid 0".into(),
+        reason: None,
+        hits: 0,
+        dropped: 0,
+        dropped_bytes: 0,
+    }
+}
+
+fn change(
+    s: &mut State,
+    actor: &Actor,
+    summary: String,
+    rules: Vec<u64>,
+    reason: Option<String>,
+) -> ChangeResult {
+    s.last_actor = Some(actor.clone());
+    let id = s.changes.len() as u64 + 1;
+    s.changes.push(ChangeView {
+        id,
+        time: T0.into(),
+        actor: actor.name(),
+        reason,
+        summary: summary.clone(),
+        ops: rules.len().max(1),
+        undoes: None,
+        undone_by: None,
+    });
+    ChangeResult {
+        change_id: id,
+        rules,
+        summary,
+    }
+}
+
+impl Control for Fake {
+    fn status(&self) -> Result<Status, Failure> {
+        let s = self.enter("status")?;
+        Ok(Status {
+            version: "0.1.0".into(),
+            abi: 1,
+            uptime_s: 125,
+            mode: s.mode.clone(),
+            interfaces: vec![IfaceView {
+                name: "eth0".into(),
+                mode: "driver".into(),
+            }],
+            stats: [("seen".to_string(), 10u64), ("passed".to_string(), 9)].into(),
+            rules: RuleCounts {
+                exact: s.rules.len(),
+                prefix: 0,
+            },
+            allow: s.allow.len(),
+            pin_dir: "/sys/fs/bpf/swarmwall".into(),
+            adopted: false,
+        })
+    }
+
+    fn top(&self, query: &TopQuery) -> Result<TopView, Failure> {
+        let mut s = self.enter("top")?;
+        s.last_top = Some(query.clone());
+        Ok(TopView {
+            window_s: query.window_s.unwrap_or(10) as f64,
+            by: query.by.clone().unwrap_or_else(|| "pps".into()),
+            tracked: 1,
+            sources: vec![TalkerView {
+                addr: "192.0.2.1".into(),
+                pps: 1500.0,
+                bps: 12e6,
+                drop_pps: 0.0,
+                packets: 15_000,
+                bytes: 1_500_000,
+                dropped: 0,
+                rules: vec![],
+            }],
+        })
+    }
+
+    fn rules(&self) -> Result<Vec<RuleView>, Failure> {
+        Ok(self.enter("rules")?.rules.clone())
+    }
+
+    fn add_rules(&self, actor: &Actor, request: AddRules) -> Result<ChangeResult, Failure> {
+        let mut s = self.enter("add_rules")?;
+        if request.rules.is_empty() {
+            return Err(Failure::BadRequest("no rules".into()));
+        }
+        let mut ids = Vec::new();
+        for r in &request.rules {
+            s.next_rule += 1;
+            let id = s.next_rule;
+            ids.push(id);
+            let mut v = rule(id, &r.target);
+            v.scope = r.scope.clone();
+            v.reason = request.reason.clone();
+            s.rules.push(v);
+        }
+        s.last_add = Some(request.clone());
+        let summary = format!("added {} rules", ids.len());
+        Ok(change(&mut s, actor, summary, ids, request.reason))
+    }
+
+    fn delete_rules(&self, actor: &Actor, request: DeleteRules) -> Result<ChangeResult, Failure> {
+        let mut s = self.enter("delete_rules")?;
+        s.last_delete = Some(request.clone());
+        let ids: Vec<u64> = if request.all {
+            s.rules.iter().map(|r| r.id).collect()
+        } else {
+            request.ids.clone()
+        };
+        if ids.len() > 1 && !request.yes {
+            return Err(Failure::Conflict("needs yes".into()));
+        }
+        for id in &ids {
+            if !s.rules.iter().any(|r| r.id == *id) {
+                return Err(Failure::NotFound(format!("no rule {id}")));
+            }
+        }
+        s.rules.retain(|r| !ids.contains(&r.id));
+        let summary = format!("deleted {} rules", ids.len());
+        Ok(change(&mut s, actor, summary, ids, request.reason))
+    }
+
+    fn allow_list(&self) -> Result<Vec<AllowView>, Failure> {
+        Ok(self.enter("allow_list")?.allow.clone())
+    }
+
+    fn allow_add(&self, actor: &Actor, request: AllowRequest) -> Result<ChangeResult, Failure> {
+        let mut s = self.enter("allow_add")?;
+        s.allow.push(AllowView {
+            target: request.target.clone(),
+            created_at: T0.into(),
+            actor: actor.name(),
+            reason: request.reason.clone(),
+            from_config: false,
+        });
+        let summary = format!("allowed {}", request.target);
+        Ok(change(&mut s, actor, summary, vec![], request.reason))
+    }
+
+    fn allow_delete(&self, actor: &Actor, request: AllowRequest) -> Result<ChangeResult, Failure> {
+        let mut s = self.enter("allow_delete")?;
+        let before = s.allow.len();
+        s.allow.retain(|a| a.target != request.target);
+        if s.allow.len() == before {
+            return Err(Failure::NotFound(format!(
+                "{} is not allowed",
+                request.target
+            )));
+        }
+        let summary = format!("unallowed {}", request.target);
+        Ok(change(&mut s, actor, summary, vec![], request.reason))
+    }
+
+    fn mode(&self) -> Result<ModeView, Failure> {
+        Ok(ModeView {
+            mode: self.enter("mode")?.mode.clone(),
+            reason: None,
+        })
+    }
+
+    fn set_mode(&self, actor: &Actor, request: ModeView) -> Result<ChangeResult, Failure> {
+        let mut s = self.enter("set_mode")?;
+        if request.mode != "enforce" && request.mode != "observe" {
+            return Err(Failure::BadRequest(format!("bad mode '{}'", request.mode)));
+        }
+        s.mode = request.mode.clone();
+        let summary = format!("mode {}", request.mode);
+        Ok(change(&mut s, actor, summary, vec![], request.reason))
+    }
+
+    fn history(&self, limit: Option<usize>) -> Result<Vec<ChangeView>, Failure> {
+        let mut s = self.enter("history")?;
+        s.last_history = Some(limit);
+        let mut h: Vec<ChangeView> = s.changes.iter().rev().cloned().collect();
+        h.truncate(limit.unwrap_or(usize::MAX));
+        Ok(h)
+    }
+
+    fn undo(&self, actor: &Actor, change_id: u64) -> Result<ChangeResult, Failure> {
+        let mut s = self.enter("undo")?;
+        if change_id == 0 || change_id > s.changes.len() as u64 {
+            return Err(Failure::NotFound(format!("no change {change_id}")));
+        }
+        let summary = format!("undid change {change_id}");
+        Ok(change(&mut s, actor, summary, vec![], None))
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Harness: a temp dir, a server on its own runtime, a client.
+
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new() -> TempDir {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let p = std::env::temp_dir().join(format!(
+            "swarmwall-api-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir(&p).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+        TempDir(p)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+struct Harness {
+    socket: PathBuf,
+    fake: Arc<Fake>,
+    stop: Option<oneshot::Sender<()>>,
+    done: Option<tokio::task::JoinHandle<io::Result<()>>>,
+    rt: tokio::runtime::Runtime,
+    _dir: TempDir,
+}
+
+impl Harness {
+    fn start() -> Harness {
+        Harness::with(Fake::with_rules(2), Auth::default(), Limits::default())
+    }
+
+    fn with(fake: Fake, auth: Auth, limits: Limits) -> Harness {
+        let dir = TempDir::new();
+        // A missing parent: `bind` creates it.
+        let socket = dir.0.join("run/control.sock");
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let listener = {
+            let _g = rt.enter();
+            server::bind(&socket, None).unwrap()
+        };
+        let fake = Arc::new(fake);
+        let (stop, rx) = oneshot::channel();
+        let control: Arc<dyn Control> = fake.clone();
+        let done = rt.spawn(server::serve_with(listener, control, auth, limits, async {
+            let _ = rx.await;
+        }));
+        Harness {
+            socket,
+            fake,
+            stop: Some(stop),
+            done: Some(done),
+            rt,
+            _dir: dir,
+        }
+    }
+
+    fn client(&self) -> Client {
+        Client::new(&self.socket).with_timeout(Duration::from_secs(10))
+    }
+
+    fn block_on<F: Future>(&self, f: F) -> F::Output {
+        self.rt.block_on(f)
+    }
+
+    fn cli(&self, args: &[&str]) -> Output {
+        cli(&self.socket, args, None)
+    }
+}
+
+impl Drop for Harness {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+fn cli(socket: &Path, args: &[&str], stdin: Option<&str>) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_swarmwall"));
+    cmd.arg("--socket").arg(socket).args(args);
+    run(cmd, stdin)
+}
+
+fn run(mut cmd: Command, stdin: Option<&str>) -> Output {
+    cmd.env_remove("SWARMWALL_SOCKET")
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("running swarmwall");
+    if let Some(input) = stdin {
+        use std::io::Write as _;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
+    }
+    child.wait_with_output().unwrap()
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// Sends raw bytes (from a separate task, so a server that answers early can't deadlock us) and
+/// reads until the server closes; the status code and the body.
+async fn raw(socket: &Path, request: Vec<u8>) -> (u16, String) {
+    let stream = UnixStream::connect(socket).await.unwrap();
+    let (mut rd, mut wr) = stream.into_split();
+    let writer = tokio::spawn(async move {
+        let _ = wr.write_all(&request).await;
+        // Keep the write half open until the answer is read: closing it could end the request.
+        wr
+    });
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 8192];
+    let read = async {
+        loop {
+            match rd.read(&mut chunk).await {
+                Ok(0) => break,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                // A unix socket closed with our unread bytes in it reports a reset after the
+                // queued answer has been read.
+                Err(e) if e.kind() == io::ErrorKind::ConnectionReset => break,
+                Err(e) => panic!("reading the answer: {e}"),
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), read)
+        .await
+        .expect("the server answered and closed within 10 s");
+    writer.abort();
+    let t = text(&buf);
+    let status = t
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status line in {t:?}"));
+    let body = t.split_once("\r\n\r\n").map_or("", |(_, b)| b).to_string();
+    (status, body)
+}
+
+fn get(path: &str) -> Vec<u8> {
+    format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").into_bytes()
+}
+
+fn post(method: &str, path: &str, body: &[u8]) -> Vec<u8> {
+    let mut r = format!(
+        "{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    r.extend_from_slice(body);
+    r
+}
+
+fn api_error(body: &str) -> ErrorBody {
+    serde_json::from_str::<ApiError>(body)
+        .unwrap_or_else(|e| panic!("not an ApiError ({e}): {body:?}"))
+        .error
+}
+
+fn euid() -> u32 {
+    nix::unistd::geteuid().as_raw()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Routes.
+
+#[test]
+fn every_route_round_trips_through_the_client() {
+    let h = Harness::start();
+    let c = h.client();
+    h.block_on(async {
+        let s = c.status().await.unwrap();
+        assert_eq!((s.version.as_str(), s.rules.exact), ("0.1.0", 2));
+
+        let q = TopQuery {
+            by: Some("bps".into()),
+            window_s: Some(60),
+            limit: Some(5),
+        };
+        let t = c.top(&q).await.unwrap();
+        assert_eq!((t.by.as_str(), t.window_s), ("bps", 60.0));
+        assert_eq!(h.fake.state.lock().unwrap().last_top, Some(q));
+        let t = c.top(&TopQuery::default()).await.unwrap();
+        assert_eq!(t.by, "pps");
+
+        assert_eq!(c.rules().await.unwrap().len(), 2);
+        let add = AddRules {
+            rules: vec![NewRule {
+                target: "198.51.100.0/24".into(),
+                action: Some("observe".into()),
+                scope: ScopeView {
+                    dst: Some("203.0.113.5".into()),
+                    proto: Some("tcp".into()),
+                    port: Some(443),
+                },
+                ttl_s: Some(600),
+            }],
+            reason: Some("test".into()),
+            force: true,
+        };
+        let r = c.add_rules(&add).await.unwrap();
+        assert_eq!(r.rules, vec![3]);
+        assert_eq!(h.fake.state.lock().unwrap().last_add, Some(add));
+        // The journal's actor is the peer, from the kernel.
+        let actor = h.fake.state.lock().unwrap().last_actor.clone().unwrap();
+        assert_eq!(actor.uid, euid());
+        assert_eq!(actor.pid, Some(std::process::id() as i32));
+
+        let d = DeleteRules {
+            ids: vec![1, 3],
+            yes: true,
+            reason: Some("cleanup".into()),
+            ..Default::default()
+        };
+        assert_eq!(c.delete_rules(&d).await.unwrap().rules, vec![1, 3]);
+        assert_eq!(c.rules().await.unwrap().len(), 1);
+
+        let a = AllowRequest {
+            target: "203.0.113.10".into(),
+            reason: Some("monitoring".into()),
+        };
+        c.allow_add(&a).await.unwrap();
+        assert_eq!(c.allow_list().await.unwrap()[0].target, "203.0.113.10");
+        c.allow_delete(&a).await.unwrap();
+        assert!(c.allow_list().await.unwrap().is_empty());
+
+        assert_eq!(c.mode().await.unwrap().mode, "enforce");
+        let m = ModeView {
+            mode: "observe".into(),
+            reason: Some("trial".into()),
+        };
+        assert_eq!(c.set_mode(&m).await.unwrap().summary, "mode observe");
+        assert_eq!(c.mode().await.unwrap().mode, "observe");
+
+        let hist = c.history(Some(2)).await.unwrap();
+        assert_eq!(hist.len(), 2);
+        assert_eq!(hist[0].summary, "mode observe");
+        assert_eq!(h.fake.state.lock().unwrap().last_history, Some(Some(2)));
+        assert_eq!(c.history(None).await.unwrap().len(), 5);
+        assert_eq!(h.fake.state.lock().unwrap().last_history, Some(None));
+
+        assert_eq!(c.undo(2).await.unwrap().summary, "undid change 2");
+    });
+    for (name, n) in [
+        ("status", 1),
+        ("top", 2),
+        ("rules", 2),
+        ("add_rules", 1),
+        ("delete_rules", 1),
+        ("allow_add", 1),
+        ("allow_list", 2),
+        ("allow_delete", 1),
+        ("mode", 2),
+        ("set_mode", 1),
+        ("history", 2),
+        ("undo", 1),
+    ] {
+        assert_eq!(h.fake.calls(name), n, "calls to {name}");
+    }
+}
+
+#[test]
+fn failures_map_to_statuses() {
+    let h = Harness::start();
+    let c = h.client();
+    for (f, status, code) in [
+        (Failure::BadRequest("bad".into()), 400, "bad_request"),
+        (Failure::Forbidden("no".into()), 403, "forbidden"),
+        (Failure::NotFound("gone".into()), 404, "not_found"),
+        (Failure::Conflict("dup".into()), 409, "conflict"),
+        (Failure::Internal("map write".into()), 500, "internal"),
+    ] {
+        let message = f.to_string();
+        h.fake.set_fail(Some(f));
+        for e in h.block_on(async {
+            vec![
+                c.status().await.unwrap_err(),
+                c.undo(1).await.unwrap_err(),
+                c.add_rules(&AddRules::default()).await.unwrap_err(),
+            ]
+        }) {
+            match e {
+                ClientError::Api {
+                    status: s,
+                    code: c,
+                    message: m,
+                } => assert_eq!(
+                    (s, c.as_str(), m.as_str()),
+                    (status, code, message.as_str())
+                ),
+                e => panic!("expected an API error, got {e:?}"),
+            }
+        }
+    }
+}
+
+#[test]
+fn unknown_routes_and_methods_answer_json() {
+    let h = Harness::start();
+    h.block_on(async {
+        let (s, b) = raw(&h.socket, get("/v2/status")).await;
+        assert_eq!(s, 404);
+        assert_eq!(api_error(&b).code, "not_found");
+        assert!(api_error(&b).message.contains("/v2/status"), "{b}");
+
+        let (s, b) = raw(&h.socket, post("DELETE", "/v1/rules", b"{}")).await;
+        assert_eq!(s, 405);
+        assert_eq!(api_error(&b).code, "method_not_allowed");
+
+        // Through the client too: an API error, not a transport one.
+        let e = h
+            .client()
+            .get::<serde_json::Value>("/nope")
+            .await
+            .unwrap_err();
+        assert!(matches!(e, ClientError::Api { status: 404, .. }), "{e:?}");
+    });
+}
+
+#[test]
+fn half_closed_clients_get_answers() {
+    // `printf 'GET ...' | nc -NU control.sock`: the request, then EOF, then wait for the answer.
+    let h = Harness::start();
+    h.block_on(async {
+        let mut s = UnixStream::connect(&h.socket).await.unwrap();
+        s.write_all(b"GET /v1/mode HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        s.shutdown().await.unwrap();
+        let mut buf = Vec::new();
+        tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        let t = text(&buf);
+        assert!(t.starts_with("HTTP/1.1 200"), "{t}");
+        assert!(t.ends_with("{\"mode\":\"enforce\"}\n"), "{t}");
+    });
+}
+
+#[test]
+fn malformed_requests_are_400_json_naming_the_problem() {
+    let h = Harness::start();
+    h.block_on(async {
+        let cases: [(Vec<u8>, &str); 6] = [
+            (post("POST", "/v1/rules", b"{\"rules\": [ {"), "EOF"),
+            (post("POST", "/v1/rules", b"{\"rules\": 5}"), "invalid type"),
+            (post("POST", "/v1/allow", b""), "needs a JSON body"),
+            (
+                post("PUT", "/v1/mode", b"{\"reason\": \"x\"}"),
+                "missing field `mode`",
+            ),
+            (get("/v1/top?window_s=ten"), "window_s"),
+            (post("POST", "/v1/undo/twelve", b""), "invalid path"),
+        ];
+        for (req, needle) in cases {
+            let (s, b) = raw(&h.socket, req).await;
+            assert_eq!(s, 400, "{b}");
+            let e = api_error(&b);
+            assert_eq!(e.code, "bad_request");
+            assert!(
+                e.message.contains(needle),
+                "{needle:?} not in {:?}",
+                e.message
+            );
+        }
+    });
+    assert_eq!(h.fake.calls("add_rules"), 0);
+    assert_eq!(h.fake.calls("undo"), 0);
+}
+
+#[test]
+fn oversized_bodies_are_413() {
+    let h = Harness::start();
+    h.block_on(async {
+        let big = vec![b' '; server::MAX_BODY + 1];
+        // Declared length over the limit: refused before reading.
+        let (s, b) = raw(&h.socket, post("POST", "/v1/allow", &big)).await;
+        assert_eq!(s, 413);
+        assert_eq!(api_error(&b).code, "too_large");
+        // Chunked, no declared length: refused once the limit is crossed.
+        let mut req = b"POST /v1/allow HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\
+                        Transfer-Encoding: chunked\r\n\r\n"
+            .to_vec();
+        req.extend_from_slice(format!("{:x}\r\n", big.len()).as_bytes());
+        req.extend_from_slice(&big);
+        req.extend_from_slice(b"\r\n0\r\n\r\n");
+        let (s, b) = raw(&h.socket, req).await;
+        assert_eq!(s, 413);
+        assert_eq!(api_error(&b).code, "too_large");
+        // A bulk import may be bigger than the general limit.
+        let rules: Vec<NewRule> = (0..20_000u32)
+            .map(|i| NewRule {
+                target: std::net::Ipv4Addr::from(0x0a00_0000 + i).to_string(),
+                ..Default::default()
+            })
+            .collect();
+        let add = AddRules {
+            rules,
+            ..Default::default()
+        };
+        assert!(serde_json::to_vec(&add).unwrap().len() > server::MAX_BODY);
+        let r = h.client().add_rules(&add).await.unwrap();
+        assert_eq!(r.rules.len(), 20_000);
+    });
+    assert_eq!(h.fake.calls("allow_add"), 0);
+}
+
+#[test]
+fn garbage_gets_400_while_other_clients_carry_on() {
+    let h = Harness::start();
+    let c = h.client();
+    h.block_on(async {
+        let socket = h.socket.clone();
+        let garbage = tokio::spawn(async move {
+            let mut answers = Vec::new();
+            for bytes in [
+                b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03\r\n\r\n".to_vec(),
+                b"HELLO THERE\r\n\r\n".to_vec(),
+                b"GET / HTTP/9.9\r\n\r\n".to_vec(),
+            ] {
+                answers.push(raw(&socket, bytes).await.0);
+            }
+            answers
+        });
+        for _ in 0..20 {
+            c.status().await.unwrap();
+        }
+        let answers = garbage.await.unwrap();
+        assert_eq!(answers[0], 400);
+        assert_eq!(answers[1], 400);
+        assert!(answers[2] >= 400, "{answers:?}");
+        c.status().await.unwrap();
+    });
+}
+
+#[test]
+fn stalled_clients_do_not_block_others() {
+    let h = Harness::start();
+    let c = h.client();
+    h.block_on(async {
+        let mut stalled = Vec::new();
+        for i in 0..8 {
+            let mut s = UnixStream::connect(&h.socket).await.unwrap();
+            let half: &[u8] = if i % 2 == 0 {
+                b"GET /v1/sta"
+            } else {
+                b"POST /v1/allow HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{\"tar"
+            };
+            s.write_all(half).await.unwrap();
+            stalled.push(s);
+        }
+        let start = Instant::now();
+        for _ in 0..20 {
+            c.status().await.unwrap();
+            c.rules().await.unwrap();
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "{:?}",
+            start.elapsed()
+        );
+    });
+}
+
+fn short_limits() -> Limits {
+    Limits {
+        header_timeout: Duration::from_millis(800),
+        body_timeout: Duration::from_millis(800),
+        max_connections: 4,
+        ..Limits::default()
+    }
+}
+
+#[test]
+fn slow_headers_are_dropped_and_slow_bodies_are_408() {
+    let h = Harness::with(Fake::with_rules(0), Auth::default(), short_limits());
+    h.block_on(async {
+        // Half a request line, then nothing: closed without an answer.
+        let mut s = UnixStream::connect(&h.socket).await.unwrap();
+        s.write_all(b"GET /v1/sta").await.unwrap();
+        let start = Instant::now();
+        let mut buf = Vec::new();
+        let n = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut buf))
+            .await
+            .expect("closed by the header timeout")
+            .unwrap_or(0);
+        assert_eq!(n, 0, "{}", text(&buf));
+        assert!(start.elapsed() >= Duration::from_millis(700));
+
+        // Headers on time, the body never finished: 408 JSON.
+        let stream = UnixStream::connect(&h.socket).await.unwrap();
+        let (mut rd, mut wr) = stream.into_split();
+        wr.write_all(
+            b"POST /v1/allow HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{\"target\"",
+        )
+        .await
+        .unwrap();
+        let mut buf = Vec::new();
+        tokio::time::timeout(Duration::from_secs(5), rd.read_to_end(&mut buf))
+            .await
+            .expect("answered by the body timeout")
+            .unwrap();
+        let t = text(&buf);
+        assert!(t.starts_with("HTTP/1.1 408"), "{t}");
+        assert!(t.contains("\"code\":\"timeout\""), "{t}");
+        drop(wr);
+    });
+    assert_eq!(h.fake.calls("allow_add"), 0);
+}
+
+#[test]
+fn excess_connections_are_closed() {
+    let h = Harness::with(Fake::with_rules(0), Auth::default(), short_limits());
+    let c = h.client();
+    h.block_on(async {
+        let mut idle = Vec::new();
+        for _ in 0..4 {
+            idle.push(UnixStream::connect(&h.socket).await.unwrap());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        // The fifth is accepted and closed at once.
+        let mut fifth = UnixStream::connect(&h.socket).await.unwrap();
+        let mut buf = [0u8; 16];
+        let n = tokio::time::timeout(Duration::from_millis(500), fifth.read(&mut buf))
+            .await
+            .expect("closed at once")
+            .unwrap_or(0);
+        assert_eq!(n, 0);
+        // Idle connections time out and free their slots.
+        tokio::time::sleep(Duration::from_millis(1200)).await;
+        c.status().await.unwrap();
+    });
+}
+
+#[test]
+fn serve_returns_after_shutdown() {
+    let mut h = Harness::start();
+    h.block_on(async { h.client().status().await.unwrap() });
+    h.stop.take().unwrap().send(()).unwrap();
+    let done = h.done.take().unwrap();
+    let r = h.block_on(async { tokio::time::timeout(Duration::from_secs(6), done).await });
+    r.expect("serve returned").unwrap().unwrap();
+    // Nobody listens any more: the client says so.
+    let e = h.block_on(h.client().status()).unwrap_err();
+    assert!(e.is_unreachable(), "{e:?}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// The socket file.
+
+#[test]
+fn bind_creates_the_socket_safely() {
+    let dir = TempDir::new();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let _g = rt.enter();
+    let path = dir.0.join("a/b/control.sock");
+    let l = server::bind(&path, None).unwrap();
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o7777;
+    assert_eq!(mode(&path), 0o600);
+    assert_eq!(mode(path.parent().unwrap()), 0o755);
+
+    // A daemon is listening: refused, and the socket is left alone.
+    let e = server::bind(&path, None).unwrap_err();
+    assert_eq!(e.kind(), io::ErrorKind::AddrInUse);
+    assert!(e.to_string().contains("another swarmwall daemon"), "{e}");
+    assert!(path.exists());
+
+    // The daemon died, its socket file stayed: replaced. (Retried briefly: a child process
+    // another test forks at this moment holds a copy of the listening socket until it execs.)
+    drop(l);
+    assert!(path.exists());
+    let gid = nix::unistd::getegid().as_raw();
+    let deadline = Instant::now() + Duration::from_secs(2);
+    let _l = loop {
+        match server::bind(&path, Some(gid)) {
+            Err(e) if e.kind() == io::ErrorKind::AddrInUse && Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            r => break r.unwrap(),
+        }
+    };
+    assert_eq!(mode(&path), 0o660);
+
+    // Not a socket: never removed.
+    let file = dir.0.join("a/file");
+    std::fs::write(&file, "keep me").unwrap();
+    let e = server::bind(&file, None).unwrap_err();
+    assert!(e.to_string().contains("not a socket"), "{e}");
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), "keep me");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Permissions.
+
+#[test]
+fn permission_decisions() {
+    // Root and the daemon's own uid: everything.
+    assert_eq!(permission(0, 0, &[], None, 0), Perm::ReadWrite);
+    assert_eq!(permission(998, 998, &[], None, 998), Perm::ReadWrite);
+    // The read group, as primary or supplementary group: GET only.
+    assert_eq!(permission(1000, 1000, &[27, 998], Some(998), 0), Perm::Read);
+    assert_eq!(permission(1000, 998, &[], Some(998), 0), Perm::Read);
+    // Anyone else: nothing.
+    assert_eq!(permission(1000, 1000, &[27], Some(998), 0), Perm::None);
+    assert_eq!(permission(1000, 1000, &[998], None, 0), Perm::None);
+}
+
+/// Runs the CLI as uid/gid 65534 with no supplementary groups.
+fn cli_as_nobody(socket: &Path, args: &[&str]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_swarmwall"));
+    cmd.arg("--socket").arg(socket).args(args);
+    // As root, std also clears the supplementary groups when it sets the uid.
+    cmd.uid(65534).gid(65534);
+    run(cmd, None)
+}
+
+#[test]
+fn peer_credentials_decide_access() {
+    if euid() != 0 {
+        eprintln!(
+            "skipping peer_credentials_decide_access: needs root to run a client as uid 65534"
+        );
+        return;
+    }
+    let open = |h: &Harness| {
+        // Let everyone reach the socket so that the server's own check is what's tested.
+        std::fs::set_permissions(&h.socket, std::fs::Permissions::from_mode(0o666)).unwrap();
+    };
+
+    // No read group: uid 65534 gets nothing.
+    let h = Harness::with(Fake::with_rules(1), Auth::default(), Limits::default());
+    open(&h);
+    let o = cli_as_nobody(&h.socket, &["status"]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o.stderr));
+    assert!(text(&o.stderr).contains("uid 65534"), "{}", text(&o.stderr));
+    assert!(
+        text(&o.stderr).contains("is not allowed"),
+        "{}",
+        text(&o.stderr)
+    );
+    assert_eq!(h.fake.calls("status"), 0);
+
+    // In the read group: reads work, changes don't.
+    let h = Harness::with(
+        Fake::with_rules(1),
+        Auth {
+            read_group: Some(65534),
+        },
+        Limits::default(),
+    );
+    open(&h);
+    let o = cli_as_nobody(&h.socket, &["block", "list"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    assert!(text(&o.stdout).contains("192.0.2.1"), "{}", text(&o.stdout));
+    let o = cli_as_nobody(&h.socket, &["mode", "observe"]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o.stderr));
+    assert!(text(&o.stderr).contains("read-only"), "{}", text(&o.stderr));
+    assert_eq!(h.fake.calls("set_mode"), 0);
+
+    // The read group as a supplementary group only (SO_PEERGROUPS), via util-linux's setpriv.
+    let mut cmd = Command::new("setpriv");
+    cmd.args(["--reuid=65534", "--regid=65533", "--groups=65534", "--"])
+        .arg(env!("CARGO_BIN_EXE_swarmwall"))
+        .arg("--socket")
+        .arg(&h.socket);
+    match Command::new("setpriv").arg("--version").output() {
+        Ok(v) if v.status.success() => {
+            cmd.arg("mode");
+            let o = run(cmd, None);
+            assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+            assert_eq!(text(&o.stdout).trim(), "enforce");
+        }
+        _ => eprintln!("setpriv not found: skipping the supplementary-group case"),
+    }
+
+    // The socket's mode (0600 root) stops it before the server sees it: exit 3 with advice.
+    let h = Harness::start();
+    let o = cli_as_nobody(&h.socket, &["status"]);
+    assert_eq!(o.status.code(), Some(3), "{}", text(&o.stderr));
+    assert!(
+        text(&o.stderr).contains("needs root or the swarmwall group"),
+        "{}",
+        text(&o.stderr)
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// The CLI against the fake daemon.
+
+#[test]
+fn cli_lists_rules_as_json_and_as_a_table() {
+    let h = Harness::start();
+    let o = h.cli(&["block", "list", "--json"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    let rules: Vec<RuleView> = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(rules.iter().map(|r| r.id).collect::<Vec<_>>(), vec![1, 2]);
+
+    let o = h.cli(&["block", "list"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    let out = text(&o.stdout);
+    let header = out.lines().next().unwrap();
+    for col in [
+        "ID", "TARGET", "ACTION", "SCOPE", "EXPIRES", "HITS", "DROPPED", "REASON",
+    ] {
+        assert!(header.contains(col), "{header}");
+    }
+    assert!(out.contains("192.0.2.2"), "{out}");
+}
+
+#[test]
+fn cli_refuses_bulk_deletes_without_yes() {
+    let h = Harness::start();
+    let o = h.cli(&["block", "del", "1", "2"]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o.stderr));
+    let err = text(&o.stderr);
+    assert!(err.contains("2 rules") && err.contains("--yes"), "{err}");
+    assert!(err.contains("undo"), "{err}");
+    let o = h.cli(&["block", "del", "--all"]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o.stderr));
+    assert_eq!(h.fake.calls("delete_rules"), 0);
+
+    let o = h.cli(&["block", "del", "1", "2", "--yes", "--reason", "done"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    assert!(
+        text(&o.stdout).contains("rules undo 1"),
+        "{}",
+        text(&o.stdout)
+    );
+    let d = h.fake.state.lock().unwrap().last_delete.clone().unwrap();
+    assert_eq!(
+        (d.ids, d.yes, d.reason.as_deref()),
+        (vec![1, 2], true, Some("done"))
+    );
+}
+
+#[test]
+fn cli_adds_and_imports_rules_as_one_change() {
+    let h = Harness::start();
+    let o = h.cli(&[
+        "block",
+        "add",
+        "192.0.2.77",
+        "--ttl",
+        "10m",
+        "--dst",
+        "203.0.113.5",
+        "--port",
+        "443",
+        "--proto",
+        "tcp",
+        "--observe",
+        "--reason",
+        "scraper",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    let add = h.fake.state.lock().unwrap().last_add.clone().unwrap();
+    assert_eq!(add.reason.as_deref(), Some("scraper"));
+    assert_eq!(
+        add.rules,
+        vec![NewRule {
+            target: "192.0.2.77".into(),
+            action: Some("observe".into()),
+            scope: ScopeView {
+                dst: Some("203.0.113.5".into()),
+                proto: Some("tcp".into()),
+                port: Some(443),
+            },
+            ttl_s: Some(600),
+        }]
+    );
+
+    let list = "# a feed\n198.51.100.7\n\n2001:db8::/48   # v6\n  203.0.113.0/24\n";
+    let o = cli(
+        &h.socket,
+        &["block", "import", "-", "--ttl", "1h"],
+        Some(list),
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    assert_eq!(h.fake.calls("add_rules"), 2);
+    let add = h.fake.state.lock().unwrap().last_add.clone().unwrap();
+    let targets: Vec<&str> = add.rules.iter().map(|r| r.target.as_str()).collect();
+    assert_eq!(targets, ["198.51.100.7", "2001:db8::/48", "203.0.113.0/24"]);
+    assert!(add.rules.iter().all(|r| r.ttl_s == Some(3600)));
+    assert_eq!(add.reason.as_deref(), Some("import from standard input"));
+
+    // A bad line: nothing is sent, and the line is named.
+    let o = cli(
+        &h.socket,
+        &["block", "import", "-"],
+        Some("192.0.2.1\nbogus\n"),
+    );
+    assert_eq!(o.status.code(), Some(1));
+    assert!(text(&o.stderr).contains("line 2"), "{}", text(&o.stderr));
+    assert_eq!(h.fake.calls("add_rules"), 2);
+}
+
+#[test]
+fn cli_reports_api_errors_with_exit_1() {
+    let h = Harness::start();
+    let o = h.cli(&["rules", "undo", "99"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(text(&o.stderr).trim(), "swarmwall: no change 99");
+}
+
+#[test]
+fn cli_cannot_reach_the_daemon_exit_3() {
+    let dir = TempDir::new();
+    let o = cli(&dir.0.join("missing.sock"), &["status"], None);
+    assert_eq!(o.status.code(), Some(3));
+    let err = text(&o.stderr);
+    assert!(err.starts_with("swarmwall: cannot connect"), "{err}");
+    assert!(err.contains("swarmwall daemon -i IFACE"), "{err}");
+}
+
+#[test]
+fn cli_other_listings() {
+    let h = Harness::start();
+    for args in [
+        &["status"][..],
+        &["status", "--json"],
+        &["top"],
+        &["top", "--json", "--by", "drops", "--window", "1m"],
+        &["allow", "list"],
+        &["mode"],
+        &["rules", "history", "--json"],
+        &["completions", "bash"],
+    ] {
+        let o = h.cli(args);
+        assert_eq!(o.status.code(), Some(0), "{args:?}: {}", text(&o.stderr));
+    }
+    let top = h.fake.state.lock().unwrap().last_top.clone().unwrap();
+    assert_eq!((top.by.as_deref(), top.window_s), (Some("drops"), Some(60)));
+    let o = h.cli(&["top", "--watch"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        text(&o.stderr).contains("needs a terminal"),
+        "{}",
+        text(&o.stderr)
+    );
+}

@@ -1,0 +1,396 @@
+//! The real daemon, as a child process in a network namespace, driven by the real CLI. Needs
+//! root. Each test builds its own lab: namespaces joined by a veth, a private BPF filesystem for
+//! the pins (outside /sys, which `ip netns exec` remounts), a state directory and a socket; all
+//! are removed by guards, also when the test fails.
+
+use std::{
+    io::{Read as _, Write as _},
+    net::{IpAddr, SocketAddr},
+    os::unix::net::UnixStream,
+    path::PathBuf,
+    process::{Command, Output, Stdio},
+    sync::atomic::{AtomicBool, AtomicU32, Ordering},
+    thread::sleep,
+    time::{Duration, Instant},
+};
+
+use serde_json::Value;
+use swarmwall_integration::{
+    netns::{ChildGuard, NetNs, VethPair, add_addr, add_neigh},
+    require_root,
+    traffic::{Flow, UdpSink, send_udp},
+};
+
+const BIN: &str = env!("CARGO_BIN_EXE_swarmwall");
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+/// Everything one test needs; dropped in field order (daemon first, mounts last).
+struct Lab {
+    daemon: Option<ChildGuard>,
+    link: VethPair,
+    srv: NetNs,
+    cli: NetNs,
+    root: PathBuf,
+}
+
+impl Lab {
+    fn new() -> Lab {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let root = PathBuf::from(format!(
+            "/run/swl-dtest-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(root.join("bpf")).unwrap();
+        // A BPF filesystem of our own, mounted before `ip netns exec` copies the mount table, so
+        // the daemon's pins outlive it and the test can remove them.
+        let st = Command::new("mount")
+            .args(["-t", "bpf", "bpf"])
+            .arg(root.join("bpf"))
+            .status()
+            .unwrap();
+        assert!(st.success(), "mounting a BPF filesystem");
+        let srv = NetNs::new("swl-d-s").unwrap();
+        let cli = NetNs::new("swl-d-c").unwrap();
+        let link = VethPair::new(&srv, &cli, "198.51.100.1/24", "198.51.100.2/24").unwrap();
+        for a in ["198.51.100.10", "198.51.100.11", "198.51.100.12"] {
+            add_addr(&cli, &link.iface_b, &format!("{a}/24")).unwrap();
+        }
+        for a in [
+            "198.51.100.2",
+            "198.51.100.10",
+            "198.51.100.11",
+            "198.51.100.12",
+        ] {
+            add_neigh(&srv, &link.iface_a, ip(a), link.mac_b).unwrap();
+        }
+        add_neigh(&cli, &link.iface_b, ip("198.51.100.1"), link.mac_a).unwrap();
+        Lab {
+            daemon: None,
+            link,
+            srv,
+            cli,
+            root,
+        }
+    }
+
+    fn socket(&self) -> PathBuf {
+        self.root.join("control.sock")
+    }
+
+    fn start(&mut self) {
+        let log = std::fs::File::create(self.root.join("daemon.log")).unwrap();
+        let child = self
+            .srv
+            .command(&[
+                BIN,
+                "--socket",
+                self.socket().to_str().unwrap(),
+                "daemon",
+                "-i",
+                &self.link.iface_a,
+                "--state-dir",
+                self.root.join("state").to_str().unwrap(),
+                "--pin-dir",
+                self.root.join("bpf/sw").to_str().unwrap(),
+            ])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.daemon = Some(ChildGuard::new(child));
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while UnixStream::connect(self.socket()).is_err() {
+            if Instant::now() > deadline {
+                panic!("daemon did not come up; its log:\n{}", self.log());
+            }
+            if let Some(Some(status)) = self.daemon.as_mut().map(|d| d.try_wait().unwrap()) {
+                panic!("daemon exited ({status}); its log:\n{}", self.log());
+            }
+            sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.root.join("daemon.log")).unwrap_or_default()
+    }
+
+    /// SIGKILL: no chance to clean up anything.
+    fn kill(&mut self) {
+        if let Some(mut d) = self.daemon.take() {
+            d.kill().unwrap();
+            d.wait().unwrap();
+        }
+        let _ = std::fs::remove_file(self.socket());
+    }
+
+    fn cli(&self, args: &[&str]) -> Output {
+        Command::new(BIN)
+            .arg("--socket")
+            .arg(self.socket())
+            .args(args)
+            .output()
+            .unwrap()
+    }
+
+    /// Runs the CLI, expecting success; returns stdout.
+    fn ok(&self, args: &[&str]) -> String {
+        let o = self.cli(args);
+        assert!(
+            o.status.success(),
+            "swarmwall {args:?} failed ({}): {}{}\ndaemon log:\n{}",
+            o.status,
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr),
+            self.log()
+        );
+        String::from_utf8(o.stdout).unwrap()
+    }
+
+    fn json(&self, args: &[&str]) -> Value {
+        let mut a = args.to_vec();
+        a.push("--json");
+        serde_json::from_str(&self.ok(&a)).unwrap()
+    }
+
+    /// Sends `n` datagrams from each source; returns what arrived per source.
+    fn traffic(&self, sources: &[&str], n: usize) -> Vec<u64> {
+        let sink = UdpSink::bind(&self.srv, SocketAddr::new(ip("198.51.100.1"), 0)).unwrap();
+        let flows: Vec<Flow> = sources
+            .iter()
+            .map(|s| Flow {
+                src: ip(s),
+                dst: sink.local_addr(),
+            })
+            .collect();
+        send_udp(
+            &self.cli,
+            &flows,
+            n,
+            Duration::from_millis(200),
+            &AtomicBool::new(false),
+        )
+        .unwrap();
+        let got = sink
+            .finish(Duration::from_millis(200), Duration::from_secs(3))
+            .unwrap();
+        sources
+            .iter()
+            .map(|s| got.get(&ip(s)).copied().unwrap_or(0))
+            .collect()
+    }
+
+    fn rule_targets(&self) -> Vec<String> {
+        let mut t: Vec<String> = self
+            .json(&["block", "list"])
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["target"].as_str().unwrap().to_owned())
+            .collect();
+        t.sort();
+        t
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        self.kill();
+        let _ = swarmwall::dataplane::remove_pins(&self.root.join("bpf/sw"));
+        let _ = Command::new("umount").arg(self.root.join("bpf")).status();
+        let _ = std::fs::remove_dir_all(&self.root);
+    }
+}
+
+#[test]
+fn cli_rules_drop_traffic_and_survive_sigkill_and_restart() {
+    require_root!();
+    let mut lab = Lab::new();
+    lab.start();
+    lab.ok(&["block", "add", "198.51.100.12", "--reason", "test"]);
+    assert_eq!(
+        lab.traffic(&["198.51.100.10", "198.51.100.12"], 30),
+        vec![30, 0]
+    );
+
+    // SIGKILL: the pinned program keeps enforcing with no daemon at all.
+    lab.kill();
+    assert_eq!(
+        lab.traffic(&["198.51.100.10", "198.51.100.12"], 30),
+        vec![30, 0]
+    );
+
+    // Restarted: adopts the pins, reports the same rule with the drops it counted meanwhile.
+    lab.start();
+    let status = lab.json(&["status"]);
+    assert_eq!(status["adopted"], true, "{status}");
+    let rules = lab.json(&["block", "list"]);
+    assert_eq!(rules.as_array().unwrap().len(), 1, "{rules}");
+    assert_eq!(rules[0]["target"], "198.51.100.12");
+    assert_eq!(rules[0]["dropped"], 60, "{rules}");
+    lab.ok(&[
+        "block",
+        "add",
+        "198.51.100.11",
+        "--port",
+        "9",
+        "--proto",
+        "udp",
+    ]);
+    assert_eq!(
+        lab.traffic(&["198.51.100.10", "198.51.100.11", "198.51.100.12"], 20),
+        vec![20, 20, 0]
+    );
+
+    // `down` refuses while the daemon serves; once it is gone, it detaches for good.
+    let pins = lab.root.join("bpf/sw");
+    let refused = lab.cli(&["down", "--pin-dir", pins.to_str().unwrap()]);
+    assert!(!refused.status.success());
+    lab.kill();
+    lab.ok(&["down", "--pin-dir", pins.to_str().unwrap()]);
+    assert_eq!(lab.traffic(&["198.51.100.12"], 20), vec![20]);
+}
+
+#[test]
+fn bulk_import_is_one_change_and_one_undo() {
+    require_root!();
+    let mut lab = Lab::new();
+    lab.start();
+    let list = lab.root.join("list.txt");
+    let mut f = std::fs::File::create(&list).unwrap();
+    writeln!(f, "# a blocklist").unwrap();
+    for i in 0..500u32 {
+        writeln!(f, "192.0.{}.{}", 2 + i / 250, 1 + i % 250).unwrap();
+    }
+    writeln!(f, "198.51.100.12").unwrap();
+    drop(f);
+    lab.ok(&[
+        "block",
+        "import",
+        list.to_str().unwrap(),
+        "--reason",
+        "blocklist",
+    ]);
+    assert_eq!(lab.json(&["block", "list"]).as_array().unwrap().len(), 501);
+    assert_eq!(lab.traffic(&["198.51.100.12"], 10), vec![0]);
+    let history = lab.json(&["rules", "history"]);
+    let import = &history[0];
+    assert_eq!(import["ops"], 501, "{history}");
+    let id = import["id"].as_u64().unwrap().to_string();
+
+    // Deleting many needs --yes, and refusing changes nothing.
+    let o = lab.cli(&["block", "del", "--all"]);
+    assert_eq!(
+        o.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert_eq!(lab.json(&["block", "list"]).as_array().unwrap().len(), 501);
+
+    lab.ok(&["rules", "undo", &id]);
+    assert!(lab.rule_targets().is_empty());
+    assert_eq!(lab.traffic(&["198.51.100.12"], 10), vec![10]);
+    // And the undo itself can be undone.
+    let undo_id = lab.json(&["rules", "history"])[0]["id"]
+        .as_u64()
+        .unwrap()
+        .to_string();
+    lab.ok(&["rules", "undo", &undo_id]);
+    assert_eq!(lab.json(&["block", "list"]).as_array().unwrap().len(), 501);
+}
+
+#[test]
+fn a_truncated_journal_tail_is_set_aside_and_the_rest_used() {
+    require_root!();
+    let mut lab = Lab::new();
+    lab.start();
+    lab.ok(&["block", "add", "198.51.100.10"]);
+    lab.ok(&["block", "add", "198.51.100.11"]);
+    lab.ok(&["block", "add", "198.51.100.12"]);
+    lab.kill();
+    // Cut the last change in half, as a crash mid-write on a broken disk could.
+    let journal = lab.root.join("state/journal.jsonl");
+    let text = std::fs::read_to_string(&journal).unwrap();
+    let cut = text.trim_end().rfind('\n').unwrap() + 20;
+    std::fs::write(&journal, &text[..cut]).unwrap();
+    lab.start();
+    assert!(lab.log().contains("damaged"), "{}", lab.log());
+    assert_eq!(lab.rule_targets(), vec!["198.51.100.10", "198.51.100.11"]);
+    let kept: Vec<_> = std::fs::read_dir(lab.root.join("state"))
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().contains("damaged"))
+        .collect();
+    assert_eq!(kept.len(), 1, "the damaged journal is kept aside");
+    assert_eq!(
+        std::fs::read_to_string(kept[0].path()).unwrap(),
+        text[..cut]
+    );
+    // The kernel follows the store: .12 is no longer blocked.
+    assert_eq!(
+        lab.traffic(&["198.51.100.11", "198.51.100.12"], 10),
+        vec![0, 10]
+    );
+}
+
+#[test]
+fn non_root_peers_cannot_change_rules() {
+    require_root!();
+    let mut lab = Lab::new();
+    lab.start();
+    // The socket is 0600 root: another uid cannot even connect. Open it up to test the peer
+    // check itself, which must still refuse a mutation.
+    std::fs::set_permissions(
+        lab.socket(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o666),
+    )
+    .unwrap();
+    let dir_mode = std::os::unix::fs::PermissionsExt::from_mode(0o755);
+    std::fs::set_permissions(&lab.root, dir_mode).unwrap();
+    let out = Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            BIN,
+            "--socket",
+        ])
+        .arg(lab.socket())
+        .args(["block", "add", "198.51.100.12"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("403")
+            || err.to_lowercase().contains("forbidden")
+            || err.contains("not allowed"),
+        "{err}"
+    );
+    assert!(lab.rule_targets().is_empty());
+}
+
+#[test]
+fn garbage_on_the_socket_gets_400_and_others_are_still_served() {
+    require_root!();
+    let mut lab = Lab::new();
+    lab.start();
+    let mut bad = UnixStream::connect(lab.socket()).unwrap();
+    bad.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    bad.write_all(b"\x00\x01GARBAGE \xff\xfe nonsense\r\n\r\n")
+        .unwrap();
+    let mut answer = String::new();
+    let _ = bad.read_to_string(&mut answer);
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer:?}");
+    // A client that stalls half-way through a request does not block others either.
+    let mut slow = UnixStream::connect(lab.socket()).unwrap();
+    slow.write_all(b"POST /v1/rules HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{")
+        .unwrap();
+    lab.ok(&["block", "add", "198.51.100.12"]);
+    assert_eq!(lab.rule_targets(), vec!["198.51.100.12"]);
+    drop(slow);
+}
