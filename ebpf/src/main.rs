@@ -16,7 +16,7 @@
 mod parse;
 
 use aya_ebpf::{
-    bindings::{BPF_F_NO_COMMON_LRU, xdp_action},
+    bindings::xdp_action,
     helpers::{bpf_jiffies64, bpf_ktime_get_coarse_ns},
     macros::{map, xdp},
     maps::{Array, HashMap, LpmTrie, LruPerCpuHashMap, PerCpuArray, lpm_trie::Key},
@@ -36,10 +36,12 @@ static CONFIG: Array<Config> = Array::with_max_entries(1, 0);
 #[map(name = "SW_STATS")]
 static STATS: PerCpuArray<GlobalStats> = PerCpuArray::with_max_entries(1, 0);
 
-// Per-CPU LRU lists: no shared list lock on the per-packet path.
+// One LRU list for all CPUs (no BPF_F_NO_COMMON_LRU): per-CPU lists would split the capacity
+// by the CPU count, so a host whose traffic lands on one CPU would track only a fraction of the
+// configured sources. The list lock is taken only when a source cache slot is flushed.
 #[map(name = "SW_SOURCES")]
 static SOURCES: LruPerCpuHashMap<Addr, SourceCounters> =
-    LruPerCpuHashMap::with_max_entries(defaults::SOURCES, BPF_F_NO_COMMON_LRU);
+    LruPerCpuHashMap::with_max_entries(defaults::SOURCES, 0);
 
 #[map(name = "SW_ALLOW")]
 static ALLOW: LpmTrie<Addr, u64> = LpmTrie::with_max_entries(defaults::ALLOW, 0);

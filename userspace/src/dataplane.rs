@@ -754,27 +754,14 @@ impl Dataplane {
             }
             s.last_seen_ns = s.last_seen_ns.max(c.last_seen_ns);
         };
-        let lru: PerCpuHashMap<&MapData, Addr, SourceCounters> =
-            PerCpuHashMap::try_from(self.map(names::SOURCES)?).map_err(map_err(names::SOURCES))?;
-        for item in lru.iter() {
-            let (key, per_cpu) = match item {
-                Ok(kv) => kv,
-                // An LRU entry evicted between key and value reads: skip it.
-                Err(MapError::KeyNotFound) => continue,
-                Err(e) => return Err(map_err(names::SOURCES)(e)),
-            };
-            for c in per_cpu.iter() {
+        for (key, per_cpu) in self.lru_entries()? {
+            for c in &per_cpu {
                 add(key, c);
             }
         }
-        let cache: PerCpuArray<&MapData, SourceSlot> =
-            PerCpuArray::try_from(self.map(names::SRC_CACHE)?)
-                .map_err(map_err(names::SRC_CACHE))?;
-        for per_cpu in cache.iter() {
-            for slot in per_cpu.map_err(map_err(names::SRC_CACHE))?.iter() {
-                if slot.counters.packets != 0 {
-                    add(slot.addr, &slot.counters);
-                }
+        for slot in self.cache_slots()? {
+            if slot.counters.packets != 0 {
+                add(slot.addr, &slot.counters);
             }
         }
         out.retain(|_, s| s.packets != 0);
@@ -822,6 +809,56 @@ impl Dataplane {
     /// The rule table (what the kernel maps hold).
     pub fn table(&self) -> &RuleTable {
         &self.table
+    }
+
+    /// Every CPU's source cache slots: batched where the kernel can, else one by one.
+    fn cache_slots(&self) -> Result<Vec<SourceSlot>, DataplaneError> {
+        let map = self.map(names::SRC_CACHE)?;
+        if let aya::maps::Map::PerCpuArray(data) = map {
+            let ncpus =
+                nr_cpus().map_err(|(_, e)| map_err(names::SRC_CACHE)(MapError::IoError(e)))?;
+            if let Ok(v) = crate::batch::lookup_all_percpu::<u32, SourceSlot>(
+                std::os::fd::AsFd::as_fd(data.fd()),
+                ncpus,
+            ) {
+                return Ok(v.into_iter().flat_map(|(_, per_cpu)| per_cpu).collect());
+            }
+        }
+        let cache: PerCpuArray<&MapData, SourceSlot> =
+            PerCpuArray::try_from(map).map_err(map_err(names::SRC_CACHE))?;
+        let mut out = Vec::new();
+        for per_cpu in cache.iter() {
+            out.extend(per_cpu.map_err(map_err(names::SRC_CACHE))?.iter().copied());
+        }
+        Ok(out)
+    }
+
+    /// Every entry of the per-source LRU hash: batched where the kernel can, else one by one.
+    fn lru_entries(&self) -> Result<Vec<(Addr, Vec<SourceCounters>)>, DataplaneError> {
+        let map = self.map(names::SOURCES)?;
+        if let aya::maps::Map::PerCpuLruHashMap(data) = map {
+            let ncpus =
+                nr_cpus().map_err(|(_, e)| map_err(names::SOURCES)(MapError::IoError(e)))?;
+            match crate::batch::lookup_all_percpu::<Addr, SourceCounters>(
+                std::os::fd::AsFd::as_fd(data.fd()),
+                ncpus,
+            ) {
+                Ok(v) => return Ok(v),
+                Err(e) => tracing::debug!("batch lookup unavailable ({e}); reading entry by entry"),
+            }
+        }
+        let lru: PerCpuHashMap<&MapData, Addr, SourceCounters> =
+            PerCpuHashMap::try_from(map).map_err(map_err(names::SOURCES))?;
+        let mut out = Vec::new();
+        for item in lru.iter() {
+            match item {
+                Ok((k, v)) => out.push((k, v.iter().copied().collect())),
+                // An LRU entry evicted between key and value reads: skip it.
+                Err(MapError::KeyNotFound) => continue,
+                Err(e) => return Err(map_err(names::SOURCES)(e)),
+            }
+        }
+        Ok(out)
     }
 
     fn apply(&mut self, ops: &[Op]) -> Result<(), DataplaneError> {

@@ -5,6 +5,7 @@
 
 pub mod addr;
 pub mod api;
+mod batch;
 pub mod daemon;
 pub mod dataplane;
 pub mod filter;

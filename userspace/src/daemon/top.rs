@@ -5,7 +5,30 @@
 //! source whatever the window, and a query is one partial sort, not a pass over the kernel maps:
 //! the sampler pays for reading the maps, in the background.
 
-use std::{collections::HashMap, net::IpAddr, time::Instant};
+use std::{
+    cmp::{Ordering, Reverse},
+    collections::{BinaryHeap, HashMap},
+    net::IpAddr,
+    time::Instant,
+};
+
+/// A source ranked by its sort key; ties go to the lower address, so the order is stable.
+#[derive(Clone, Copy, PartialEq)]
+struct Ranked(f64, IpAddr);
+
+impl Eq for Ranked {}
+
+impl PartialOrd for Ranked {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Ranked {
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.0.total_cmp(&other.0).then(other.1.cmp(&self.1))
+    }
+}
 
 use crate::{
     api::types::{TalkerView, TopView},
@@ -28,6 +51,8 @@ struct Source {
     bytes: u64,
     dropped: u64,
     rates: [Rates; TAUS.len()],
+    /// The sample that last saw this source; older ones were evicted from the kernel.
+    seen: u64,
 }
 
 /// The sampler's state.
@@ -36,6 +61,7 @@ pub struct Top {
     last: Option<Instant>,
     first: Option<Instant>,
     sources: HashMap<IpAddr, Source>,
+    samples: u64,
 }
 
 impl Top {
@@ -44,37 +70,37 @@ impl Top {
         let dt = self.last.map(|l| now.duration_since(l).as_secs_f64());
         self.last = Some(now);
         self.first.get_or_insert(now);
-        let mut seen = HashMap::with_capacity(sample.len());
+        self.samples += 1;
+        let now_sample = self.samples;
         for s in sample {
             let Some(addr) = s.addr else { continue };
-            let old = self.sources.get(&addr).copied();
-            let mut new = Source {
-                packets: s.packets,
-                bytes: s.bytes,
-                dropped: s.dropped,
-                rates: old.map(|o| o.rates).unwrap_or_default(),
-            };
+            let entry = self.sources.entry(addr);
+            let is_new = matches!(entry, std::collections::hash_map::Entry::Vacant(_));
+            let src = entry.or_default();
             if let Some(dt) = dt.filter(|d| *d > 0.0) {
                 // A source first seen now had zero counts at the previous sample. Counters only
                 // grow; a smaller value means the LRU evicted and re-created it: start over.
-                let prev = old.unwrap_or_default();
+                let prev = if is_new { Source::default() } else { *src };
                 let d = |a: u64, b: u64| a.saturating_sub(b) as f64 / dt;
                 let inst = Rates {
                     pps: d(s.packets, prev.packets),
                     bps: d(s.bytes, prev.bytes) * 8.0,
                     drop_pps: d(s.dropped, prev.dropped),
                 };
-                for (r, tau) in new.rates.iter_mut().zip(TAUS) {
+                for (r, tau) in src.rates.iter_mut().zip(TAUS) {
                     let a = 1.0 - (-dt / tau).exp();
                     r.pps += a * (inst.pps - r.pps);
                     r.bps += a * (inst.bps - r.bps);
                     r.drop_pps += a * (inst.drop_pps - r.drop_pps);
                 }
             }
-            seen.insert(addr, new);
+            src.packets = s.packets;
+            src.bytes = s.bytes;
+            src.dropped = s.dropped;
+            src.seen = now_sample;
         }
         // Sources gone from the kernel (evicted) are dropped here too: memory follows the maps.
-        self.sources = seen;
+        self.sources.retain(|_, s| s.seen == now_sample);
     }
 
     /// The top `limit` sources by `by` (`pps`, `bps`, `drops`) over about `window` seconds.
@@ -93,16 +119,25 @@ impl Top {
             "drops" => s.rates[k].drop_pps,
             _ => s.rates[k].pps,
         };
-        let mut all: Vec<(&IpAddr, &Source)> = self.sources.iter().collect();
-        let cmp = |a: &(&IpAddr, &Source), b: &(&IpAddr, &Source)| {
-            key(b.1).total_cmp(&key(a.1)).then(a.0.cmp(b.0))
-        };
-        if all.len() > limit && limit > 0 {
-            all.select_nth_unstable_by(limit - 1, cmp);
-            all.truncate(limit);
+        // One pass keeping the best `limit` in a min-heap: no copy of a million entries.
+        let mut heap: BinaryHeap<Reverse<Ranked>> = BinaryHeap::with_capacity(limit + 1);
+        for (addr, src) in &self.sources {
+            let r = Ranked(key(src), *addr);
+            if heap.len() < limit {
+                heap.push(Reverse(r));
+            } else if let Some(Reverse(min)) = heap.peek()
+                && r > *min
+            {
+                heap.pop();
+                heap.push(Reverse(r));
+            }
         }
-        all.sort_by(cmp);
-        all.truncate(limit);
+        let mut best: Vec<Ranked> = heap.into_iter().map(|Reverse(r)| r).collect();
+        best.sort_by(|a, b| b.cmp(a));
+        let all: Vec<(IpAddr, Source)> = best
+            .into_iter()
+            .map(|Ranked(_, a)| (a, self.sources[&a]))
+            .collect();
         let span = match (self.first, self.last) {
             (Some(f), Some(l)) => l.duration_since(f).as_secs_f64(),
             _ => 0.0,
