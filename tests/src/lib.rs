@@ -4,6 +4,8 @@
 //!   inside a namespace, injecting raw frames; [`require_root!`] for tests that need root.
 //! - [`packets`]: Ethernet frames with VLAN tags, IPv4 options/fragments, IPv6 extension headers,
 //!   TCP/UDP, valid checksums — the shapes the XDP parser must handle.
+//! - [`scenarios`]: deterministic pcaps of web traffic with ground-truth labels — browsing, a bot
+//!   swarm, a flash crowd, a NAT, a crawler, a multi-tenant attack — for `swarmwall analyze`.
 //! - [`traffic`]: real traffic through the kernel's sockets — paced, bounded UDP from chosen
 //!   source addresses, a UDP sink counting per source, TCP connects from a chosen source.
 //!
@@ -14,4 +16,5 @@
 
 pub mod netns;
 pub mod packets;
+pub mod scenarios;
 pub mod traffic;

@@ -4,11 +4,15 @@
 //! ([`dataplane`]), models rules ([`rules`], [`table`]) and parses addresses ([`addr`]).
 
 pub mod addr;
+pub mod analyze;
 pub mod api;
 mod batch;
 pub mod daemon;
 pub mod dataplane;
+pub mod detect;
 pub mod filter;
+pub mod l7;
+pub mod policy;
 pub mod rules;
 pub mod store;
 pub mod table;

@@ -9,6 +9,7 @@
 
 pub mod cmd;
 pub mod lab;
+pub mod scenarios_cmd;
 pub mod setup;
 
 use std::process::ExitCode;
@@ -41,7 +42,8 @@ Examples:
   cargo xtask test               every test, as CI runs them (needs root for the kernel tests)
   cargo xtask test parse         only tests whose name contains \"parse\"
   cargo xtask lint               what to fix before sending a change
-  sudo -E cargo xtask lab        see swarmwall block real traffic in a throw-away lab"
+  sudo -E cargo xtask lab        see swarmwall block real traffic in a throw-away lab
+  cargo xtask scenarios          write labelled traffic pcaps to target/scenarios"
 )]
 pub struct Cli {
     /// The task to run.
@@ -113,6 +115,17 @@ pub enum Commands {
     /// no uplink, a bounded burst. The namespaces, the veth and swarmwall are removed on every
     /// way out, Ctrl-C included.
     Lab(lab::LabArgs),
+
+    /// Write labelled traffic scenarios as pcaps, for `swarmwall analyze` and its tests.
+    ///
+    /// Writes browsing, swarm, flash-crowd, nat, crawler and multi-tenant (or only the one
+    /// `--only` names) as `<name>.pcap` (Ethernet, µs timestamps) with the ground truth — swarm
+    /// members, attacked site and pages, legitimate sources — in `<name>.pcap.labels.json`.
+    /// Deterministic: the same `--seed` writes the same bytes. Needs no root and no eBPF
+    /// toolchain; all addresses are documentation addresses.
+    ///
+    /// Example: `cargo xtask scenarios --only swarm && swarmwall analyze target/scenarios/swarm.pcap`
+    Scenarios(scenarios_cmd::ScenariosArgs),
 }
 
 /// Runs one task; the exit code is the task's (cargo's, for `test`).
@@ -124,6 +137,7 @@ pub fn run_cli(cli: Cli) -> Result<ExitCode> {
         Commands::Bench { args } => bench(&args).map(|()| ExitCode::SUCCESS),
         Commands::Lint => lint().map(|()| ExitCode::SUCCESS),
         Commands::Lab(args) => lab::lab(&args),
+        Commands::Scenarios(args) => scenarios_cmd::scenarios(&args).map(|()| ExitCode::SUCCESS),
     }
 }
 

@@ -67,6 +67,27 @@ enum Command {
         #[command(flatten)]
         args: swarmwall::daemon::DaemonArgs,
     },
+    /// Find bot swarms in a pcap capture and show the rules swarmwall would have pushed, offline:
+    /// the same parser, detector and policy as the daemon, on the capture's timestamps. Needs no
+    /// root and no daemon.
+    #[command(after_help = "Examples:\n  \
+        swarmwall analyze yesterday.pcap\n  \
+        swarmwall analyze capture.pcap --json | jq '.rules | length'\n  \
+        swarmwall analyze capture.pcap --allow 192.0.2.0/24    # never block the office\n\n\
+        Capture web traffic with e.g.: tcpdump -i eth0 -w capture.pcap 'tcp dst port 80'")]
+    Analyze {
+        /// The capture (pcap, Ethernet link type).
+        file: PathBuf,
+        /// Print one JSON object: {"swarms": [...], "rules": [...], ...}.
+        #[arg(long)]
+        json: bool,
+        /// Never block these addresses or prefixes (repeatable).
+        #[arg(long, value_name = "ADDR|PREFIX")]
+        allow: Vec<swarmwall::Target>,
+        /// The server's own addresses (repeatable): never blocked either.
+        #[arg(long, value_name = "ADDR|PREFIX")]
+        own: Vec<swarmwall::Target>,
+    },
     /// Detach XDP everywhere and remove the pinned data plane (maps, counters, links). Stop the
     /// daemon first; the rule journal is kept, so a new daemon starts with the same rules.
     #[command(after_help = "Examples:\n  \
@@ -439,6 +460,12 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Check { json } => local::check(json),
         Command::Run(args) => local::run(args),
         Command::Daemon { args } => swarmwall::daemon::run(args, socket),
+        Command::Analyze {
+            file,
+            json,
+            allow,
+            own,
+        } => analyze(&file, json, allow, own),
         Command::Down { pin_dir } => {
             if std::os::unix::net::UnixStream::connect(client().path()).is_ok() {
                 anyhow::bail!(
@@ -489,6 +516,88 @@ fn emit(text: &str) -> anyhow::Result<()> {
         Err(e) if e.kind() != io::ErrorKind::BrokenPipe => Err(e.into()),
         _ => Ok(()),
     }
+}
+
+fn analyze(
+    file: &std::path::Path,
+    json: bool,
+    allow: Vec<swarmwall::Target>,
+    own: Vec<swarmwall::Target>,
+) -> anyhow::Result<()> {
+    use swarmwall::analyze::{Options, analyze_pcap};
+    let opts = Options {
+        allow,
+        own,
+        ..Options::default()
+    };
+    let report = analyze_pcap(file, &opts)?;
+    for w in &report.warnings {
+        eprintln!("swarmwall: warning: {w}");
+    }
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(());
+    }
+    println!(
+        "{}: {} packets, {} HTTP requests, {} swarm(s), {} rule(s)",
+        file.display(),
+        report.packets,
+        report.requests,
+        report.swarms.len(),
+        report.rules.len()
+    );
+    for s in &report.swarms {
+        let host = s
+            .pages
+            .first()
+            .and_then(|p| p.host.clone())
+            .unwrap_or_default();
+        println!();
+        println!(
+            "swarm {} on {} {host}: {} members, onset {}, confidence {:.2}",
+            s.id,
+            s.site,
+            s.members.len(),
+            s.onset,
+            s.confidence
+        );
+        let pages: Vec<&str> = s.pages.iter().map(|p| p.path.as_str()).collect();
+        println!("  pages:   {}", pages.join(", "));
+        let shown: Vec<&str> = s.members.iter().take(8).map(String::as_str).collect();
+        let more = s.members.len().saturating_sub(shown.len());
+        println!(
+            "  members: {}{}",
+            shown.join(", "),
+            if more > 0 {
+                format!(" and {more} more")
+            } else {
+                String::new()
+            }
+        );
+        for e in &s.evidence {
+            println!("  why:     {e}");
+        }
+    }
+    if !report.rules.is_empty() {
+        println!();
+        println!(
+            "{:<24} {:<24} {:>8} {:>6}",
+            "WOULD BLOCK", "SCOPE", "TTL", "SWARM"
+        );
+        for r in &report.rules {
+            println!(
+                "{:<24} {:<24} {:>8} {:>6}",
+                r.prefix,
+                format!("{}:{}/{}", r.scope.dst, r.scope.port, r.scope.proto),
+                humantime::format_duration(std::time::Duration::from_secs(r.ttl_s)).to_string(),
+                r.swarm
+            );
+        }
+    }
+    for r in &report.refused {
+        println!("refused: {}: {}", r.target, r.why);
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -1,0 +1,124 @@
+//! Swarm detector throughput on one core, next to a baseline that only touches every event
+//! (the floor of any consumer), in one run. Two mixes: a realistic one (browsing with assets plus
+//! a swarm on two pages) and a flood of random sources and random paths (the worst case for the
+//! detector's tables, which must stay bounded).
+
+use std::{hint::black_box, net::IpAddr, time::Instant};
+
+use swarmwall::{
+    detect::{Detector, DetectorConfig},
+    l7::{Kind, RequestEvent},
+};
+
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+}
+
+fn event(ts_ns: u64, src: IpAddr, path: String, ua: &str) -> RequestEvent {
+    RequestEvent {
+        ts_ns,
+        src,
+        dst: "203.0.113.10".parse().expect("literal"),
+        dst_port: 80,
+        kind: Kind::Http,
+        host: Some("shop.example".into()),
+        path,
+        user_agent: Some(ua.into()),
+        referer: None,
+    }
+}
+
+fn realistic(n: usize) -> Vec<RequestEvent> {
+    let mut r = Rng(7);
+    (0..n)
+        .map(|i| {
+            let ts = i as u64 * 20_000; // 50k events per second of event time
+            if i.is_multiple_of(3) {
+                let bot = r.next() % 2000;
+                let src = IpAddr::from([192, 0, (2 + bot / 250) as u8, (bot % 250) as u8]);
+                event(ts, src, format!("/gallery/{}", 7 + r.next() % 2), "bot/1.0")
+            } else {
+                let v = r.next() % 50_000;
+                let src = IpAddr::from([198, 51, (v >> 8) as u8, v as u8]);
+                let path = if r.next().is_multiple_of(4) {
+                    format!("/product/{}", r.next() % 40)
+                } else {
+                    format!("/img/p{}-{}.jpg", r.next() % 40, r.next() % 8)
+                };
+                event(ts, src, path, "Mozilla/5.0")
+            }
+        })
+        .collect()
+}
+
+fn flood(n: usize) -> Vec<RequestEvent> {
+    let mut r = Rng(11);
+    (0..n)
+        .map(|i| {
+            let x = r.next();
+            event(
+                i as u64 * 1_000,
+                IpAddr::from((x as u32).to_be_bytes()),
+                format!("/r/{}", x >> 44),
+                "x",
+            )
+        })
+        .collect()
+}
+
+fn measure(events: &[RequestEvent], cfg: &DetectorConfig) -> (f64, f64, usize) {
+    // Baseline: touch every event (hash its address and path length) and tick as often.
+    let t = Instant::now();
+    let mut acc = 0u64;
+    for e in events {
+        acc = acc.wrapping_add(e.ts_ns ^ e.path.len() as u64 ^ u64::from(e.dst_port));
+        if let IpAddr::V4(a) = e.src {
+            acc ^= u64::from(u32::from(a));
+        }
+    }
+    black_box(acc);
+    let base = events.len() as f64 / t.elapsed().as_secs_f64();
+    let mut d = Detector::new(cfg.clone());
+    let t = Instant::now();
+    let mut next = 0u64;
+    for e in events {
+        if e.ts_ns >= next {
+            d.tick(e.ts_ns);
+            next = e.ts_ns + 1_000_000_000;
+        }
+        d.observe(e);
+    }
+    let rate = events.len() as f64 / t.elapsed().as_secs_f64();
+    (rate, base, d.tracked_sources())
+}
+
+fn main() {
+    let quick = std::env::var("SWARMWALL_BENCH_QUICK").is_ok_and(|v| v == "1");
+    let n = if quick { 300_000 } else { 3_000_000 };
+    let cfg = DetectorConfig::default();
+    println!("swarm detector, one core, {n} events per mix");
+    println!(
+        "{:<40} {:>14} {:>14} {:>10} {:>10}",
+        "mix", "events/s", "baseline/s", "ratio", "sources"
+    );
+    for (name, evs) in [
+        ("browsing + swarm (realistic)", realistic(n)),
+        ("flood: random sources and paths", flood(n)),
+    ] {
+        let (rate, base, tracked) = measure(&evs, &cfg);
+        println!(
+            "{name:<40} {rate:>14.0} {base:>14.0} {:>10.3} {tracked:>10}",
+            rate / base
+        );
+    }
+    println!(
+        "bounds: at most {} sources and {} pages tracked",
+        cfg.max_sources, cfg.max_pages_tracked
+    );
+}

@@ -1,0 +1,336 @@
+//! `swarmwall analyze <file.pcap>`: the parser, detector and policy of the live daemon, run over
+//! a capture with its own timestamps, so an admin can see what swarmwall would have done with
+//! yesterday's traffic before trusting it to enforce. Needs no root and no daemon.
+
+use std::{fs::File, io::BufReader, net::IpAddr, path::Path};
+
+use pcap_file::{DataLink, PcapError, pcap::PcapReader};
+use pnet_packet::{
+    Packet as _,
+    ethernet::{EtherTypes, EthernetPacket},
+    ip::IpNextHeaderProtocols,
+    ipv4::Ipv4Packet,
+    ipv6::Ipv6Packet,
+    tcp::TcpPacket,
+};
+use serde::Serialize;
+
+use crate::{
+    Target,
+    detect::{Detector, DetectorConfig},
+    l7::{Kind, RequestEvent, http},
+    policy::{Policy, PolicyConfig},
+};
+
+/// What `analyze` needs besides the capture.
+#[derive(Clone, Debug, Default)]
+pub struct Options {
+    /// Detector tuning.
+    pub detector: DetectorConfig,
+    /// Policy tuning.
+    pub policy: PolicyConfig,
+    /// Never blocked.
+    pub allow: Vec<Target>,
+    /// The host's own addresses.
+    pub own: Vec<Target>,
+}
+
+/// A page in the report.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct PageOut {
+    /// `Host` of the requests.
+    pub host: Option<String>,
+    /// Path.
+    pub path: String,
+}
+
+/// A swarm in the report.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct SwarmOut {
+    /// Swarm id (what rules refer to).
+    pub id: u64,
+    /// The pages it hammered.
+    pub pages: Vec<PageOut>,
+    /// Member addresses.
+    pub members: Vec<String>,
+    /// First request of a member to those pages (RFC 3339, capture time).
+    pub onset: String,
+    /// 0..1.
+    pub confidence: f64,
+    /// The attacked site, `address:port`.
+    pub site: String,
+    /// When the evidence threshold was met (capture time).
+    pub detected: String,
+    /// Why.
+    pub evidence: Vec<String>,
+}
+
+/// A rule's scope in the report.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ScopeOut {
+    /// Destination address.
+    pub dst: String,
+    /// Destination port.
+    pub port: u16,
+    /// Protocol.
+    pub proto: String,
+}
+
+/// A rule in the report.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct RuleOut {
+    /// Source address or prefix.
+    pub prefix: String,
+    /// Scope.
+    pub scope: ScopeOut,
+    /// Lifetime, seconds.
+    pub ttl_s: u64,
+    /// The swarm that caused it.
+    pub swarm: u64,
+}
+
+/// Something the policy refused to push.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct RefusedOut {
+    /// Member or rule.
+    pub target: String,
+    /// Why.
+    pub why: String,
+}
+
+/// The report: `{"swarms": [...], "rules": [...]}` plus what was read.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct Report {
+    /// Swarms found.
+    pub swarms: Vec<SwarmOut>,
+    /// Rules swarmwall would have pushed.
+    pub rules: Vec<RuleOut>,
+    /// What the guards stopped.
+    pub refused: Vec<RefusedOut>,
+    /// Packets read.
+    pub packets: u64,
+    /// HTTP requests parsed.
+    pub requests: u64,
+    /// Problems with the capture (e.g. a truncated tail).
+    pub warnings: Vec<String>,
+}
+
+/// Errors that stop an analysis (a damaged tail only warns).
+#[derive(Debug, thiserror::Error)]
+pub enum AnalyzeError {
+    /// The file could not be opened.
+    #[error("{path}: {source}")]
+    Open {
+        /// The file.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// Not a pcap file this reads.
+    #[error("{path} is not a pcap capture swarmwall can read: {why}")]
+    Format {
+        /// The file.
+        path: String,
+        /// Why.
+        why: String,
+    },
+}
+
+fn rfc3339(ns: u64) -> String {
+    let t = std::time::UNIX_EPOCH + std::time::Duration::from_nanos(ns);
+    humantime::format_rfc3339_micros(t).to_string()
+}
+
+/// The HTTP requests in one Ethernet frame, if it is a TCP segment starting one.
+pub fn requests_in_frame(ts_ns: u64, frame: &[u8]) -> Vec<RequestEvent> {
+    let Some(eth) = EthernetPacket::new(frame) else {
+        return Vec::new();
+    };
+    let (mut ethertype, mut l3) = (eth.get_ethertype(), eth.payload());
+    if ethertype == EtherTypes::Vlan && l3.len() >= 4 {
+        ethertype = pnet_packet::ethernet::EtherType(u16::from_be_bytes([l3[2], l3[3]]));
+        l3 = &l3[4..];
+    }
+    let (src, dst, tcp): (IpAddr, IpAddr, Option<TcpPacket<'_>>) = match ethertype {
+        EtherTypes::Ipv4 => {
+            let Some(ip) = Ipv4Packet::new(l3) else {
+                return Vec::new();
+            };
+            if ip.get_next_level_protocol() != IpNextHeaderProtocols::Tcp
+                || ip.get_fragment_offset() != 0
+            {
+                return Vec::new();
+            }
+            let hl = (ip.get_header_length() as usize) * 4;
+            let total = (ip.get_total_length() as usize).min(l3.len());
+            let body = l3.get(hl..total).unwrap_or(&[]);
+            (
+                ip.get_source().into(),
+                ip.get_destination().into(),
+                TcpPacket::new(body),
+            )
+        }
+        EtherTypes::Ipv6 => {
+            let Some(ip) = Ipv6Packet::new(l3) else {
+                return Vec::new();
+            };
+            if ip.get_next_header() != IpNextHeaderProtocols::Tcp {
+                return Vec::new();
+            }
+            let body = l3.get(40..).unwrap_or(&[]);
+            let len = (ip.get_payload_length() as usize).min(body.len());
+            (
+                ip.get_source().into(),
+                ip.get_destination().into(),
+                TcpPacket::new(&body[..len]),
+            )
+        }
+        _ => return Vec::new(),
+    };
+    let Some(tcp) = tcp else { return Vec::new() };
+    let payload = tcp.payload();
+    if !http::starts_request(payload) {
+        return Vec::new();
+    }
+    let Ok(reqs) = http::parse(payload) else {
+        return Vec::new();
+    };
+    reqs.into_iter()
+        .map(|r| RequestEvent {
+            ts_ns,
+            src,
+            dst,
+            dst_port: tcp.get_destination(),
+            kind: Kind::Http,
+            host: r.host,
+            path: r.path,
+            user_agent: r.user_agent,
+            referer: r.referer,
+        })
+        .collect()
+}
+
+/// Runs the detector and policy over events in time order; ticks once a second of event time.
+pub fn analyze_events(events: impl IntoIterator<Item = RequestEvent>, opts: &Options) -> Report {
+    let mut det = Detector::new(opts.detector.clone());
+    let mut policy = Policy::new(opts.policy.clone());
+    let mut report = Report::default();
+    let mut next_tick: Option<u64> = None;
+    let plan_round = |det: &mut Detector, policy: &mut Policy, report: &mut Report, now: u64| {
+        for swarm in det.tick(now) {
+            let plan = policy.plan(&swarm, det, &opts.allow, &opts.own, now);
+            report.rules.extend(plan.rules.iter().map(|r| RuleOut {
+                prefix: r.target.to_string(),
+                scope: ScopeOut {
+                    dst: r.site.0.to_string(),
+                    port: r.site.1,
+                    proto: r.proto.to_string(),
+                },
+                ttl_s: r.ttl.as_secs(),
+                swarm: r.swarm,
+            }));
+            report.refused.extend(
+                plan.refused
+                    .into_iter()
+                    .map(|(target, why)| RefusedOut { target, why }),
+            );
+        }
+    };
+    for ev in events {
+        report.requests += 1;
+        let t = *next_tick.get_or_insert(ev.ts_ns);
+        if ev.ts_ns >= t {
+            let mut t = t;
+            while ev.ts_ns >= t {
+                plan_round(&mut det, &mut policy, &mut report, t);
+                t += 1_000_000_000;
+            }
+            next_tick = Some(t);
+        }
+        det.observe(&ev);
+    }
+    if let Some(t) = next_tick {
+        plan_round(&mut det, &mut policy, &mut report, t);
+    }
+    report.swarms = det
+        .swarms()
+        .iter()
+        .map(|s| SwarmOut {
+            id: s.id,
+            pages: s
+                .pages
+                .iter()
+                .map(|p| PageOut {
+                    host: p.host.clone(),
+                    path: p.path.clone(),
+                })
+                .collect(),
+            members: s.members.iter().map(|m| m.to_string()).collect(),
+            onset: rfc3339(s.onset_ns),
+            confidence: (s.confidence * 1000.0).round() / 1000.0,
+            site: format!("{}", std::net::SocketAddr::new(s.site.0, s.site.1)),
+            detected: rfc3339(s.detected_ns),
+            evidence: s.evidence.clone(),
+        })
+        .collect();
+    report
+}
+
+/// Analyzes a pcap file (Ethernet link type). A truncated or damaged tail is reported as a
+/// warning and the packets before it are used; a file that is not a pcap is an error.
+pub fn analyze_pcap(path: &Path, opts: &Options) -> Result<Report, AnalyzeError> {
+    let name = path.display().to_string();
+    let file = File::open(path).map_err(|source| AnalyzeError::Open {
+        path: name.clone(),
+        source,
+    })?;
+    let mut reader = PcapReader::new(BufReader::new(file)).map_err(|e| AnalyzeError::Format {
+        path: name.clone(),
+        why: e.to_string(),
+    })?;
+    if reader.header().datalink != DataLink::ETHERNET {
+        return Err(AnalyzeError::Format {
+            path: name,
+            why: format!(
+                "link type {:?}; only Ethernet captures are supported",
+                reader.header().datalink
+            ),
+        });
+    }
+    let mut events = Vec::new();
+    let mut packets = 0u64;
+    let mut warnings = Vec::new();
+    let mut last_ts = 0u64;
+    while let Some(p) = reader.next_packet() {
+        match p {
+            Ok(p) => {
+                packets += 1;
+                let ts = p.timestamp.as_nanos() as u64;
+                if ts < last_ts {
+                    // Captures from several interfaces can interleave slightly; keep time
+                    // monotonic for the detector.
+                    events.extend(requests_in_frame(last_ts, &p.data));
+                } else {
+                    last_ts = ts;
+                    events.extend(requests_in_frame(ts, &p.data));
+                }
+            }
+            Err(PcapError::IncompleteBuffer) => {
+                warnings.push(format!(
+                    "{name} ends in the middle of a packet (truncated capture); analyzed the {packets} packets before it"
+                ));
+                break;
+            }
+            Err(e) => {
+                warnings.push(format!(
+                    "{name} is damaged or truncated after {packets} packets ({e}); analyzed the packets before it"
+                ));
+                break;
+            }
+        }
+    }
+    let mut report = analyze_events(events, opts);
+    report.packets = packets;
+    report.warnings = warnings;
+    Ok(report)
+}

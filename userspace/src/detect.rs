@@ -1,0 +1,812 @@
+//! The swarm detector: from request events to swarms (many sources hammering the same few
+//! pages of one site, during a spike, behaving like bots).
+//!
+//! Per source it keeps exponentially decayed counts (time constant [`DetectorConfig::window`]):
+//! requests, sub-resource (asset) requests, and up to [`MAX_TRACKED_PAGES`] pages with their
+//! counts. Per page it keeps a short-term rate and a long-term baseline (EWMA). On every
+//! [`Detector::tick`]:
+//! 1. a source is a *candidate* when, within the window, it made at least `min_requests`
+//!    requests, at least `concentration` of them to at most `max_pages` pages, at least
+//!    `min_repeat` requests per page on average, and almost no asset requests;
+//! 2. candidates of one site are clustered by the pages they share (union-find over pages);
+//! 3. a cluster with at least `min_members` sources whose pages are hot (rate well above their
+//!    baseline) is a swarm. Swarms keep their id across ticks and only gain members.
+//!
+//! What this deliberately does not call a swarm: a flash crowd (each visitor loads a page once,
+//! with its assets), a NAT (one address, many pages, with assets), a crawler (one source, many
+//! distinct pages, each once), a visitor reloading a page now and then (too few requests).
+//! Memory is bounded: at most `max_sources` sources and `max_pages` pages; beyond that the least
+//! recently active are evicted.
+
+use std::{
+    collections::{BTreeSet, HashMap},
+    net::IpAddr,
+    time::Duration,
+};
+
+use rustc_hash::FxHashMap;
+
+use crate::l7::{Kind, RequestEvent};
+
+/// Pages remembered per source; a source with more distinct pages is not concentrated anyway.
+pub const MAX_TRACKED_PAGES: usize = 6;
+
+/// Tuning of the detector. The defaults are the ones the scenario tests are run with.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DetectorConfig {
+    /// Time constant of the per-source counts.
+    pub window: Duration,
+    /// Requests a source needs within the window to be a candidate.
+    pub min_requests: f64,
+    /// Most distinct pages a candidate may concentrate on.
+    pub max_pages: usize,
+    /// Share of its requests a candidate sends to those pages.
+    pub concentration: f64,
+    /// Average requests per page (repeats) a candidate needs.
+    pub min_repeat: f64,
+    /// Largest share of asset requests a candidate may have.
+    pub max_asset_ratio: f64,
+    /// Sources a cluster needs to be a swarm.
+    pub min_members: usize,
+    /// A swarm page's rate must be at least this many times its baseline...
+    pub hot_factor: f64,
+    /// ...or its baseline below this many requests per second.
+    pub cold_baseline_rps: f64,
+    /// Time constant of page baselines.
+    pub baseline_window: Duration,
+    /// Most sources tracked at once.
+    pub max_sources: usize,
+    /// Most pages tracked at once.
+    pub max_pages_tracked: usize,
+}
+
+impl Default for DetectorConfig {
+    fn default() -> Self {
+        Self {
+            window: Duration::from_secs(30),
+            min_requests: 8.0,
+            max_pages: 3,
+            concentration: 0.9,
+            min_repeat: 3.0,
+            max_asset_ratio: 0.1,
+            min_members: 10,
+            hot_factor: 5.0,
+            cold_baseline_rps: 0.5,
+            baseline_window: Duration::from_secs(600),
+            max_sources: 200_000,
+            max_pages_tracked: 50_000,
+        }
+    }
+}
+
+/// A site: the destination address and port.
+pub type Site = (IpAddr, u16);
+
+/// A page of a site.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Page {
+    /// The site.
+    pub site: Site,
+    /// `Host`, if the requests carried one.
+    pub host: Option<String>,
+    /// Normalised path.
+    pub path: String,
+}
+
+#[derive(Clone, Debug)]
+struct PageState {
+    page: Page,
+    /// Bumped when the slot is recycled for another page: counts that name an older
+    /// generation are stale.
+    generation: u32,
+    /// Decayed request count (short window) and when it was last decayed.
+    count: f64,
+    last_ns: u64,
+    /// Long-term requests per second, updated on ticks.
+    baseline_rps: f64,
+    /// When the page first ran hot in the current spike.
+    hot_since_ns: Option<u64>,
+}
+
+#[derive(Clone, Copy, Debug, Default)]
+struct PageCount {
+    page: u32,
+    generation: u32,
+    count: f64,
+    first_ns: u64,
+}
+
+#[derive(Clone, Debug, Default)]
+struct SourceState {
+    last_ns: u64,
+    requests: f64,
+    assets: f64,
+    other_pages: f64,
+    pages: Vec<PageCount>,
+    /// Site most of its requests go to (the last one seen).
+    site: Option<Site>,
+    user_agent: u64,
+    /// Swarm it was reported in, if any.
+    swarm: Option<u64>,
+}
+
+/// A detected swarm.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Swarm {
+    /// Stable id.
+    pub id: u64,
+    /// The attacked site.
+    pub site: Site,
+    /// The pages it hammers.
+    pub pages: Vec<Page>,
+    /// Member sources.
+    pub members: BTreeSet<IpAddr>,
+    /// Earliest request of a member to a swarm page, event-time ns.
+    pub onset_ns: u64,
+    /// When the evidence threshold was first met, event-time ns.
+    pub detected_ns: u64,
+    /// Requests per second to the swarm's pages at the last tick.
+    pub rate_rps: f64,
+    /// 0..1.
+    pub confidence: f64,
+    /// Why: the features that decided it, for humans.
+    pub evidence: Vec<String>,
+}
+
+/// The detector.
+pub struct Detector {
+    cfg: DetectorConfig,
+    sources: FxHashMap<IpAddr, SourceState>,
+    pages: Vec<PageState>,
+    page_ids: FxHashMap<Page, u32>,
+    free_pages: Vec<u32>,
+    swarms: Vec<Swarm>,
+    next_swarm: u64,
+    last_tick_ns: Option<u64>,
+    events: u64,
+}
+
+fn decay(value: &mut f64, last: u64, now: u64, tau_ns: f64) {
+    if now > last {
+        *value *= (-((now - last) as f64) / tau_ns).exp();
+    }
+}
+
+fn is_asset(path: &str) -> bool {
+    let lower_ext = path.rsplit_once('.').map(|(_, e)| e.to_ascii_lowercase());
+    matches!(
+        lower_ext.as_deref(),
+        Some(
+            "css"
+                | "js"
+                | "mjs"
+                | "png"
+                | "jpg"
+                | "jpeg"
+                | "gif"
+                | "svg"
+                | "webp"
+                | "avif"
+                | "ico"
+                | "woff"
+                | "woff2"
+                | "ttf"
+                | "otf"
+                | "map"
+                | "mp4"
+                | "webm"
+                | "mp3"
+                | "json"
+        )
+    ) || path.starts_with("/static/")
+        || path.starts_with("/assets/")
+}
+
+fn fx(s: &str) -> u64 {
+    use std::hash::{BuildHasher as _, Hasher as _};
+    let mut h = rustc_hash::FxBuildHasher.build_hasher();
+    h.write(s.as_bytes());
+    h.finish()
+}
+
+impl Detector {
+    /// A detector with `cfg`.
+    pub fn new(cfg: DetectorConfig) -> Self {
+        Self {
+            cfg,
+            sources: FxHashMap::default(),
+            pages: Vec::new(),
+            page_ids: FxHashMap::default(),
+            free_pages: Vec::new(),
+            swarms: Vec::new(),
+            next_swarm: 1,
+            last_tick_ns: None,
+            events: 0,
+        }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &DetectorConfig {
+        &self.cfg
+    }
+
+    /// Events observed so far.
+    pub fn events(&self) -> u64 {
+        self.events
+    }
+
+    /// Sources currently tracked.
+    pub fn tracked_sources(&self) -> usize {
+        self.sources.len()
+    }
+
+    /// Every tracked source and the site it last talked to (for policy: who else lives in a
+    /// prefix).
+    pub fn sources(&self) -> impl Iterator<Item = (IpAddr, Option<Site>, f64)> + '_ {
+        self.sources.iter().map(|(a, s)| (*a, s.site, s.requests))
+    }
+
+    /// Swarms detected so far.
+    pub fn swarms(&self) -> &[Swarm] {
+        &self.swarms
+    }
+
+    /// Feeds one request.
+    pub fn observe(&mut self, ev: &RequestEvent) {
+        if ev.kind != Kind::Http {
+            return;
+        }
+        self.events += 1;
+        let now = ev.ts_ns;
+        let tau = self.cfg.window.as_nanos() as f64;
+        let asset = is_asset(&ev.path);
+        let page = if asset { None } else { Some(self.page_id(ev)) };
+        if let Some(p) = page {
+            let ps = &mut self.pages[p as usize];
+            decay(&mut ps.count, ps.last_ns, now, tau);
+            ps.count += 1.0;
+            ps.last_ns = ps.last_ns.max(now);
+        }
+        if self.sources.len() >= self.cfg.max_sources && !self.sources.contains_key(&ev.src) {
+            self.evict_sources();
+        }
+        let generation = page.map_or(0, |p| self.pages[p as usize].generation);
+        let pages = &self.pages;
+        let s = self.sources.entry(ev.src).or_insert_with(|| SourceState {
+            last_ns: now,
+            ..SourceState::default()
+        });
+        // Forget counts of recycled page slots.
+        s.pages.retain(|pc| {
+            pages
+                .get(pc.page as usize)
+                .is_some_and(|p| p.generation == pc.generation)
+        });
+        let factor = if now > s.last_ns {
+            (-((now - s.last_ns) as f64) / tau).exp()
+        } else {
+            1.0
+        };
+        s.requests = s.requests * factor + 1.0;
+        s.assets *= factor;
+        s.other_pages *= factor;
+        for pc in &mut s.pages {
+            pc.count *= factor;
+        }
+        s.last_ns = s.last_ns.max(now);
+        s.site = Some((ev.dst, ev.dst_port));
+        s.user_agent = ev.user_agent.as_deref().map_or(0, fx);
+        match page {
+            None => s.assets += 1.0,
+            Some(p) => {
+                if let Some(pc) = s.pages.iter_mut().find(|pc| pc.page == p) {
+                    pc.count += 1.0;
+                } else if s.pages.len() < MAX_TRACKED_PAGES {
+                    s.pages.push(PageCount {
+                        page: p,
+                        generation,
+                        count: 1.0,
+                        first_ns: now,
+                    });
+                } else {
+                    // Replace the weakest page: its weight moves to "other pages".
+                    let (i, w) = s
+                        .pages
+                        .iter()
+                        .enumerate()
+                        .min_by(|a, b| a.1.count.total_cmp(&b.1.count))
+                        .map(|(i, pc)| (i, pc.count))
+                        .unwrap_or((0, 0.0));
+                    s.other_pages += w;
+                    s.pages[i] = PageCount {
+                        page: p,
+                        generation,
+                        count: 1.0,
+                        first_ns: now,
+                    };
+                }
+            }
+        }
+    }
+
+    fn page_id(&mut self, ev: &RequestEvent) -> u32 {
+        let key = Page {
+            site: (ev.dst, ev.dst_port),
+            host: ev.host.clone(),
+            path: ev.path.clone(),
+        };
+        if let Some(id) = self.page_ids.get(&key) {
+            return *id;
+        }
+        if self.pages.len() >= self.cfg.max_pages_tracked {
+            if self.free_pages.is_empty() {
+                self.evict_pages();
+            }
+            if let Some(i) = self.free_pages.pop() {
+                let slot = &mut self.pages[i as usize];
+                slot.page = key.clone();
+                slot.generation = slot.generation.wrapping_add(1);
+                slot.count = 0.0;
+                slot.last_ns = ev.ts_ns;
+                slot.baseline_rps = 0.0;
+                slot.hot_since_ns = None;
+                self.page_ids.insert(key, i);
+                return i;
+            }
+        }
+        let id = self.pages.len() as u32;
+        self.pages.push(PageState {
+            page: key.clone(),
+            generation: 0,
+            count: 0.0,
+            last_ns: ev.ts_ns,
+            baseline_rps: 0.0,
+            hot_since_ns: None,
+        });
+        self.page_ids.insert(key, id);
+        id
+    }
+
+    /// Frees the least recently requested tenth of the page slots (never a swarm's page) in one
+    /// go, so a flood of random paths costs amortized O(log n) per new page.
+    fn evict_pages(&mut self) {
+        let named: BTreeSet<&Page> = self.swarms.iter().flat_map(|s| &s.pages).collect();
+        let mut by_age: Vec<(u64, u32)> = self
+            .pages
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| !named.contains(&p.page))
+            .map(|(i, p)| (p.last_ns, i as u32))
+            .collect();
+        if by_age.is_empty() {
+            return;
+        }
+        let n = (self.cfg.max_pages_tracked / 10).clamp(1, by_age.len());
+        let nth = n - 1;
+        by_age.select_nth_unstable(nth);
+        for (_, i) in by_age.into_iter().take(n) {
+            let old = self.pages[i as usize].page.clone();
+            self.page_ids.remove(&old);
+            self.free_pages.push(i);
+        }
+    }
+
+    fn evict_sources(&mut self) {
+        // Drop the least recently active tenth (not reported members first).
+        let mut by_age: Vec<(u64, IpAddr)> =
+            self.sources.iter().map(|(a, s)| (s.last_ns, *a)).collect();
+        let n = (self.cfg.max_sources / 10).max(1);
+        let nth = n.min(by_age.len().saturating_sub(1));
+        by_age.select_nth_unstable(nth);
+        for (_, a) in by_age.into_iter().take(n) {
+            self.sources.remove(&a);
+        }
+    }
+
+    /// Re-evaluates at event time `now_ns`; returns the swarms that are new or gained members.
+    pub fn tick(&mut self, now_ns: u64) -> Vec<Swarm> {
+        let tau = self.cfg.window.as_nanos() as f64;
+        let dt = self
+            .last_tick_ns
+            .map_or(0.0, |l| now_ns.saturating_sub(l) as f64 / 1e9);
+        self.last_tick_ns = Some(now_ns);
+        // Page rates and baselines.
+        let btau = self.cfg.baseline_window.as_secs_f64();
+        let mut hot = vec![false; self.pages.len()];
+        for (i, p) in self.pages.iter_mut().enumerate() {
+            decay(&mut p.count, p.last_ns, now_ns, tau);
+            p.last_ns = p.last_ns.max(now_ns);
+            let rate = p.count / self.cfg.window.as_secs_f64();
+            let is_hot = rate >= self.cfg.hot_factor * p.baseline_rps
+                || p.baseline_rps < self.cfg.cold_baseline_rps;
+            hot[i] = is_hot && rate > 0.0;
+            if hot[i] {
+                p.hot_since_ns.get_or_insert(now_ns);
+            } else {
+                p.hot_since_ns = None;
+            }
+            if dt > 0.0 {
+                // The baseline follows the rate slowly, and not at all while the page is hot:
+                // a long attack must not become the new normal.
+                if !hot[i] || p.baseline_rps < self.cfg.cold_baseline_rps {
+                    let a = 1.0 - (-dt / btau).exp();
+                    p.baseline_rps += a
+                        * (rate.min(
+                            p.baseline_rps.max(self.cfg.cold_baseline_rps) * self.cfg.hot_factor,
+                        ) - p.baseline_rps);
+                }
+            }
+        }
+
+        // 1. Candidates.
+        struct Candidate {
+            addr: IpAddr,
+            site: Site,
+            pages: Vec<u32>,
+            requests: f64,
+            ua: u64,
+        }
+        let mut cands: Vec<Candidate> = Vec::new();
+        for (addr, s) in &mut self.sources {
+            let f = if now_ns > s.last_ns {
+                (-((now_ns - s.last_ns) as f64) / tau).exp()
+            } else {
+                1.0
+            };
+            let requests = s.requests * f;
+            if requests < self.cfg.min_requests {
+                continue;
+            }
+            let all_pages = &self.pages;
+            let mut pages: Vec<(u32, f64)> = s
+                .pages
+                .iter()
+                .filter(|pc| {
+                    all_pages
+                        .get(pc.page as usize)
+                        .is_some_and(|p| p.generation == pc.generation)
+                })
+                .map(|pc| (pc.page, pc.count * f))
+                .collect();
+            pages.sort_by(|a, b| b.1.total_cmp(&a.1));
+            pages.truncate(self.cfg.max_pages);
+            let top: f64 = pages.iter().map(|p| p.1).sum();
+            // Pages that matter (a stray request to another page does not count).
+            pages.retain(|p| p.1 >= 1.0);
+            if pages.is_empty() {
+                continue;
+            }
+            let concentration = top / requests;
+            let repeat = top / pages.len() as f64;
+            let assets = s.assets * f / requests;
+            if concentration >= self.cfg.concentration
+                && repeat >= self.cfg.min_repeat
+                && assets <= self.cfg.max_asset_ratio
+                && pages
+                    .iter()
+                    .any(|p| hot.get(p.0 as usize).copied().unwrap_or(false))
+                && let Some(site) = s.site
+            {
+                cands.push(Candidate {
+                    addr: *addr,
+                    site,
+                    pages: pages.iter().map(|p| p.0).collect(),
+                    requests,
+                    ua: s.user_agent,
+                });
+            }
+        }
+
+        // 2. Cluster per site by shared pages (union-find over page ids).
+        let mut parent: HashMap<u32, u32> = HashMap::new();
+        fn find(parent: &mut HashMap<u32, u32>, x: u32) -> u32 {
+            let mut r = x;
+            while let Some(&p) = parent.get(&r) {
+                if p == r {
+                    break;
+                }
+                r = p;
+            }
+            parent.insert(x, r);
+            r
+        }
+        for c in &cands {
+            for p in &c.pages {
+                parent.entry(*p).or_insert(*p);
+            }
+            let root = find(&mut parent, c.pages[0]);
+            for p in &c.pages[1..] {
+                let r = find(&mut parent, *p);
+                parent.insert(r, root);
+            }
+        }
+        let mut clusters: HashMap<(Site, u32), Vec<usize>> = HashMap::new();
+        for (i, c) in cands.iter().enumerate() {
+            let root = find(&mut parent, c.pages[0]);
+            clusters.entry((c.site, root)).or_default().push(i);
+        }
+
+        // 3. Clusters big enough are swarms: new, or merged into the swarm sharing a page.
+        let mut changed = Vec::new();
+        for ((site, _), idx) in clusters {
+            let members: BTreeSet<IpAddr> = idx.iter().map(|i| cands[*i].addr).collect();
+            if members.len() < self.cfg.min_members {
+                continue;
+            }
+            let page_ids: BTreeSet<u32> = idx
+                .iter()
+                .flat_map(|i| cands[*i].pages.iter().copied())
+                .collect();
+            let pages: Vec<Page> = page_ids
+                .iter()
+                .map(|p| self.pages[*p as usize].page.clone())
+                .collect();
+            let rate: f64 = page_ids
+                .iter()
+                .map(|p| self.pages[*p as usize].count / self.cfg.window.as_secs_f64())
+                .sum();
+            let baseline: f64 = page_ids
+                .iter()
+                .map(|p| self.pages[*p as usize].baseline_rps)
+                .sum();
+            let onset = idx
+                .iter()
+                .filter_map(|i| {
+                    let s = &self.sources[&cands[*i].addr];
+                    s.pages
+                        .iter()
+                        .filter(|pc| page_ids.contains(&pc.page))
+                        .map(|pc| pc.first_ns)
+                        .min()
+                })
+                .min()
+                .unwrap_or(now_ns);
+            let mut uas: HashMap<u64, usize> = HashMap::new();
+            for i in &idx {
+                *uas.entry(cands[*i].ua).or_default() += 1;
+            }
+            let top_ua = uas.values().copied().max().unwrap_or(0) as f64 / idx.len() as f64;
+            let mean_req = idx.iter().map(|i| cands[*i].requests).sum::<f64>() / idx.len() as f64;
+            let spike = if baseline > 0.0 {
+                rate / baseline
+            } else {
+                f64::INFINITY
+            };
+            let confidence = (0.55
+                + 0.15 * (members.len() as f64 / (5.0 * self.cfg.min_members as f64)).min(1.0)
+                + 0.15 * (spike / (2.0 * self.cfg.hot_factor)).min(1.0)
+                + 0.15 * top_ua)
+                .clamp(0.0, 1.0);
+            let evidence = vec![
+                format!(
+                    "{} sources each sent >= {:.0} requests in the last {}s (mean {:.0}) to <= {} pages of {}:{}",
+                    members.len(),
+                    self.cfg.min_requests,
+                    self.cfg.window.as_secs(),
+                    mean_req,
+                    self.cfg.max_pages,
+                    site.0,
+                    site.1
+                ),
+                format!(
+                    ">= {:.0}% of each source's requests go to those pages, >= {:.0} repeats per page, <= {:.0}% sub-resource requests",
+                    self.cfg.concentration * 100.0,
+                    self.cfg.min_repeat,
+                    self.cfg.max_asset_ratio * 100.0
+                ),
+                if baseline > 0.0 {
+                    format!(
+                        "the pages get {rate:.1} req/s, {spike:.0}x their baseline of {baseline:.2} req/s"
+                    )
+                } else {
+                    format!("the pages get {rate:.1} req/s and had no traffic before")
+                },
+                format!(
+                    "{:.0}% of the members send the same User-Agent",
+                    top_ua * 100.0
+                ),
+            ];
+            let existing = self
+                .swarms
+                .iter()
+                .position(|s| s.site == site && s.pages.iter().any(|p| pages.contains(p)));
+            match existing {
+                Some(k) => {
+                    let s = &mut self.swarms[k];
+                    let before = s.members.len();
+                    s.members.extend(members.iter().copied());
+                    for p in pages {
+                        if !s.pages.contains(&p) {
+                            s.pages.push(p);
+                        }
+                    }
+                    s.rate_rps = rate;
+                    s.confidence = s.confidence.max(confidence);
+                    s.evidence = evidence;
+                    // The first line speaks of this tick's cluster; the swarm is all its members.
+                    if let Some(first) = s.evidence.first_mut() {
+                        *first = format!(
+                            "{} sources in all; in the last tick {}",
+                            s.members.len(),
+                            first
+                        );
+                    }
+                    s.onset_ns = s.onset_ns.min(onset);
+                    if s.members.len() != before {
+                        changed.push(s.clone());
+                    }
+                }
+                None => {
+                    let s = Swarm {
+                        id: self.next_swarm,
+                        site,
+                        pages,
+                        members,
+                        onset_ns: onset,
+                        detected_ns: now_ns,
+                        rate_rps: rate,
+                        confidence,
+                        evidence,
+                    };
+                    self.next_swarm += 1;
+                    changed.push(s.clone());
+                    self.swarms.push(s);
+                }
+            }
+        }
+        for s in &self.swarms {
+            for m in &s.members {
+                if let Some(st) = self.sources.get_mut(m) {
+                    st.swarm = Some(s.id);
+                }
+            }
+        }
+        changed
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ev(ts_s: f64, src: &str, path: &str, ua: &str) -> RequestEvent {
+        RequestEvent {
+            ts_ns: (ts_s * 1e9) as u64,
+            src: src.parse().unwrap(),
+            dst: "203.0.113.10".parse().unwrap(),
+            dst_port: 80,
+            kind: Kind::Http,
+            host: Some("shop.example".into()),
+            path: path.into(),
+            user_agent: Some(ua.into()),
+            referer: None,
+        }
+    }
+
+    fn run(events: &mut [RequestEvent]) -> Detector {
+        events.sort_by_key(|e| e.ts_ns);
+        let mut d = Detector::new(DetectorConfig::default());
+        let mut next = 0u64;
+        for e in events.iter() {
+            while e.ts_ns >= next {
+                d.tick(next);
+                next += 1_000_000_000;
+            }
+            d.observe(e);
+        }
+        d.tick(next);
+        d
+    }
+
+    #[test]
+    fn bots_hammering_two_pages_are_a_swarm() {
+        let mut evs = Vec::new();
+        for b in 0..30 {
+            for k in 0..60 {
+                let page = if k % 2 == 0 {
+                    "/gallery/7"
+                } else {
+                    "/gallery/8"
+                };
+                evs.push(ev(
+                    10.0 + k as f64 * 0.5 + b as f64 * 0.01,
+                    &format!("192.0.2.{b}"),
+                    page,
+                    "bot/1.0",
+                ));
+            }
+        }
+        // A browsing visitor with assets, on the same pages even.
+        for k in 0..10 {
+            evs.push(ev(
+                10.0 + k as f64 * 3.0,
+                "198.51.100.7",
+                "/gallery/7",
+                "Firefox",
+            ));
+            for a in 0..6 {
+                evs.push(ev(
+                    10.1 + k as f64 * 3.0,
+                    "198.51.100.7",
+                    &format!("/img/g7-{a}.jpg"),
+                    "Firefox",
+                ));
+            }
+        }
+        let d = run(&mut evs);
+        assert_eq!(d.swarms().len(), 1);
+        let s = &d.swarms()[0];
+        assert_eq!(s.members.len(), 30);
+        assert!(!s.members.contains(&"198.51.100.7".parse().unwrap()));
+        assert_eq!(s.pages.len(), 2);
+        assert!(s.confidence > 0.8, "{}", s.confidence);
+    }
+
+    #[test]
+    fn flash_crowd_nat_and_crawler_are_not_swarms() {
+        let mut evs = Vec::new();
+        // Flash crowd: 500 visitors load one page once, with assets.
+        for v in 0..500 {
+            let src = format!("198.51.{}.{}", 100 + v / 250, v % 250);
+            evs.push(ev(10.0 + v as f64 * 0.02, &src, "/product/1", "Chrome"));
+            for a in 0..8 {
+                evs.push(ev(
+                    10.1 + v as f64 * 0.02,
+                    &src,
+                    &format!("/img/p1-{a}.jpg"),
+                    "Chrome",
+                ));
+            }
+        }
+        // NAT: one address, many pages with assets.
+        for k in 0..600 {
+            evs.push(ev(
+                10.0 + k as f64 * 0.1,
+                "198.51.100.250",
+                &format!("/product/{}", k % 40),
+                "Safari",
+            ));
+            evs.push(ev(
+                10.05 + k as f64 * 0.1,
+                "198.51.100.250",
+                "/static/css/site.css",
+                "Safari",
+            ));
+        }
+        // Crawler: every page once.
+        for k in 0..200 {
+            evs.push(ev(
+                10.0 + k as f64 * 0.5,
+                "198.51.100.200",
+                &format!("/page/{k}"),
+                "ExampleBot",
+            ));
+        }
+        let d = run(&mut evs);
+        assert!(d.swarms().is_empty(), "{:?}", d.swarms());
+    }
+
+    #[test]
+    fn memory_is_bounded_under_a_flood_of_random_sources_and_paths() {
+        let cfg = DetectorConfig {
+            max_sources: 1000,
+            max_pages_tracked: 500,
+            ..DetectorConfig::default()
+        };
+        let mut d = Detector::new(cfg);
+        let mut x: u64 = 1;
+        for i in 0..50_000u64 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let src = std::net::Ipv4Addr::from(x as u32).to_string();
+            let e = ev(i as f64 * 0.001, &src, &format!("/r/{}", x >> 40), "x");
+            d.observe(&e);
+            if i % 1000 == 0 {
+                d.tick(e.ts_ns);
+            }
+        }
+        assert!(d.tracked_sources() <= 1000);
+        assert!(d.pages.len() <= 500);
+    }
+}

@@ -1,0 +1,60 @@
+//! Layer 7: what the sampled payloads say. The kernel copies the first bytes of TCP segments that
+//! start an HTTP request (or a TLS ClientHello); [`http`] and [`tls`] turn those bytes into
+//! [`HttpRequest`]s and SNI names, and [`RequestEvent`] is what the swarm detector consumes.
+//!
+//! Payloads are hostile input: every parser here is total (no panics, bounded work) and fuzzed.
+
+use std::net::IpAddr;
+
+pub mod http;
+pub mod tls;
+
+/// One HTTP request parsed from a payload.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HttpRequest {
+    /// Method, as sent (`GET`, `POST`, ...).
+    pub method: String,
+    /// Request target, as sent (may carry a query).
+    pub target: String,
+    /// The page: the target's path, without query or fragment, percent-decoding left alone,
+    /// repeated slashes collapsed; `*` or an absolute-form target reduced to its path.
+    pub path: String,
+    /// `Host` header, lower-cased, port removed.
+    pub host: Option<String>,
+    /// `User-Agent` header.
+    pub user_agent: Option<String>,
+    /// `Referer` header.
+    pub referer: Option<String>,
+}
+
+/// What a request event carries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Kind {
+    /// A plain-HTTP request: page known.
+    Http,
+    /// A TLS ClientHello: only the site (SNI) is known, `path` is empty.
+    TlsHello,
+}
+
+/// One request seen on the wire, as the detector consumes it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RequestEvent {
+    /// Capture or kernel time, ns (any monotonic base; only differences matter).
+    pub ts_ns: u64,
+    /// Source address.
+    pub src: IpAddr,
+    /// Destination address (the site's address on a multi-tenant host).
+    pub dst: IpAddr,
+    /// Destination port.
+    pub dst_port: u16,
+    /// HTTP or TLS.
+    pub kind: Kind,
+    /// `Host` (HTTP) or SNI (TLS), lower-cased.
+    pub host: Option<String>,
+    /// The page (see [`HttpRequest::path`]); empty for TLS.
+    pub path: String,
+    /// `User-Agent`, if any.
+    pub user_agent: Option<String>,
+    /// `Referer`, if any.
+    pub referer: Option<String>,
+}

@@ -1,0 +1,233 @@
+//! Policy: a swarm becomes block rules — each member, scoped to the attacked site, with a TTL
+//! that grows on repeat offences; a whole /24 (IPv4) or /64 (IPv6) only when every source ever
+//! seen from it is a member. Guards: the allow list and the host's own addresses are never
+//! covered, new rules per minute are capped, and an impact preview — the share of recent
+//! requests from non-members to the site that the rules would have dropped — over a bound stops
+//! the push (it is reported instead).
+
+use std::{
+    collections::{BTreeMap, HashMap, VecDeque},
+    net::IpAddr,
+    time::Duration,
+};
+
+use ipnet::IpNet;
+
+use crate::{
+    Proto, Target,
+    detect::{Detector, Site, Swarm},
+};
+
+/// Tuning of the policy.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PolicyConfig {
+    /// TTL of a first offence.
+    pub base_ttl: Duration,
+    /// TTL cap (it doubles per repeat offence).
+    pub max_ttl: Duration,
+    /// New rules per minute, at most.
+    pub max_rules_per_minute: usize,
+    /// Largest acceptable share of non-member requests the rules would drop.
+    pub max_impact: f64,
+    /// Members a /24 or /64 needs before it is collapsed into one rule.
+    pub collapse_min: usize,
+}
+
+impl Default for PolicyConfig {
+    fn default() -> Self {
+        Self {
+            base_ttl: Duration::from_secs(600),
+            max_ttl: Duration::from_secs(24 * 3600),
+            max_rules_per_minute: 10_000,
+            max_impact: 0.01,
+            collapse_min: 2,
+        }
+    }
+}
+
+/// A rule the policy wants in the kernel.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PlannedRule {
+    /// Source address or prefix.
+    pub target: Target,
+    /// The attacked site: destination address and port; protocol TCP.
+    pub site: Site,
+    /// Protocol of the scope.
+    pub proto: Proto,
+    /// Lifetime.
+    pub ttl: Duration,
+    /// The swarm that caused it.
+    pub swarm: u64,
+}
+
+/// What the policy decided for one swarm.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Plan {
+    /// Rules to push.
+    pub rules: Vec<PlannedRule>,
+    /// Members or rules not pushed, with why.
+    pub refused: Vec<(String, String)>,
+    /// Share of non-member requests to the site that the rules cover (the impact preview).
+    pub impact: f64,
+}
+
+/// The policy's memory: offences per source, rules already pushed, the rate limit.
+pub struct Policy {
+    cfg: PolicyConfig,
+    offences: HashMap<IpAddr, u32>,
+    covered: HashMap<(IpAddr, Site), ()>,
+    recent: VecDeque<u64>,
+}
+
+fn prefix_of(ip: IpAddr) -> IpNet {
+    let len = if ip.is_ipv4() { 24 } else { 64 };
+    IpNet::new(ip, len)
+        .map(|n| n.trunc())
+        .unwrap_or_else(|_| IpNet::from(ip))
+}
+
+impl Policy {
+    /// A policy with `cfg`.
+    pub fn new(cfg: PolicyConfig) -> Self {
+        Self {
+            cfg,
+            offences: HashMap::new(),
+            covered: HashMap::new(),
+            recent: VecDeque::new(),
+        }
+    }
+
+    /// Plans rules for the members of `swarm` not yet covered. `allow` and `own` are never
+    /// covered. `now_ns` is event time (for the rate limit).
+    pub fn plan(
+        &mut self,
+        swarm: &Swarm,
+        detector: &Detector,
+        allow: &[Target],
+        own: &[Target],
+        now_ns: u64,
+    ) -> Plan {
+        let mut plan = Plan::default();
+        let protected = |ip: IpAddr| allow.iter().chain(own).find(|t| t.contains(ip)).copied();
+        let mut fresh: Vec<IpAddr> = Vec::new();
+        for m in &swarm.members {
+            if self.covered.contains_key(&(*m, swarm.site)) {
+                continue;
+            }
+            if let Some(t) = protected(*m) {
+                plan.refused.push((
+                    m.to_string(),
+                    format!("covered by the allow list or own address {t}"),
+                ));
+                continue;
+            }
+            fresh.push(*m);
+        }
+        if fresh.is_empty() {
+            return plan;
+        }
+        // Who else lives in each /24 or /64: a prefix is collapsed only if all are members.
+        let mut seen: BTreeMap<IpNet, (usize, usize)> = BTreeMap::new(); // (seen, members)
+        for (addr, _, _) in detector.sources() {
+            let e = seen.entry(prefix_of(addr)).or_default();
+            e.0 += 1;
+            if swarm.members.contains(&addr) {
+                e.1 += 1;
+            }
+        }
+        let mut by_prefix: BTreeMap<IpNet, Vec<IpAddr>> = BTreeMap::new();
+        for m in &fresh {
+            by_prefix.entry(prefix_of(*m)).or_default().push(*m);
+        }
+        let mut targets: Vec<(Target, Vec<IpAddr>)> = Vec::new();
+        for (net, ms) in by_prefix {
+            let (n_seen, n_members) = seen.get(&net).copied().unwrap_or((0, 0));
+            let safe = n_seen == n_members
+                && n_members >= self.cfg.collapse_min
+                && !allow
+                    .iter()
+                    .chain(own)
+                    .any(|t| net.contains(&t.net()) || t.net().contains(&net));
+            if safe {
+                targets.push((Target::Net(net), ms));
+            } else {
+                targets.extend(ms.into_iter().map(|m| (Target::Addr(m), vec![m])));
+            }
+        }
+        // Impact preview: requests from non-members to this site covered by the targets.
+        let (mut covered_load, mut legit_load) = (0.0, 0.0);
+        for (addr, site, load) in detector.sources() {
+            if site != Some(swarm.site) || swarm.members.contains(&addr) {
+                continue;
+            }
+            legit_load += load;
+            if targets.iter().any(|(t, _)| t.contains(addr)) {
+                covered_load += load;
+            }
+        }
+        plan.impact = if legit_load > 0.0 {
+            covered_load / legit_load
+        } else {
+            0.0
+        };
+        if plan.impact > self.cfg.max_impact {
+            plan.refused.push((
+                format!("swarm {}", swarm.id),
+                format!(
+                    "the rules would drop {:.1}% of recent legitimate requests to the site (bound {:.1}%)",
+                    plan.impact * 100.0,
+                    self.cfg.max_impact * 100.0
+                ),
+            ));
+            return plan;
+        }
+        // Rate limit over the last minute of event time.
+        while self
+            .recent
+            .front()
+            .is_some_and(|t| now_ns.saturating_sub(*t) > 60_000_000_000)
+        {
+            self.recent.pop_front();
+        }
+        for (target, members) in targets {
+            if self.recent.len() >= self.cfg.max_rules_per_minute {
+                plan.refused.push((
+                    target.to_string(),
+                    format!(
+                        "more than {} new rules in a minute",
+                        self.cfg.max_rules_per_minute
+                    ),
+                ));
+                continue;
+            }
+            let offences = members
+                .iter()
+                .map(|m| *self.offences.get(m).unwrap_or(&0))
+                .max()
+                .unwrap_or(0);
+            let ttl = self
+                .cfg
+                .base_ttl
+                .saturating_mul(1u32 << offences.min(16))
+                .min(self.cfg.max_ttl);
+            for m in &members {
+                *self.offences.entry(*m).or_default() += 1;
+                self.covered.insert((*m, swarm.site), ());
+            }
+            self.recent.push_back(now_ns);
+            plan.rules.push(PlannedRule {
+                target,
+                site: swarm.site,
+                proto: Proto::Tcp,
+                ttl,
+                swarm: swarm.id,
+            });
+        }
+        plan
+    }
+
+    /// Forgets what was covered (e.g. the rules expired), keeping the offence counts.
+    pub fn forget_covered(&mut self) {
+        self.covered.clear();
+    }
+}
