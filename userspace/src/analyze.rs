@@ -234,6 +234,13 @@ pub fn analyze_events(events: impl IntoIterator<Item = RequestEvent>, opts: &Opt
                     .into_iter()
                     .map(|(target, why)| RefusedOut { target, why }),
             );
+            // A prefix rule replaces the single-address rules inside it.
+            for (site, t) in plan.superseded {
+                let (dst, prefix) = (site.0.to_string(), t.to_string());
+                report.rules.retain(|r| {
+                    !(r.prefix == prefix && r.scope.dst == dst && r.scope.port == site.1)
+                });
+            }
         }
     };
     for ev in events {

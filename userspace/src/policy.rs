@@ -67,6 +67,8 @@ pub struct Plan {
     pub rules: Vec<PlannedRule>,
     /// Members or rules not pushed, with why.
     pub refused: Vec<(String, String)>,
+    /// Earlier single-address rules (site, target) that a prefix rule of this plan replaces.
+    pub superseded: Vec<(Site, Target)>,
     /// Share of non-member requests to the site that the rules cover (the impact preview).
     pub impact: f64,
 }
@@ -76,6 +78,10 @@ pub struct Policy {
     cfg: PolicyConfig,
     offences: HashMap<IpAddr, u32>,
     covered: HashMap<(IpAddr, Site), ()>,
+    /// Single-address rules pushed, per site: a later prefix rule replaces those inside it.
+    singles: HashMap<Site, Vec<IpAddr>>,
+    /// Prefix rules pushed, per site: members inside them need no rule of their own.
+    prefixes: HashMap<Site, Vec<IpNet>>,
     recent: VecDeque<u64>,
 }
 
@@ -93,6 +99,8 @@ impl Policy {
             cfg,
             offences: HashMap::new(),
             covered: HashMap::new(),
+            singles: HashMap::new(),
+            prefixes: HashMap::new(),
             recent: VecDeque::new(),
         }
     }
@@ -110,8 +118,13 @@ impl Policy {
         let mut plan = Plan::default();
         let protected = |ip: IpAddr| allow.iter().chain(own).find(|t| t.contains(ip)).copied();
         let mut fresh: Vec<IpAddr> = Vec::new();
+        let site_prefixes = self.prefixes.get(&swarm.site).cloned().unwrap_or_default();
         for m in &swarm.members {
             if self.covered.contains_key(&(*m, swarm.site)) {
+                continue;
+            }
+            if site_prefixes.iter().any(|n| n.contains(m)) {
+                self.covered.insert((*m, swarm.site), ());
                 continue;
             }
             if let Some(t) = protected(*m) {
@@ -139,11 +152,15 @@ impl Policy {
         for m in &fresh {
             by_prefix.entry(prefix_of(*m)).or_default().push(*m);
         }
+        // A prefix whose earlier members already have single rules can still collapse now
+        // (every source seen in it turned out to be a member): count them in.
+        let site_singles = self.singles.get(&swarm.site).cloned().unwrap_or_default();
         let mut targets: Vec<(Target, Vec<IpAddr>)> = Vec::new();
         for (net, ms) in by_prefix {
             let (n_seen, n_members) = seen.get(&net).copied().unwrap_or((0, 0));
+            let earlier = site_singles.iter().filter(|a| net.contains(*a)).count();
             let safe = n_seen == n_members
-                && n_members >= self.cfg.collapse_min
+                && n_members.max(ms.len() + earlier) >= self.cfg.collapse_min
                 && !allow
                     .iter()
                     .chain(own)
@@ -213,6 +230,21 @@ impl Policy {
             for m in &members {
                 *self.offences.entry(*m).or_default() += 1;
                 self.covered.insert((*m, swarm.site), ());
+            }
+            let singles = self.singles.entry(swarm.site).or_default();
+            match target {
+                Target::Addr(a) => singles.push(a),
+                Target::Net(net) => {
+                    self.prefixes.entry(swarm.site).or_default().push(net);
+                    singles.retain(|a| {
+                        if net.contains(a) {
+                            plan.superseded.push((swarm.site, Target::Addr(*a)));
+                            false
+                        } else {
+                            true
+                        }
+                    })
+                }
             }
             self.recent.push_back(now_ns);
             plan.rules.push(PlannedRule {

@@ -85,6 +85,30 @@ fn check_swarm(s: Scenario) {
             assert_eq!(r.scope.proto, "tcp");
             assert!(r.ttl_s > 0);
         }
+        // No rule is redundant: a single address inside a prefix rule of the same scope.
+        let targets: Vec<(Target, &str, u16)> = report
+            .rules
+            .iter()
+            .map(|r| {
+                (
+                    r.prefix.parse().unwrap(),
+                    r.scope.dst.as_str(),
+                    r.scope.port,
+                )
+            })
+            .collect();
+        for (t, dst, port) in &targets {
+            if let Target::Addr(a) = t {
+                assert!(
+                    !targets.iter().any(|(o, d, p)| matches!(o, Target::Net(_))
+                        && o.contains(*a)
+                        && d == dst
+                        && p == port),
+                    "{}: {a} has a rule inside a prefix rule",
+                    s.name()
+                );
+            }
+        }
         // The pages reported are the attacked ones.
         let pages: BTreeSet<String> = report
             .swarms
