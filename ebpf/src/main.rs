@@ -17,18 +17,22 @@ mod parse;
 
 use aya_ebpf::{
     bindings::xdp_action,
-    helpers::{bpf_jiffies64, bpf_ktime_get_coarse_ns},
+    helpers::{bpf_jiffies64, bpf_ktime_get_coarse_ns, bpf_xdp_load_bytes},
     macros::{map, xdp},
-    maps::{Array, HashMap, LpmTrie, LruPerCpuHashMap, PerCpuArray, lpm_trie::Key},
+    maps::{
+        Array, HashMap, LpmTrie, LruPerCpuHashMap, PerCpuArray, ProgramArray, RingBuf,
+        lpm_trie::Key,
+    },
     programs::XdpContext,
 };
 use swarmwall_maps::{
-    ACTION_DROP, ACTION_OBSERVE, Addr, ClockCache, Config, FLAG_CACHE_OFF, GlobalStats, MAX_CHAIN,
-    MODE_OBSERVE, NO_RULE, Rule, RuleHits, SCOPE_DST, SCOPE_PORT, SCOPE_PROTO, SLOT_ALLOWED,
-    STAT_COUNT, SourceCounters, SourceSlot, Stat, addr_words, defaults, filter_bit, src_hash,
+    ACTION_DROP, ACTION_OBSERVE, Addr, ClockCache, Config, FLAG_CACHE_OFF, GlobalStats, JUMP_L7,
+    L7_HTTP, L7_SNAP, L7_TLS, L7Budget, L7Event, L7Meta, MAX_CHAIN, MODE_OBSERVE, NO_RULE, Rule,
+    RuleHits, SCOPE_DST, SCOPE_PORT, SCOPE_PROTO, SLOT_ALLOWED, STAT_COUNT, SourceCounters,
+    SourceSlot, Stat, addr_words, defaults, filter_bit, src_hash,
 };
 
-use crate::parse::{Packet, parse};
+use crate::parse::{Packet, field, header, parse};
 
 #[map(name = "SW_CONFIG")]
 static CONFIG: Array<Config> = Array::with_max_entries(1, 0);
@@ -67,6 +71,18 @@ static RULE_HITS: PerCpuArray<RuleHits> = PerCpuArray::with_max_entries(defaults
 #[map(name = "SW_CLOCK")]
 static CLOCK: PerCpuArray<ClockCache> = PerCpuArray::with_max_entries(1, 0);
 
+#[map(name = "SW_L7_EVENTS")]
+static L7_EVENTS: RingBuf = RingBuf::with_byte_size(defaults::L7_RING, 0);
+
+#[map(name = "SW_L7_BUDGET")]
+static L7_BUDGET: PerCpuArray<L7Budget> = PerCpuArray::with_max_entries(1, 0);
+
+#[map(name = "SW_L7_META")]
+static L7_META: PerCpuArray<L7Meta> = PerCpuArray::with_max_entries(1, 0);
+
+#[map(name = "SW_JUMP")]
+static JUMP: ProgramArray = ProgramArray::with_max_entries(1, 0);
+
 #[map(name = "SW_SRC_CACHE")]
 static SRC_CACHE: PerCpuArray<SourceSlot> = PerCpuArray::with_max_entries(defaults::SRC_CACHE, 0);
 
@@ -75,7 +91,23 @@ static SRC_CACHE: PerCpuArray<SourceSlot> = PerCpuArray::with_max_entries(defaul
 pub fn swarmwall(ctx: XdpContext) -> u32 {
     let len = (ctx.data_end() - ctx.data()) as u64;
     let (stat, action) = match parse(&ctx) {
-        Ok(pkt) => decide(&pkt, len),
+        Ok(pkt) => {
+            let verdict = decide(&pkt, len);
+            // Only what reaches the server is worth a look: a blocked source's requests are not.
+            if verdict.1 == xdp_action::XDP_PASS
+                && pkt.proto == 6
+                && pkt.has_port
+                && let Some(kind) = l7_kind(pkt.dst_port)
+                && hand_over(&pkt, kind)
+            {
+                record(verdict.0);
+                // SAFETY: a tail call either runs the sampling program (which returns
+                // XDP_PASS) or returns here if the slot is empty.
+                unsafe { JUMP.tail_call(&ctx, JUMP_L7) };
+                return xdp_action::XDP_PASS;
+            }
+            verdict
+        }
         Err(stat) => (stat, xdp_action::XDP_PASS),
     };
     record(stat);
@@ -331,6 +363,143 @@ fn count_hit(slot: u32, len: u64, dropped: bool) {
             }
         }
     }
+}
+
+/// The first four bytes of a payload, read as a little-endian u32, for each method we sample.
+const METHODS: [u32; 9] = [
+    u32::from_le_bytes(*b"GET "),
+    u32::from_le_bytes(*b"POST"),
+    u32::from_le_bytes(*b"HEAD"),
+    u32::from_le_bytes(*b"PUT "),
+    u32::from_le_bytes(*b"DELE"),
+    u32::from_le_bytes(*b"OPTI"),
+    u32::from_le_bytes(*b"PATC"),
+    u32::from_le_bytes(*b"CONN"),
+    u32::from_le_bytes(*b"TRAC"),
+];
+
+/// The L7 kind of traffic to `port`, if that port is sampled.
+#[inline(always)]
+fn l7_kind(port: u16) -> Option<u8> {
+    let cfg = CONFIG.get(0)?;
+    if cfg.l7_rate == 0 {
+        return None;
+    }
+    let h = &cfg.http_ports;
+    let t = &cfg.tls_ports;
+    if port == h[0] || port == h[1] || port == h[2] || port == h[3] {
+        Some(L7_HTTP)
+    } else if port == t[0] || port == t[1] {
+        Some(L7_TLS)
+    } else {
+        None
+    }
+}
+
+/// Leaves what the sampling program needs in this CPU's hand-over slot.
+#[inline(always)]
+fn hand_over(pkt: &Packet, kind: u8) -> bool {
+    let Some(m) = L7_META.get_ptr_mut(0) else {
+        return false;
+    };
+    // SAFETY: this CPU's element of a per-CPU array, no concurrent writer.
+    unsafe {
+        (*m).src = pkt.src;
+        (*m).dst = pkt.dst;
+        (*m).src_port = pkt.src_port;
+        (*m).dst_port = pkt.dst_port;
+        (*m).payload_off = pkt.payload_off;
+        (*m).kind = kind;
+        (*m)._pad = 0;
+    }
+    true
+}
+
+/// The sampling program, reached by tail call from the data plane for a passed TCP segment to a
+/// sampled port: copies its first bytes into the L7 ring buffer if it starts an HTTP request
+/// (or a TLS ClientHello), within the per-CPU event budget. Always passes the packet.
+#[xdp]
+pub fn swarmwall_l7(ctx: XdpContext) -> u32 {
+    if let Some(m) = L7_META.get(0) {
+        let m = *m;
+        sample(&ctx, &m);
+    }
+    xdp_action::XDP_PASS
+}
+
+#[inline(always)]
+fn sample(ctx: &XdpContext, m: &L7Meta) {
+    let kind = m.kind;
+    // Bounded for the verifier (a range check on pkt + off needs off + size below 64 KiB); no
+    // XDP frame has its payload further in than this.
+    if m.payload_off > 8192 {
+        return;
+    }
+    let off = (m.payload_off & 0x3fff) as usize;
+    let Some(head) = header::<8>(ctx, off) else {
+        return;
+    };
+    // SAFETY: bytes 0..6 lie within the checked 8 bytes.
+    let (word, b5) = unsafe { (field::<u32>(head, 0), field::<u8>(head, 5)) };
+    let starts = if kind == L7_HTTP {
+        METHODS.contains(&word)
+    } else {
+        // Handshake record, TLS 1.x, handshake type ClientHello.
+        word & 0xffff == 0x0316 && b5 == 1
+    };
+    if !starts {
+        return;
+    }
+    let mut now = 0;
+    let t = clock(&mut now);
+    let Some(cfg) = CONFIG.get(0) else {
+        return;
+    };
+    let Some(b) = L7_BUDGET.get_ptr_mut(0) else {
+        return;
+    };
+    // SAFETY: this CPU's element of a per-CPU array, no concurrent writer.
+    let b = unsafe { &mut *b };
+    const ONE: u64 = 1_000_000_000;
+    let rate = cfg.l7_rate as u64;
+    // Tokens are scaled by 1e9: elapsed ns times events/s; at most one second's worth.
+    let elapsed = t.saturating_sub(b.last_ns).min(ONE);
+    b.tokens = (b.tokens + elapsed * rate).min(rate * ONE);
+    b.last_ns = t;
+    if b.tokens < ONE {
+        record_extra(Stat::L7Skipped);
+        return;
+    }
+    b.tokens -= ONE;
+    let Some(mut entry) = L7_EVENTS.reserve::<L7Event>(0) else {
+        record_extra(Stat::L7Lost);
+        return;
+    };
+    let avail = ctx.data_end().saturating_sub(ctx.data() + off);
+    let n = if avail > L7_SNAP { L7_SNAP } else { avail } as u32;
+    // In 1..=L7_SNAP by construction, which the verifier can see (LLVM folds a plain `n == 0`
+    // check away); equal to n for every n in 1..=L7_SNAP, and avail >= 8 here anyway.
+    let n = (n.wrapping_sub(1) & (L7_SNAP as u32 - 1)) + 1;
+    let ev = entry.as_mut_ptr();
+    // SAFETY: `ev` points at a reserved ring buffer record of size_of::<L7Event>() bytes; every
+    // field is written before submit; the copy stays within `data` (1 <= n <= L7_SNAP).
+    unsafe {
+        (*ev).ts_ns = t;
+        (*ev).src = m.src;
+        (*ev).dst = m.dst;
+        (*ev).src_port = m.src_port;
+        (*ev).dst_port = m.dst_port;
+        (*ev).kind = kind;
+        (*ev)._pad = 0;
+        (*ev).len = n as u16;
+        let r = bpf_xdp_load_bytes(ctx.ctx, off as u32, (*ev).data.as_mut_ptr().cast(), n);
+        if r != 0 {
+            entry.discard(0);
+            return;
+        }
+    }
+    entry.submit(0);
+    record_extra(Stat::L7Sampled);
 }
 
 /// Adds a slot's counts to the source's LRU entry (creating it if needed).

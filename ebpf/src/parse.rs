@@ -37,6 +37,10 @@ pub struct Packet {
     pub has_port: bool,
     /// Destination port, host byte order.
     pub dst_port: u16,
+    /// Source port, host byte order (when `has_port`).
+    pub src_port: u16,
+    /// Offset of the transport payload from the start of the frame (TCP/UDP, when `has_port`).
+    pub payload_off: u16,
 }
 
 /// Returns a pointer to `N` bytes at `offset` from the start of the packet, if they lie wholly
@@ -45,7 +49,7 @@ pub struct Packet {
 /// Only used with `N` of two or more: LLVM rewrites a one-byte check into `ptr >= end`, from
 /// which the verifier derives no range when the pointer has a variable offset.
 #[inline(always)]
-fn header<const N: usize>(ctx: &XdpContext, offset: usize) -> Option<*const u8> {
+pub(crate) fn header<const N: usize>(ctx: &XdpContext, offset: usize) -> Option<*const u8> {
     let start = ctx.data();
     let end = ctx.data_end();
     if start + offset + N > end {
@@ -59,7 +63,7 @@ fn header<const N: usize>(ctx: &XdpContext, offset: usize) -> Option<*const u8> 
 /// # Safety
 /// `h` must come from `header::<N>` with `at + size_of::<T>() <= N`.
 #[inline(always)]
-unsafe fn field<T: Copy>(h: *const u8, at: usize) -> T {
+pub(crate) unsafe fn field<T: Copy>(h: *const u8, at: usize) -> T {
     // SAFETY: in bounds per the caller's contract; read_unaligned because headers sit at 2-byte
     // offsets (one load: the object is built with allows-misaligned-mem-access).
     unsafe { h.add(at).cast::<T>().read_unaligned() }
@@ -112,6 +116,8 @@ fn parse_v4(ctx: &XdpContext, off: usize) -> Result<Packet, Stat> {
         proto,
         has_port: false,
         dst_port: 0,
+        src_port: 0,
+        payload_off: 0,
     };
     if u16::from_be(frag) & 0x1fff != 0 {
         // Only the first fragment carries the transport header.
@@ -144,6 +150,8 @@ fn parse_v6(ctx: &XdpContext, off: usize) -> Result<Packet, Stat> {
         proto: next,
         has_port: false,
         dst_port: 0,
+        src_port: 0,
+        payload_off: 0,
     };
     let mut l4 = off + 40;
     for _ in 0..IPV6_EXT_MAX {
@@ -194,9 +202,18 @@ fn ports(ctx: &XdpContext, off: usize, pkt: &mut Packet) {
     };
     match h {
         Some(h) => {
-            // SAFETY: bytes 2..4 lie within the checked (8- or 20-byte) header.
-            pkt.dst_port = u16::from_be(unsafe { field::<u16>(h, 2) });
+            // SAFETY: bytes 0..4 lie within the checked (8- or 20-byte) header.
+            let (sport, dport) = unsafe { (field::<u16>(h, 0), field::<u16>(h, 2)) };
+            pkt.src_port = u16::from_be(sport);
+            pkt.dst_port = u16::from_be(dport);
             pkt.has_port = true;
+            let hlen = if pkt.proto == IPPROTO_TCP {
+                // SAFETY: byte 12 lies within the checked 20-byte TCP header.
+                ((unsafe { field::<u8>(h, 12) } >> 4) as usize) * 4
+            } else {
+                8
+            };
+            pkt.payload_off = (off + hlen) as u16;
         }
         None => record_extra(Stat::L4Truncated),
     }

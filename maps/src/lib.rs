@@ -41,6 +41,14 @@ pub mod names {
     pub const SRC_CACHE: &str = "SW_SRC_CACHE";
     /// Per-CPU clock cache, one [`super::ClockCache`].
     pub const CLOCK: &str = "SW_CLOCK";
+    /// Ring buffer of [`super::L7Event`]s: the first bytes of HTTP requests and TLS hellos.
+    pub const L7_EVENTS: &str = "SW_L7_EVENTS";
+    /// Per-CPU token bucket capping L7 events, one [`super::L7Budget`].
+    pub const L7_BUDGET: &str = "SW_L7_BUDGET";
+    /// Per-CPU hand-over from the data plane to the sampling program, one [`super::L7Meta`].
+    pub const L7_META: &str = "SW_L7_META";
+    /// Program array: slot [`super::JUMP_L7`] holds the sampling program.
+    pub const JUMP: &str = "SW_JUMP";
 }
 
 /// Program names inside the object.
@@ -49,6 +57,8 @@ pub mod programs {
     pub const XDP: &str = "swarmwall";
     /// A trivial `XDP_PASS` program: the cost floor the benchmarks compare against.
     pub const FLOOR: &str = "swarmwall_floor";
+    /// The L7 sampling program, reached by tail call from [`XDP`].
+    pub const L7: &str = "swarmwall_l7";
 }
 
 /// Default capacities; the loader may override each before load.
@@ -65,7 +75,80 @@ pub mod defaults {
     pub const RULES: u32 = (1 << 18) + (1 << 16);
     /// Source cache slots per CPU (a power of two).
     pub const SRC_CACHE: u32 = 1 << 16;
+    /// L7 events per second per CPU.
+    pub const L7_RATE: u32 = 20_000;
+    /// Bytes of the L7 event ring buffer (a power of two, a multiple of the page size).
+    pub const L7_RING: u32 = 1 << 22;
 }
+
+/// Payload bytes an [`L7Event`] carries: the request line, `Host`, and as many headers as fit.
+pub const L7_SNAP: usize = 512;
+/// [`L7Event::kind`]: an HTTP request.
+pub const L7_HTTP: u8 = 1;
+/// [`L7Event::kind`]: a TLS ClientHello.
+pub const L7_TLS: u8 = 2;
+
+/// The first bytes of a TCP segment that starts an HTTP request or a TLS ClientHello.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct L7Event {
+    /// `CLOCK_MONOTONIC` (coarse) ns.
+    pub ts_ns: u64,
+    /// Source address.
+    pub src: Addr,
+    /// Destination address.
+    pub dst: Addr,
+    /// Source port.
+    pub src_port: u16,
+    /// Destination port.
+    pub dst_port: u16,
+    /// [`L7_HTTP`] or [`L7_TLS`].
+    pub kind: u8,
+    /// Explicit padding; zero.
+    pub _pad: u8,
+    /// Bytes of `data` filled (at most [`L7_SNAP`]).
+    pub len: u16,
+    /// The payload's first bytes.
+    pub data: [u8; L7_SNAP],
+}
+const _: () = assert!(size_of::<L7Event>() == 48 + L7_SNAP);
+
+/// Slot of [`names::JUMP`] that holds the sampling program.
+pub const JUMP_L7: u32 = 0;
+
+/// What the data plane hands the sampling program (which it reaches by tail call, so that only
+/// TCP traffic to sampled ports pays for sampling code: a BPF-to-BPF call, even an untaken one,
+/// doubled the cost of every path).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct L7Meta {
+    /// Source address.
+    pub src: Addr,
+    /// Destination address.
+    pub dst: Addr,
+    /// Source port.
+    pub src_port: u16,
+    /// Destination port.
+    pub dst_port: u16,
+    /// Offset of the TCP payload in the frame.
+    pub payload_off: u16,
+    /// [`L7_HTTP`] or [`L7_TLS`].
+    pub kind: u8,
+    /// Explicit padding; zero.
+    pub _pad: u8,
+}
+const _: () = assert!(size_of::<L7Meta>() == 40);
+
+/// Per-CPU token bucket for L7 events.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct L7Budget {
+    /// Tokens left (events), scaled by 1e9 to keep integer arithmetic exact.
+    pub tokens: u64,
+    /// When it was last refilled, ns.
+    pub last_ns: u64,
+}
+const _: () = assert!(size_of::<L7Budget>() == 16);
 
 /// A source or destination address: IPv6, with IPv4 as IPv4-mapped IPv6 (`::ffff:a.b.c.d`).
 pub type Addr = [u8; 16];
@@ -198,8 +281,14 @@ pub struct Config {
     pub cache_mask: u32,
     /// `FLAG_*` bits.
     pub flags: u32,
-    /// Room for later knobs (ports, budgets) without changing the value size of a pinned map.
-    pub reserved: [u32; 10],
+    /// Destination ports whose HTTP requests are sampled into [`names::L7_EVENTS`]; 0 = unused.
+    pub http_ports: [u16; 4],
+    /// Destination ports whose TLS ClientHellos are sampled; 0 = unused.
+    pub tls_ports: [u16; 2],
+    /// L7 events per second per CPU (a burst of one second's worth); 0 turns sampling off.
+    pub l7_rate: u32,
+    /// Room for later knobs without changing the value size of a pinned map.
+    pub reserved: [u32; 6],
 }
 const _: () = assert!(size_of::<Config>() == 64);
 
@@ -213,7 +302,10 @@ impl Config {
             hash_seed: 0,
             cache_mask: defaults::SRC_CACHE - 1,
             flags: 0,
-            reserved: [0; 10],
+            http_ports: [80, 8080, 0, 0],
+            tls_ports: [443, 0],
+            l7_rate: defaults::L7_RATE,
+            reserved: [0; 6],
         }
     }
 }
@@ -313,14 +405,20 @@ pub enum Stat {
     Fragment = 9,
     /// A new source could not be inserted into the counters map.
     SourceInsertFailed = 10,
+    /// An HTTP request or TLS hello was copied into the L7 ring buffer.
+    L7Sampled = 11,
+    /// One was skipped: over the per-CPU event budget.
+    L7Skipped = 12,
+    /// One was lost: the ring buffer was full (userspace not keeping up).
+    L7Lost = 13,
 }
 
 /// Number of [`Stat`] slots.
-pub const STAT_COUNT: usize = 12;
+pub const STAT_COUNT: usize = 16;
 
 impl Stat {
     /// Every slot, in index order, for rendering.
-    pub const ALL: [Stat; 11] = [
+    pub const ALL: [Stat; 14] = [
         Stat::Seen,
         Stat::Passed,
         Stat::Allowed,
@@ -332,6 +430,9 @@ impl Stat {
         Stat::L4Truncated,
         Stat::Fragment,
         Stat::SourceInsertFailed,
+        Stat::L7Sampled,
+        Stat::L7Skipped,
+        Stat::L7Lost,
     ];
 
     /// A stable, machine-friendly name.
@@ -348,6 +449,9 @@ impl Stat {
             Stat::L4Truncated => "l4_truncated",
             Stat::Fragment => "fragment",
             Stat::SourceInsertFailed => "source_insert_failed",
+            Stat::L7Sampled => "l7_sampled",
+            Stat::L7Skipped => "l7_skipped",
+            Stat::L7Lost => "l7_lost",
         }
     }
 }
@@ -474,6 +578,12 @@ mod user {
     unsafe impl aya::Pod for super::SourceSlot {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::ClockCache {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::L7Event {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::L7Budget {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::L7Meta {}
 }
 
 #[cfg(test)]

@@ -249,7 +249,7 @@ pub struct Dataplane {
 
 /// Every map of the object with the sizes of its key and value: what adopting a pinned map
 /// checks, since the kernel would otherwise happily hand back a map of another layout.
-const MAP_LAYOUT: [(&str, usize, usize); 12] = [
+const MAP_LAYOUT: [(&str, usize, usize); 16] = [
     (names::CONFIG, 4, size_of::<Config>()),
     (names::STATS, 4, size_of::<GlobalStats>()),
     (names::SOURCES, 16, size_of::<SourceCounters>()),
@@ -262,6 +262,11 @@ const MAP_LAYOUT: [(&str, usize, usize); 12] = [
     (names::RULE_HITS, 4, size_of::<RuleHits>()),
     (names::SRC_CACHE, 4, size_of::<SourceSlot>()),
     (names::CLOCK, 4, size_of::<swarmwall_maps::ClockCache>()),
+    (names::L7_BUDGET, 4, size_of::<swarmwall_maps::L7Budget>()),
+    // A ring buffer has neither keys nor values.
+    (names::L7_EVENTS, 0, 0),
+    (names::L7_META, 4, size_of::<swarmwall_maps::L7Meta>()),
+    (names::JUMP, 4, 4),
 ];
 
 /// Where an interface's link is pinned: `links/<mode>/<iface>`. bpffs refuses names with a dot
@@ -302,6 +307,33 @@ pub fn remove_pins(dir: &Path) -> Result<Vec<String>, DataplaneError> {
     }
     let _ = std::fs::remove_dir(dir);
     Ok(removed)
+}
+
+/// Drains the kernel's L7 event ring buffer.
+pub struct L7Reader {
+    ring: aya::maps::RingBuf<MapData>,
+}
+
+impl L7Reader {
+    /// The next event, if one is waiting (never blocks).
+    pub fn next_event(&mut self) -> Option<swarmwall_maps::L7Event> {
+        let item = self.ring.next()?;
+        if item.len() < size_of::<swarmwall_maps::L7Event>() {
+            return None;
+        }
+        // SAFETY: the record is at least one L7Event long, L7Event is Pod (any bytes valid),
+        // and read_unaligned makes no alignment assumption.
+        Some(unsafe {
+            item.as_ptr()
+                .cast::<swarmwall_maps::L7Event>()
+                .read_unaligned()
+        })
+    }
+
+    /// The ring buffer's fd, to wait on with epoll/`AsyncFd`.
+    pub fn fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        std::os::fd::AsFd::as_fd(&self.ring)
+    }
 }
 
 /// The kernel's monotonic clock in ns: the clock rule expiry and first/last seen use.
@@ -388,7 +420,7 @@ impl Dataplane {
                 hint,
             }
         })?;
-        for name in [programs::XDP, programs::FLOOR] {
+        for name in [programs::XDP, programs::FLOOR, programs::L7] {
             let prog: &mut Xdp = ebpf
                 .program_mut(name)
                 .ok_or(DataplaneError::Missing {
@@ -398,6 +430,27 @@ impl Dataplane {
                 .try_into()
                 .map_err(|source| program_err(name, source))?;
             prog.load().map_err(|source| program_err(name, source))?;
+        }
+        // The sampling program is reached by tail call; (re)point the slot at this build's.
+        {
+            let fd = ebpf
+                .program(programs::L7)
+                .ok_or(DataplaneError::Missing {
+                    what: "program",
+                    name: programs::L7,
+                })?
+                .fd()
+                .map_err(|source| program_err(programs::L7, source))?
+                .try_clone()
+                .map_err(|e| map_err(names::JUMP)(MapError::IoError(e)))?;
+            let map = ebpf.map_mut(names::JUMP).ok_or(DataplaneError::Missing {
+                what: "map",
+                name: names::JUMP,
+            })?;
+            let mut jump: aya::maps::ProgramArray<&mut MapData> =
+                aya::maps::ProgramArray::try_from(map).map_err(map_err(names::JUMP))?;
+            jump.set(swarmwall_maps::JUMP_L7, &fd, 0)
+                .map_err(map_err(names::JUMP))?;
         }
         let mut dp = Self {
             ebpf,
@@ -642,6 +695,42 @@ impl Dataplane {
             c.flags & !FLAG_CACHE_OFF
         };
         self.write_config(c)
+    }
+
+    /// Sets which destination ports have their HTTP requests (at most 4) and TLS hellos (at
+    /// most 2) sampled into the L7 ring buffer, and the per-CPU budget in events per second
+    /// (0 turns sampling off).
+    pub fn set_l7(
+        &mut self,
+        http_ports: &[u16],
+        tls_ports: &[u16],
+        rate: u32,
+    ) -> Result<(), DataplaneError> {
+        let mut c = self.config()?;
+        c.http_ports = [0; 4];
+        c.tls_ports = [0; 2];
+        for (d, p) in c.http_ports.iter_mut().zip(http_ports) {
+            *d = *p;
+        }
+        for (d, p) in c.tls_ports.iter_mut().zip(tls_ports) {
+            *d = *p;
+        }
+        c.l7_rate = rate;
+        self.write_config(c)
+    }
+
+    /// Takes the L7 event ring buffer out of the data plane, for a reader thread to drain.
+    /// Can be taken once.
+    pub fn take_l7_reader(&mut self) -> Result<L7Reader, DataplaneError> {
+        let map = self
+            .ebpf
+            .take_map(names::L7_EVENTS)
+            .ok_or(DataplaneError::Missing {
+                what: "map",
+                name: names::L7_EVENTS,
+            })?;
+        let ring = aya::maps::RingBuf::try_from(map).map_err(map_err(names::L7_EVENTS))?;
+        Ok(L7Reader { ring })
     }
 
     /// The global mode.

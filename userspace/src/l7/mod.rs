@@ -58,3 +58,43 @@ pub struct RequestEvent {
     /// `Referer`, if any.
     pub referer: Option<String>,
 }
+
+/// The request events in one kernel sample: the HTTP requests its bytes hold (a segment may
+/// carry several pipelined ones), or the TLS hello's SNI. Bytes that do not parse give nothing.
+pub fn from_sample(ev: &swarmwall_maps::L7Event) -> Vec<RequestEvent> {
+    let data = &ev.data[..(ev.len as usize).min(ev.data.len())];
+    let src = crate::addr::from_key(&ev.src);
+    let dst = crate::addr::from_key(&ev.dst);
+    match ev.kind {
+        swarmwall_maps::L7_HTTP => http::parse(data)
+            .map(|reqs| {
+                reqs.into_iter()
+                    .map(|r| RequestEvent {
+                        ts_ns: ev.ts_ns,
+                        src,
+                        dst,
+                        dst_port: ev.dst_port,
+                        kind: Kind::Http,
+                        host: r.host,
+                        path: r.path,
+                        user_agent: r.user_agent,
+                        referer: r.referer,
+                    })
+                    .collect()
+            })
+            .unwrap_or_default(),
+        // A hello whose SNI lies beyond the copied bytes still tells who connected.
+        swarmwall_maps::L7_TLS => vec![RequestEvent {
+            ts_ns: ev.ts_ns,
+            src,
+            dst,
+            dst_port: ev.dst_port,
+            kind: Kind::TlsHello,
+            host: tls::sni(data).ok().flatten(),
+            path: String::new(),
+            user_agent: None,
+            referer: None,
+        }],
+        _ => Vec::new(),
+    }
+}
