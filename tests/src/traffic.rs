@@ -266,3 +266,35 @@ pub fn tcp_connect_from(
         })
     })?
 }
+
+/// Sends `per_source` datagrams from each of `sources` (addresses in `cli`) to a fresh sink on
+/// `sink_ip` in `srv`, paced over 200 ms, and returns how many arrived from each, in order:
+/// the question most blocking tests ask ("did this source get through?").
+pub fn delivered(
+    srv: &NetNs,
+    cli: &NetNs,
+    sink_ip: IpAddr,
+    sources: &[IpAddr],
+    per_source: usize,
+) -> Result<Vec<u64>> {
+    let sink = UdpSink::bind(srv, SocketAddr::new(sink_ip, 0))?;
+    let flows: Vec<Flow> = sources
+        .iter()
+        .map(|src| Flow {
+            src: *src,
+            dst: sink.local_addr(),
+        })
+        .collect();
+    send_udp(
+        cli,
+        &flows,
+        per_source,
+        Duration::from_millis(200),
+        &AtomicBool::new(false),
+    )?;
+    let got = sink.finish(Duration::from_millis(200), Duration::from_secs(3))?;
+    Ok(sources
+        .iter()
+        .map(|s| got.get(s).copied().unwrap_or(0))
+        .collect())
+}

@@ -4,10 +4,9 @@
 mod common;
 
 use std::{
-    net::{IpAddr, SocketAddr},
+    net::IpAddr,
     path::PathBuf,
-    sync::atomic::{AtomicBool, AtomicU32, Ordering},
-    time::Duration,
+    sync::atomic::{AtomicU32, Ordering},
 };
 
 use common::{ip, small};
@@ -15,7 +14,7 @@ use swarmwall::{AttachMode, Dataplane, RuleSpec, dataplane::remove_pins};
 use swarmwall_integration::{
     netns::{NetNs, VethPair, add_addr, add_neigh, in_netns},
     require_root,
-    traffic::{Flow, UdpSink, send_udp},
+    traffic::delivered,
 };
 use swarmwall_maps::{Config, names};
 
@@ -60,29 +59,8 @@ fn lab() -> Lab {
 
 /// Sends `n` datagrams from each source; returns what the sink received per source.
 fn traffic(lab: &Lab, sources: &[&str], n: usize) -> Vec<u64> {
-    let sink = UdpSink::bind(&lab.srv, SocketAddr::new(ip("198.51.100.1"), 0)).unwrap();
-    let flows: Vec<Flow> = sources
-        .iter()
-        .map(|s| Flow {
-            src: ip(s),
-            dst: sink.local_addr(),
-        })
-        .collect();
-    send_udp(
-        &lab.cli,
-        &flows,
-        n,
-        Duration::from_millis(200),
-        &AtomicBool::new(false),
-    )
-    .unwrap();
-    let got = sink
-        .finish(Duration::from_millis(200), Duration::from_secs(3))
-        .unwrap();
-    sources
-        .iter()
-        .map(|s| got.get(&ip(s)).copied().unwrap_or(0))
-        .collect()
+    let sources: Vec<_> = sources.iter().map(|s| ip(s)).collect();
+    delivered(&lab.srv, &lab.cli, ip("198.51.100.1"), &sources, n).unwrap()
 }
 
 fn attach(lab: &Lab, dp: &mut Dataplane) -> aya::programs::XdpMode {

@@ -5,11 +5,11 @@
 
 use std::{
     io::{Read as _, Write as _},
-    net::{IpAddr, SocketAddr},
+    net::IpAddr,
     os::unix::net::UnixStream,
     path::PathBuf,
     process::{Command, Output, Stdio},
-    sync::atomic::{AtomicBool, AtomicU32, Ordering},
+    sync::atomic::{AtomicU32, Ordering},
     thread::sleep,
     time::{Duration, Instant},
 };
@@ -18,7 +18,7 @@ use serde_json::Value;
 use swarmwall_integration::{
     netns::{ChildGuard, NetNs, VethPair, add_addr, add_neigh},
     require_root,
-    traffic::{Flow, UdpSink, send_udp},
+    traffic::delivered,
 };
 
 const BIN: &str = env!("CARGO_BIN_EXE_swarmwall");
@@ -158,29 +158,8 @@ impl Lab {
 
     /// Sends `n` datagrams from each source; returns what arrived per source.
     fn traffic(&self, sources: &[&str], n: usize) -> Vec<u64> {
-        let sink = UdpSink::bind(&self.srv, SocketAddr::new(ip("198.51.100.1"), 0)).unwrap();
-        let flows: Vec<Flow> = sources
-            .iter()
-            .map(|s| Flow {
-                src: ip(s),
-                dst: sink.local_addr(),
-            })
-            .collect();
-        send_udp(
-            &self.cli,
-            &flows,
-            n,
-            Duration::from_millis(200),
-            &AtomicBool::new(false),
-        )
-        .unwrap();
-        let got = sink
-            .finish(Duration::from_millis(200), Duration::from_secs(3))
-            .unwrap();
-        sources
-            .iter()
-            .map(|s| got.get(&ip(s)).copied().unwrap_or(0))
-            .collect()
+        let sources: Vec<_> = sources.iter().map(|s| ip(s)).collect();
+        delivered(&self.srv, &self.cli, ip("198.51.100.1"), &sources, n).unwrap()
     }
 
     fn rule_targets(&self) -> Vec<String> {
