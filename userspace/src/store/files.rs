@@ -65,6 +65,30 @@ pub(super) fn remove_if_present(path: &Path) -> Result<bool, StoreError> {
     }
 }
 
+/// Replaces `dir/name` atomically: `fill` writes `name.tmp` (0600), which is fsync'd and renamed
+/// over `name`, then the directory is fsync'd. A crash leaves either the old file or the new.
+fn replace_atomic(
+    dir: &Path,
+    dir_handle: &File,
+    name: &str,
+    fill: impl FnOnce(&mut File, &Path) -> Result<(), StoreError>,
+) -> Result<(), StoreError> {
+    let tmp = dir.join(format!("{name}.tmp"));
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(io_err(&tmp))?;
+    fill(&mut file, &tmp)?;
+    file.sync_all().map_err(io_err(&tmp))?;
+    drop(file);
+    let path = dir.join(name);
+    fs::rename(&tmp, &path).map_err(io_err(&path))?;
+    dir_handle.sync_all().map_err(io_err(dir))
+}
+
 /// Replaces `dir/name` with `bytes` so that a crash leaves either the old or the new file: write
 /// `name.tmp`, fsync it, rename it over `name`, fsync the directory (`dir_handle`).
 pub(super) fn write_atomic(
@@ -73,20 +97,9 @@ pub(super) fn write_atomic(
     name: &str,
     bytes: &[u8],
 ) -> Result<(), StoreError> {
-    let tmp = dir.join(format!("{name}.tmp"));
-    let path = dir.join(name);
-    let mut file = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(io_err(&tmp))?;
-    file.write_all(bytes).map_err(io_err(&tmp))?;
-    file.sync_all().map_err(io_err(&tmp))?;
-    drop(file);
-    fs::rename(&tmp, &path).map_err(io_err(&path))?;
-    dir_handle.sync_all().map_err(io_err(dir))
+    replace_atomic(dir, dir_handle, name, |file, tmp| {
+        file.write_all(bytes).map_err(io_err(tmp))
+    })
 }
 
 /// Like [`write_atomic`], with the first `len` bytes of the file `src` as the content.
@@ -97,27 +110,17 @@ pub(super) fn replace_with_prefix(
     src: &Path,
     len: u64,
 ) -> Result<(), StoreError> {
-    let tmp = dir.join(format!("{name}.tmp"));
     let mut from = io::Read::take(File::open(src).map_err(io_err(src))?, len);
-    let mut file = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(io_err(&tmp))?;
-    let copied = io::copy(&mut from, &mut file).map_err(io_err(&tmp))?;
-    if copied != len {
-        return Err(io_err(src)(io::Error::new(
-            io::ErrorKind::UnexpectedEof,
-            format!("expected {len} bytes, read {copied}"),
-        )));
-    }
-    file.sync_all().map_err(io_err(&tmp))?;
-    drop(file);
-    let path = dir.join(name);
-    fs::rename(&tmp, &path).map_err(io_err(&path))?;
-    dir_handle.sync_all().map_err(io_err(dir))
+    replace_atomic(dir, dir_handle, name, |file, tmp| {
+        let copied = io::copy(&mut from, file).map_err(io_err(tmp))?;
+        if copied != len {
+            return Err(io_err(src)(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!("expected {len} bytes, read {copied}"),
+            )));
+        }
+        Ok(())
+    })
 }
 
 /// Copies `dir/name` to `dir/name.damaged-<unix seconds>` (adding `.1`, `.2`, … rather than
