@@ -123,8 +123,9 @@ fn map_err(map: &'static str) -> impl FnOnce(MapError) -> DataplaneError {
     }
 }
 
-/// Map capacities, fixed at load time.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// Map capacities, fixed at load time (the daemon's `[maps]` config table).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct Sizes {
     /// Tracked sources.
     pub sources: u32,

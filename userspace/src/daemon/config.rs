@@ -33,8 +33,8 @@ pub struct Config {
     pub socket_group: Option<String>,
     /// Where maps and links are pinned (on a BPF filesystem).
     pub pin_dir: PathBuf,
-    /// Map capacities, fixed when the data plane is first created.
-    pub maps: MapSizes,
+    /// `[maps]`: capacities, fixed when the data plane is first created.
+    pub maps: Sizes,
     /// Addresses and prefixes that are never blocked (the kernel lets them through first).
     pub allow: Vec<String>,
     /// This host's own addresses: no rule may cover them.
@@ -49,38 +49,6 @@ pub struct Config {
     pub max_prefix_v6: u8,
 }
 
-/// `[maps]`: capacities.
-#[derive(Clone, Debug, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields, default)]
-pub struct MapSizes {
-    /// Tracked sources (LRU).
-    pub sources: u32,
-    /// Single-address rule keys.
-    pub exact: u32,
-    /// Prefix rule keys.
-    pub prefix: u32,
-    /// Allow-list prefixes.
-    pub allow: u32,
-    /// Rule slots.
-    pub rules: u32,
-    /// Per-CPU source cache slots (a power of two).
-    pub cache: u32,
-}
-
-impl Default for MapSizes {
-    fn default() -> Self {
-        let s = Sizes::default();
-        Self {
-            sources: s.sources,
-            exact: s.exact,
-            prefix: s.prefix,
-            allow: s.allow,
-            rules: s.rules,
-            cache: s.cache,
-        }
-    }
-}
-
 impl Default for Config {
     fn default() -> Self {
         Self {
@@ -90,7 +58,7 @@ impl Default for Config {
             socket: "/run/swarmwall/control.sock".into(),
             socket_group: None,
             pin_dir: "/sys/fs/bpf/swarmwall".into(),
-            maps: MapSizes::default(),
+            maps: Sizes::default(),
             allow: Vec::new(),
             own_addresses: Vec::new(),
             detect_own_addresses: true,
@@ -207,14 +175,7 @@ impl Config {
                 bail!("[maps] {k} = 0: expected at least 1");
             }
         }
-        let sizes = Sizes {
-            sources: m.sources,
-            exact: m.exact,
-            prefix: m.prefix,
-            allow: m.allow,
-            rules: m.rules,
-            cache: m.cache,
-        };
+        let sizes = self.maps;
         Ok(Checked {
             raw: self,
             attach,
