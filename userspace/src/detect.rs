@@ -139,8 +139,11 @@ pub struct Swarm {
     pub site: Site,
     /// The pages it hammers.
     pub pages: Vec<Page>,
-    /// Member sources.
+    /// Member sources (every source ever clustered into the swarm).
     pub members: BTreeSet<IpAddr>,
+    /// The members that behaved as the swarm at the last tick: the ones to (re)block now. A
+    /// member whose rule expired shows up here again only if it resumes the attack.
+    pub active: BTreeSet<IpAddr>,
     /// Earliest request of a member to a swarm page, event-time ns.
     pub onset_ns: u64,
     /// When the evidence threshold was first met, event-time ns.
@@ -528,6 +531,9 @@ impl Detector {
 
         // 3. Clusters big enough are swarms: new, or merged into the swarm sharing a page.
         let mut changed = Vec::new();
+        for s in &mut self.swarms {
+            s.active.clear();
+        }
         for ((site, _), idx) in clusters {
             let members: BTreeSet<IpAddr> = idx.iter().map(|i| cands[*i].addr).collect();
             if members.len() < self.cfg.min_members {
@@ -615,6 +621,7 @@ impl Detector {
                     let s = &mut self.swarms[k];
                     let before = s.members.len();
                     s.members.extend(members.iter().copied());
+                    s.active.extend(members.iter().copied());
                     for p in pages {
                         if !s.pages.contains(&p) {
                             s.pages.push(p);
@@ -641,6 +648,7 @@ impl Detector {
                         id: self.next_swarm,
                         site,
                         pages,
+                        active: members.clone(),
                         members,
                         onset_ns: onset,
                         detected_ns: now_ns,

@@ -105,7 +105,7 @@ impl Policy {
         }
     }
 
-    /// Plans rules for the members of `swarm` not yet covered. `allow` and `own` are never
+    /// Plans rules for the active members of `swarm` not yet covered. `allow` and `own` are never
     /// covered. `now_ns` is event time (for the rate limit).
     pub fn plan(
         &mut self,
@@ -119,7 +119,7 @@ impl Policy {
         let protected = |ip: IpAddr| allow.iter().chain(own).find(|t| t.contains(ip)).copied();
         let mut fresh: Vec<IpAddr> = Vec::new();
         let site_prefixes = self.prefixes.get(&swarm.site).cloned().unwrap_or_default();
-        for m in &swarm.members {
+        for m in &swarm.active {
             if self.covered.contains_key(&(*m, swarm.site)) {
                 continue;
             }
@@ -258,8 +258,16 @@ impl Policy {
         plan
     }
 
-    /// Forgets what was covered (e.g. the rules expired), keeping the offence counts.
-    pub fn forget_covered(&mut self) {
-        self.covered.clear();
+    /// Forgets that `target` is covered at `site` (its rule expired): a member inside it that
+    /// resumes the attack is blocked again, for longer. Offence counts are kept.
+    pub fn uncover(&mut self, site: Site, target: Target) {
+        self.covered
+            .retain(|(a, s), _| !(*s == site && target.contains(*a)));
+        if let Some(v) = self.singles.get_mut(&site) {
+            v.retain(|a| !target.contains(*a));
+        }
+        if let Some(v) = self.prefixes.get_mut(&site) {
+            v.retain(|n| *n != target.net());
+        }
     }
 }
