@@ -8,6 +8,9 @@
 //!   swarm, a flash crowd, a NAT, a crawler, a multi-tenant attack — for `swarmwall analyze`.
 //! - [`traffic`]: real traffic through the kernel's sockets — paced, bounded UDP from chosen
 //!   source addresses, a UDP sink counting per source, TCP connects from a chosen source.
+//! - [`web`]: real HTTP — a small image-heavy site served by hyper, legitimate browsers
+//!   (keep-alive, page then assets, `Referer`, think time) and a bot swarm (many sources, a new
+//!   connection per request, the same few pages, one `User-Agent`), every request's outcome kept.
 //!
 //! This crate deliberately does not depend on `swarmwall`, so it builds before the eBPF
 //! toolchain is set up.
@@ -18,3 +21,4 @@ pub mod netns;
 pub mod packets;
 pub mod scenarios;
 pub mod traffic;
+pub mod web;
