@@ -286,6 +286,58 @@ impl Control for Fake {
         let summary = format!("undid change {change_id}");
         Ok(change(&mut s, actor, summary, vec![], None))
     }
+
+    fn swarms(&self) -> Result<SwarmsView, Failure> {
+        let _s = self.enter("swarms")?;
+        Ok(SwarmsView {
+            swarms: vec![fake_swarm()],
+            pipeline: PipelineView {
+                enabled: true,
+                samples: 5000,
+                requests: 5100,
+                ..PipelineView::default()
+            },
+        })
+    }
+
+    fn swarm(&self, id: u64) -> Result<SwarmView, Failure> {
+        let _s = self.enter("swarm")?;
+        if id != 7 {
+            return Err(Failure::NotFound(format!("no swarm with id {id}")));
+        }
+        Ok(fake_swarm())
+    }
+}
+
+fn fake_swarm() -> SwarmView {
+    SwarmView {
+        id: 7,
+        site: "203.0.113.10:80".into(),
+        state: "blocked".into(),
+        pages: vec![PageView {
+            host: Some("shop.example".into()),
+            path: "/gallery/1".into(),
+        }],
+        members: vec!["198.51.100.20".into(), "198.51.100.21".into()],
+        active: 2,
+        onset: T0.into(),
+        detected: T0.into(),
+        blocked_at: Some(T0.into()),
+        time_to_block_ms: Some(3),
+        onset_to_block_ms: Some(2400),
+        rate_rps: 80.0,
+        confidence: 0.9,
+        evidence: vec!["2 sources each sent >= 8 requests".into()],
+        rules: vec![4, 5],
+        dropped: 1234,
+        planned: vec![],
+        refused: vec![RefusedView {
+            target: "198.51.100.1".into(),
+            why: "covered by the allow list".into(),
+        }],
+        rules_pushed: 2,
+        impact: 0.0,
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1153,4 +1205,52 @@ fn cli_other_listings() {
         "{}",
         text(&o.stderr)
     );
+}
+
+#[test]
+fn cli_lists_and_shows_swarms() {
+    let h = Harness::start();
+    let o = h.cli(&["swarms"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    let out = text(&o.stdout);
+    let header = out.lines().next().unwrap();
+    for col in [
+        "ID", "STATE", "SITE", "MEMBERS", "RULES", "DROPPED", "PAGES",
+    ] {
+        assert!(header.contains(col), "{header}");
+    }
+    assert!(out.contains("203.0.113.10:80") && out.contains("shop.example/gallery/1"));
+    assert!(out.contains("pipeline: 5.0k samples"), "{out}");
+
+    let o = h.cli(&["swarms", "--json"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    let v: SwarmsView = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v.swarms, vec![fake_swarm()]);
+
+    let o = h.cli(&["swarms", "show", "7"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    let out = text(&o.stdout);
+    for want in [
+        "swarm 7: blocked",
+        "198.51.100.21",
+        "ids 4-5",
+        "3 ms after detection",
+        "covered by the allow list",
+        "2 sources each sent",
+    ] {
+        assert!(out.contains(want), "{want:?} missing from:\n{out}");
+    }
+    let o = h.cli(&["swarms", "show", "7", "--json"]);
+    let v: SwarmView = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v.id, 7);
+
+    let o = h.cli(&["swarms", "show", "8"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        text(&o.stderr).contains("no swarm with id 8"),
+        "{}",
+        text(&o.stderr)
+    );
+    let o = h.cli(&["swarms", "show", "x"]);
+    assert_eq!(o.status.code(), Some(2));
 }

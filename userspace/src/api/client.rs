@@ -21,7 +21,7 @@ use tokio::net::UnixStream;
 
 use super::types::{
     AddRules, AllowRequest, AllowView, ApiError, ChangeResult, ChangeView, DeleteRules, ModeView,
-    RuleView, Status, TopQuery, TopView,
+    RuleView, Status, SwarmView, SwarmsView, TopQuery, TopView,
 };
 
 /// How long a call may take, connect to answer, unless [`Client::with_timeout`] says otherwise.
@@ -185,6 +185,16 @@ impl Client {
     pub async fn undo(&self, change_id: u64) -> Result<ChangeResult, ClientError> {
         self.call(Method::POST, &format!("/v1/undo/{change_id}"), None)
             .await
+    }
+
+    /// `GET /v1/swarms`.
+    pub async fn swarms(&self) -> Result<SwarmsView, ClientError> {
+        self.get("/v1/swarms").await
+    }
+
+    /// `GET /v1/swarms/{id}`.
+    pub async fn swarm(&self, id: u64) -> Result<SwarmView, ClientError> {
+        self.get(&format!("/v1/swarms/{id}")).await
     }
 
     /// `GET` any route, decoding the answer as `T` (`serde_json::Value` for the raw wire JSON).

@@ -10,7 +10,7 @@ pub mod types;
 
 use types::{
     AddRules, AllowRequest, AllowView, ChangeResult, ChangeView, DeleteRules, ModeView, RuleView,
-    Status, TopQuery, TopView,
+    Status, SwarmView, SwarmsView, TopQuery, TopView,
 };
 
 /// Who is asking, from the socket's peer credentials.
@@ -79,4 +79,8 @@ pub trait Control: Send + Sync + 'static {
     fn history(&self, limit: Option<usize>) -> Result<Vec<ChangeView>, Failure>;
     /// `POST /v1/undo/{change_id}`.
     fn undo(&self, actor: &Actor, change_id: u64) -> Result<ChangeResult, Failure>;
+    /// `GET /v1/swarms`.
+    fn swarms(&self) -> Result<SwarmsView, Failure>;
+    /// `GET /v1/swarms/{id}`.
+    fn swarm(&self, id: u64) -> Result<SwarmView, Failure>;
 }

@@ -339,6 +339,8 @@ fn router(control: Arc<dyn Control>) -> Router {
         .route("/v1/mode", get(mode).put(set_mode))
         .route("/v1/history", get(history))
         .route("/v1/undo/{change_id}", post(undo))
+        .route("/v1/swarms", get(swarms))
+        .route("/v1/swarms/{id}", get(swarm))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(control)
@@ -445,13 +447,21 @@ async fn undo(
     blocking(c, move |c| c.undo(&p.actor, change_id)).await
 }
 
+async fn swarms(State(c): Ctl) -> Answer<super::types::SwarmsView> {
+    blocking(c, |c| c.swarms()).await
+}
+
+async fn swarm(State(c): Ctl, PathArg(id): PathArg<u64>) -> Answer<super::types::SwarmView> {
+    blocking(c, move |c| c.swarm(id)).await
+}
+
 async fn not_found(req: Request) -> ApiFail {
     ApiFail::new(
         StatusCode::NOT_FOUND,
         "not_found",
         format!(
             "no route {} {}; the API's routes are under /v1/ (status, top, rules, allow, \
-             mode, history, undo)",
+             mode, history, undo, swarms)",
             req.method(),
             req.uri().path()
         ),

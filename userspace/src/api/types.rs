@@ -271,3 +271,109 @@ pub struct ErrorBody {
     /// For humans; names the bad value.
     pub message: String,
 }
+
+/// A page a swarm hammers.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PageView {
+    /// `Host` of the requests, if they sent one.
+    pub host: Option<String>,
+    /// Path (query stripped).
+    pub path: String,
+}
+
+/// A rule the policy planned but has not pushed (observe mode).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlannedView {
+    /// Source address or prefix.
+    pub target: String,
+    /// Scope: the attacked site.
+    pub scope: ScopeView,
+    /// Lifetime it would get, seconds.
+    pub ttl_s: u64,
+}
+
+/// Something the guards kept out of the kernel.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RefusedView {
+    /// Member, rule or swarm.
+    pub target: String,
+    /// Why.
+    pub why: String,
+}
+
+/// A detected swarm: `GET /v1/swarms/{id}`, and each entry of `GET /v1/swarms`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SwarmView {
+    /// Swarm id (rules pushed for it name it in their reason).
+    pub id: u64,
+    /// The attacked site, `address:port`.
+    pub site: String,
+    /// `blocked` (rules in force), `reported` (observe mode: rules planned, not pushed),
+    /// `refused` (the guards stopped every rule), `expired` (its rules ran out) or `detected`.
+    pub state: String,
+    /// The pages it hammers.
+    pub pages: Vec<PageView>,
+    /// Member addresses.
+    pub members: Vec<String>,
+    /// Members that behaved as the swarm at the detector's last tick.
+    pub active: usize,
+    /// First request of a member to those pages.
+    pub onset: String,
+    /// When the evidence threshold was met.
+    pub detected: String,
+    /// When its first rules were in the kernel.
+    pub blocked_at: Option<String>,
+    /// From the evidence threshold to rules in the kernel, ms.
+    pub time_to_block_ms: Option<u64>,
+    /// From the swarm's first request (onset) to rules in the kernel, ms: how long the attack
+    /// ran unopposed.
+    pub onset_to_block_ms: Option<u64>,
+    /// Requests per second to its pages at the last tick.
+    pub rate_rps: f64,
+    /// 0..1.
+    pub confidence: f64,
+    /// Why it is a swarm: the features that decided it.
+    pub evidence: Vec<String>,
+    /// Ids of its rules in force.
+    pub rules: Vec<u64>,
+    /// Packets those rules dropped.
+    pub dropped: u64,
+    /// Rules planned but not pushed (observe mode).
+    pub planned: Vec<PlannedView>,
+    /// What the guards refused (newest last, at most 100).
+    pub refused: Vec<RefusedView>,
+    /// Rules pushed over its life (including expired ones).
+    pub rules_pushed: usize,
+    /// Share of recent legitimate requests its last plan would have dropped (the impact preview).
+    pub impact: f64,
+}
+
+/// The L7 pipeline's counters.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PipelineView {
+    /// Whether swarm detection runs (`[swarm] enabled`).
+    pub enabled: bool,
+    /// Samples read from the kernel's ring buffer.
+    pub samples: u64,
+    /// HTTP requests and TLS hellos parsed from them.
+    pub requests: u64,
+    /// Samples that parsed to nothing.
+    pub unparsed: u64,
+    /// Requests dropped because the detector's queue was full.
+    pub queue_overflow: u64,
+    /// Sources the detector tracks.
+    pub tracked_sources: u64,
+    /// Samples the kernel skipped to stay within its per-CPU budget.
+    pub kernel_skipped: u64,
+    /// Samples lost because the ring buffer was full.
+    pub kernel_lost: u64,
+}
+
+/// `GET /v1/swarms`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SwarmsView {
+    /// Swarms, oldest first.
+    pub swarms: Vec<SwarmView>,
+    /// How the pipeline is doing.
+    pub pipeline: PipelineView,
+}

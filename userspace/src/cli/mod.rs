@@ -28,6 +28,8 @@ Examples:
   swarmwall daemon -i eth0                     # run the daemon (as root)
   swarmwall status                             # is it running, what is it doing?
   swarmwall top --watch                        # the busiest sources, live
+  swarmwall swarms                             # bot swarms detected, and what was blocked
+  swarmwall swarms show 3                      # one swarm: pages, members, rules, evidence
   swarmwall block add 192.0.2.7 --ttl 10m --reason 'scraper'
   swarmwall block add 198.51.100.0/24 --dst 203.0.113.5 --port 443 --proto tcp
   swarmwall block list
@@ -113,6 +115,20 @@ enum Command {
         swarmwall top --by drops --window 1m --limit 50\n  \
         swarmwall top --watch                   # redraw every second; q quits")]
     Top(TopArgs),
+    /// Bot swarms the daemon detected (many sources hammering the same few pages of one site)
+    /// and what it did about them: in enforce mode each member is blocked, scoped to the attacked
+    /// site, with a TTL; in observe mode the rules are only planned and shown.
+    #[command(
+        after_help = "Examples:\n  \
+        swarmwall swarms\n  \
+        swarmwall swarms show 3\n  \
+        swarmwall swarms --json | jq '.swarms[] | {id, state, members: (.members | length)}'\n\n\
+        Undo a swarm's rules with `swarmwall rules history` (actor swarmwall) and \
+        `swarmwall rules undo ID`;\n\
+        keep an address from ever being blocked with `swarmwall allow add ADDR`.",
+        args_conflicts_with_subcommands = true
+    )]
+    Swarms(SwarmsArgs),
     /// Add, import, remove and list block rules.
     #[command(subcommand)]
     Block(BlockCommand),
@@ -153,6 +169,28 @@ enum Command {
         swarmwall run -i eth0 --block 192.0.2.7 --block 198.51.100.0/24 --port 80 --proto tcp\n  \
         swarmwall run -i eth0 --block 192.0.2.7 --observe --json")]
     Run(local::RunArgs),
+}
+
+/// `swarms`.
+#[derive(clap::Args)]
+struct SwarmsArgs {
+    #[command(subcommand)]
+    command: Option<SwarmsCommand>,
+    /// Print the API's JSON (every swarm, with members and evidence) instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Subcommand)]
+enum SwarmsCommand {
+    /// One swarm in full: pages, members, rules, evidence, what the guards refused.
+    Show {
+        /// Swarm id (the first column of `swarmwall swarms`).
+        id: u64,
+        /// Print the API's JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// `top`.
@@ -497,6 +535,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Allow(cmd) => block_on(remote::allow(&client(), cmd)),
         Command::Mode(args) => block_on(remote::mode(&client(), args)),
         Command::Rules(cmd) => block_on(remote::rules(&client(), cmd)),
+        Command::Swarms(args) => block_on(remote::swarms(&client(), args)),
     }
 }
 

@@ -12,7 +12,7 @@ use std::{
 use anyhow::{Context as _, Result, bail};
 use serde::Deserialize;
 
-use crate::{AttachMode, Sizes, Target};
+use crate::{AttachMode, Sizes, Target, detect::DetectorConfig, policy::PolicyConfig};
 
 /// Where the daemon looks for its configuration unless told otherwise.
 pub const DEFAULT_PATH: &str = "/etc/swarmwall/config.toml";
@@ -47,6 +47,72 @@ pub struct Config {
     pub max_prefix_v4: u8,
     /// Widest IPv6 prefix a rule may have without `force`.
     pub max_prefix_v6: u8,
+    /// `[l7]`: which payloads the kernel samples for the swarm detector.
+    pub l7: L7Config,
+    /// `[swarm]`: the swarm detector and the policy that turns swarms into rules.
+    pub swarm: SwarmConfig,
+}
+
+/// `[l7]`: kernel payload sampling.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct L7Config {
+    /// TCP ports whose segments starting an HTTP request are sampled (at most 4).
+    pub http_ports: Vec<u16>,
+    /// TCP ports whose TLS ClientHellos are sampled, for the SNI (at most 2).
+    pub tls_ports: Vec<u16>,
+    /// Samples per second per CPU, at most; the rest are counted as skipped.
+    pub sample_rate: u32,
+}
+
+impl Default for L7Config {
+    fn default() -> Self {
+        Self {
+            http_ports: vec![80, 8080],
+            tls_ports: vec![443],
+            sample_rate: 20_000,
+        }
+    }
+}
+
+/// `[swarm]`: detection and blocking of bot swarms.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct SwarmConfig {
+    /// Detect swarms (and, in enforce mode, block them).
+    pub enabled: bool,
+    /// Sources a swarm needs.
+    pub min_members: usize,
+    /// Requests a source needs within `window` to count as hammering.
+    pub min_requests: f64,
+    /// Time constant of the per-source counts.
+    pub window: String,
+    /// TTL of a member's first block; it doubles with every repeat offence...
+    pub block_ttl: String,
+    /// ...up to this.
+    pub max_block_ttl: String,
+    /// New swarm rules per minute, at most.
+    pub max_rules_per_minute: usize,
+    /// Largest share of recent legitimate requests to the site a swarm's rules may cover; a
+    /// plan over it is refused and reported instead.
+    pub max_impact: f64,
+}
+
+impl Default for SwarmConfig {
+    fn default() -> Self {
+        let d = DetectorConfig::default();
+        let p = PolicyConfig::default();
+        Self {
+            enabled: true,
+            min_members: d.min_members,
+            min_requests: d.min_requests,
+            window: humantime::format_duration(d.window).to_string(),
+            block_ttl: humantime::format_duration(p.base_ttl).to_string(),
+            max_block_ttl: humantime::format_duration(p.max_ttl).to_string(),
+            max_rules_per_minute: p.max_rules_per_minute,
+            max_impact: p.max_impact,
+        }
+    }
 }
 
 impl Default for Config {
@@ -65,6 +131,8 @@ impl Default for Config {
             default_ttl: None,
             max_prefix_v4: 16,
             max_prefix_v6: 48,
+            l7: L7Config::default(),
+            swarm: SwarmConfig::default(),
         }
     }
 }
@@ -86,6 +154,10 @@ pub struct Checked {
     pub socket_gid: Option<u32>,
     /// `[maps]`.
     pub sizes: Sizes,
+    /// `[swarm]`, as detector tuning.
+    pub detector: DetectorConfig,
+    /// `[swarm]`, as policy tuning.
+    pub policy: PolicyConfig,
 }
 
 impl Config {
@@ -176,6 +248,18 @@ impl Config {
             }
         }
         let sizes = self.maps;
+        let l7 = &self.l7;
+        if l7.http_ports.len() > 4 || l7.tls_ports.len() > 2 {
+            bail!(
+                "[l7] takes at most 4 http_ports and 2 tls_ports (got {} and {})",
+                l7.http_ports.len(),
+                l7.tls_ports.len()
+            );
+        }
+        if let Some(p) = l7.http_ports.iter().chain(&l7.tls_ports).find(|p| **p == 0) {
+            bail!("[l7] port {p}: expected 1 to 65535");
+        }
+        let (detector, policy) = self.swarm.check()?;
         Ok(Checked {
             raw: self,
             attach,
@@ -184,7 +268,66 @@ impl Config {
             default_ttl,
             socket_gid,
             sizes,
+            detector,
+            policy,
         })
+    }
+}
+
+impl SwarmConfig {
+    /// The detector and policy tuning this section describes.
+    fn check(&self) -> Result<(DetectorConfig, PolicyConfig)> {
+        let duration = |key: &str, v: &str| -> Result<Duration> {
+            let d = humantime::parse_duration(v).with_context(|| {
+                format!("[swarm] {key} = \"{v}\" is not a duration like \"10m\"")
+            })?;
+            if d.is_zero() {
+                bail!("[swarm] {key} = \"{v}\": must be longer than zero");
+            }
+            Ok(d)
+        };
+        let window = duration("window", &self.window)?;
+        let base_ttl = duration("block_ttl", &self.block_ttl)?;
+        let max_ttl = duration("max_block_ttl", &self.max_block_ttl)?;
+        if max_ttl < base_ttl {
+            bail!(
+                "[swarm] max_block_ttl = \"{}\" is shorter than block_ttl = \"{}\"",
+                self.max_block_ttl,
+                self.block_ttl
+            );
+        }
+        if self.min_members < 2 {
+            bail!(
+                "[swarm] min_members = {}: a swarm needs at least 2 sources",
+                self.min_members
+            );
+        }
+        if !(self.min_requests >= 1.0 && self.min_requests.is_finite()) {
+            bail!(
+                "[swarm] min_requests = {}: expected 1 or more",
+                self.min_requests
+            );
+        }
+        if !(0.0..=1.0).contains(&self.max_impact) {
+            bail!(
+                "[swarm] max_impact = {}: expected a share from 0 to 1",
+                self.max_impact
+            );
+        }
+        let detector = DetectorConfig {
+            window,
+            min_members: self.min_members,
+            min_requests: self.min_requests,
+            ..DetectorConfig::default()
+        };
+        let policy = PolicyConfig {
+            base_ttl,
+            max_ttl,
+            max_rules_per_minute: self.max_rules_per_minute,
+            max_impact: self.max_impact,
+            ..PolicyConfig::default()
+        };
+        Ok((detector, policy))
     }
 }
 
@@ -251,7 +394,33 @@ mod tests {
         assert!(c.clone().check().unwrap_err().to_string().contains("turbo"));
         c.attach_mode = "auto".into();
         c.maps.cache = 1000;
-        assert!(c.check().unwrap_err().to_string().contains("power of two"));
+        assert!(
+            c.clone()
+                .check()
+                .unwrap_err()
+                .to_string()
+                .contains("power of two")
+        );
+        c.maps.cache = 1024;
+        c.swarm.block_ttl = "soon".into();
+        let e = format!("{:#}", c.clone().check().unwrap_err());
+        assert!(e.contains("block_ttl") && e.contains("soon"), "{e}");
+        c.swarm.block_ttl = "10m".into();
+        c.l7.http_ports = vec![80, 0];
+        assert!(c.check().unwrap_err().to_string().contains("port 0"));
+    }
+
+    #[test]
+    fn swarm_section_becomes_detector_and_policy_tuning() {
+        let c = Config::parse(
+            "detect_own_addresses = false\n[swarm]\nmin_members = 5\nblock_ttl = \"2m\"\n",
+        )
+        .unwrap()
+        .check()
+        .unwrap();
+        assert_eq!(c.detector.min_members, 5);
+        assert_eq!(c.policy.base_ttl, Duration::from_secs(120));
+        assert_eq!(c.detector.window, DetectorConfig::default().window);
     }
 
     #[test]

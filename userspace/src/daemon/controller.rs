@@ -8,7 +8,7 @@
 use std::{
     collections::BTreeMap,
     net::IpAddr,
-    sync::Mutex,
+    sync::{Arc, Mutex, atomic::Ordering},
     time::{Duration, Instant, SystemTime},
 };
 
@@ -18,12 +18,23 @@ use crate::{
         Actor, Control, Failure,
         types::{
             AddRules, AllowRequest, AllowView, ChangeResult, ChangeView, DeleteRules, IfaceView,
-            ModeView, NewRule, RuleCounts, RuleView, ScopeView, Status, TopQuery, TopView,
+            ModeView, NewRule, PageView, PipelineView, PlannedView, RefusedView, RuleCounts,
+            RuleView, ScopeView, Status, SwarmView, SwarmsView, TopQuery, TopView,
         },
     },
-    daemon::{config::Checked, top::Top},
+    daemon::{
+        config::Checked,
+        swarms::{Book, Counters, Enforcer, PushOutcome, Pushed, Tracked},
+        top::Top,
+    },
+    dataplane::monotonic_ns,
+    detect::{Site, Swarm},
+    policy::PlannedRule,
     store::{AllowRecord, Change, Op, RuleRecord, Store, StoreError},
 };
+
+/// The journal's actor for rules the swarm detector pushes.
+pub const SWARM_ACTOR: &str = "swarmwall";
 
 /// Everything the daemon owns, behind one lock: mutations are serialized, and a reader never
 /// sees the store and the maps disagree.
@@ -41,6 +52,8 @@ pub struct Daemon {
     inner: Mutex<Inner>,
     started: Instant,
     top: Mutex<Top>,
+    book: Arc<Mutex<Book>>,
+    counters: Arc<Counters>,
 }
 
 fn rfc3339(t: SystemTime) -> String {
@@ -338,6 +351,128 @@ impl Inner {
     }
 }
 
+fn rfc3339_ms(t: SystemTime) -> String {
+    humantime::format_rfc3339_millis(t).to_string()
+}
+
+fn site_name(site: Site) -> String {
+    std::net::SocketAddr::from(site).to_string()
+}
+
+/// The journal reason of a swarm's rules: which swarm, how big, what it hammers.
+fn swarm_reason(s: &Swarm) -> String {
+    let pages: Vec<String> = s
+        .pages
+        .iter()
+        .take(3)
+        .map(|p| format!("{}{}", p.host.as_deref().unwrap_or(""), p.path))
+        .collect();
+    format!(
+        "swarm {}: {} sources hammering {}{} on {} (confidence {:.2})",
+        s.id,
+        s.members.len(),
+        pages.join(", "),
+        if s.pages.len() > 3 { ", ..." } else { "" },
+        site_name(s.site),
+        s.confidence
+    )
+}
+
+impl Inner {
+    /// Commits a swarm's planned rules (and the removal of the single-address rules a prefix
+    /// replaces) as one change by [`SWARM_ACTOR`], through the same guards as an admin's rules.
+    pub fn push_swarm(
+        &mut self,
+        swarm: &Swarm,
+        rules: &[PlannedRule],
+        superseded: &[(Site, Target)],
+    ) -> Result<PushOutcome, Failure> {
+        let now = SystemTime::now();
+        let reason = swarm_reason(swarm);
+        let mut out = PushOutcome::default();
+        let mut ops = Vec::new();
+        for (site, t) in superseded {
+            if let Some(r) = self.store.state().rules.values().find(|r| {
+                r.actor == SWARM_ACTOR
+                    && r.target == *t
+                    && r.scope.dst == Some(site.0)
+                    && r.scope.port == Some(site.1)
+            }) {
+                ops.push(Op::RemoveRule(r.clone()));
+            }
+        }
+        let mut id = self.store.next_rule_id();
+        for r in rules {
+            let req = NewRule {
+                target: r.target.to_string(),
+                action: None,
+                scope: ScopeView {
+                    dst: Some(r.site.0.to_string()),
+                    proto: Some(r.proto.to_string()),
+                    port: Some(r.site.1),
+                },
+                ttl_s: Some(r.ttl.as_secs().max(1)),
+            };
+            match self.new_record(id, &req, false, SWARM_ACTOR, Some(&reason), now) {
+                Ok(rec) => {
+                    out.landed.push(Pushed {
+                        id,
+                        target: r.target,
+                        site: r.site,
+                        expires: rec.expires_at.unwrap_or(now),
+                    });
+                    ops.push(Op::AddRule(rec));
+                    id += 1;
+                }
+                Err(e) => out.refused.push((r.target.to_string(), e.to_string())),
+            }
+        }
+        if !ops.is_empty() {
+            let change = self.commit_apply(SWARM_ACTOR, Some(&reason), ops, None)?;
+            tracing::info!(
+                swarm = swarm.id,
+                change = change.id,
+                rules = out.landed.len(),
+                removed = superseded.len(),
+                "swarm rules in the kernel"
+            );
+        }
+        Ok(out)
+    }
+}
+
+impl Enforcer for Daemon {
+    fn mode(&self) -> Mode {
+        self.with(|i| i.store.state().mode)
+    }
+
+    fn guards(&self) -> (Vec<Target>, Vec<Target>) {
+        self.with(|i| {
+            let mut allow = i.config.allow.clone();
+            allow.extend(i.store.state().allow.keys().copied());
+            (allow, i.config.own.clone())
+        })
+    }
+
+    fn push(
+        &self,
+        swarm: &Swarm,
+        rules: &[PlannedRule],
+        superseded: &[(Site, Target)],
+    ) -> Result<PushOutcome, String> {
+        self.with(|i| i.push_swarm(swarm, rules, superseded))
+            .map_err(|e| e.to_string())
+    }
+
+    fn in_force(&self, ids: &[u64]) -> Vec<bool> {
+        self.with(|i| {
+            ids.iter()
+                .map(|id| i.store.state().rules.contains_key(id))
+                .collect()
+        })
+    }
+}
+
 fn result(change: &Change, rules: Vec<u64>) -> ChangeResult {
     ChangeResult {
         change_id: change.id,
@@ -353,7 +488,85 @@ impl Daemon {
             inner: Mutex::new(inner),
             started: Instant::now(),
             top: Mutex::new(Top::default()),
+            book: Arc::default(),
+            counters: Arc::default(),
         }
+    }
+
+    /// The swarm book and the pipeline counters, for the pipeline to fill.
+    pub fn swarm_state(&self) -> (Arc<Mutex<Book>>, Arc<Counters>) {
+        (Arc::clone(&self.book), Arc::clone(&self.counters))
+    }
+
+    fn swarm_view(&self, t: &Tracked, hits: &BTreeMap<u64, u64>) -> SwarmView {
+        let (now_mono, now) = (monotonic_ns(), SystemTime::now());
+        let wall = |ns: u64| rfc3339_ms(now - Duration::from_nanos(now_mono.saturating_sub(ns)));
+        let s = &t.swarm;
+        let site_scope = |site: Site, proto: &str| ScopeView {
+            dst: Some(site.0.to_string()),
+            proto: Some(proto.into()),
+            port: Some(site.1),
+        };
+        SwarmView {
+            id: s.id,
+            site: site_name(s.site),
+            state: t.state().into(),
+            pages: s
+                .pages
+                .iter()
+                .map(|p| PageView {
+                    host: p.host.clone(),
+                    path: p.path.clone(),
+                })
+                .collect(),
+            members: crate::daemon::swarms::member_strings(s),
+            active: s.active.len(),
+            onset: wall(s.onset_ns),
+            detected: wall(s.detected_ns),
+            blocked_at: t.blocked_ns.map(wall),
+            time_to_block_ms: t
+                .blocked_ns
+                .map(|b| b.saturating_sub(s.detected_ns) / 1_000_000),
+            onset_to_block_ms: t
+                .blocked_ns
+                .map(|b| b.saturating_sub(s.onset_ns) / 1_000_000),
+            rate_rps: s.rate_rps,
+            confidence: s.confidence,
+            evidence: s.evidence.clone(),
+            rules: t.rules.iter().map(|p| p.id).collect(),
+            dropped: t.rules.iter().filter_map(|p| hits.get(&p.id)).sum(),
+            planned: t
+                .planned
+                .iter()
+                .map(|(r, _)| PlannedView {
+                    target: r.target.to_string(),
+                    scope: site_scope(r.site, &r.proto.to_string()),
+                    ttl_s: r.ttl.as_secs(),
+                })
+                .collect(),
+            refused: t
+                .refused
+                .iter()
+                .map(|(target, why)| RefusedView {
+                    target: target.clone(),
+                    why: why.clone(),
+                })
+                .collect(),
+            rules_pushed: t.pushed_total,
+            impact: t.impact,
+        }
+    }
+
+    /// Packets dropped per rule id.
+    fn dropped_by_rule(&self) -> Result<BTreeMap<u64, u64>, Failure> {
+        self.with(|i| {
+            Ok(i.dp
+                .rules()
+                .map_err(internal)?
+                .into_iter()
+                .map(|r| (r.id, r.hits.dropped_packets))
+                .collect())
+        })
     }
 
     /// Runs `f` with the state locked. A poisoned lock (a panic while holding it) is recovered:
@@ -701,5 +914,38 @@ impl Control for Daemon {
             let change = i.commit_apply(&actor.name(), Some(&reason), ops, Some(change_id))?;
             Ok(result(&change, ids))
         })
+    }
+
+    fn swarms(&self) -> Result<SwarmsView, Failure> {
+        let hits = self.dropped_by_rule()?;
+        let stats = self.with(|i| i.dp.stats()).map_err(internal)?;
+        let book = self.book.lock().unwrap_or_else(|p| p.into_inner());
+        let c = &self.counters;
+        Ok(SwarmsView {
+            swarms: book
+                .swarms
+                .values()
+                .map(|t| self.swarm_view(t, &hits))
+                .collect(),
+            pipeline: PipelineView {
+                enabled: book.enabled,
+                samples: c.samples.load(Ordering::Relaxed),
+                requests: c.requests.load(Ordering::Relaxed),
+                unparsed: c.unparsed.load(Ordering::Relaxed),
+                queue_overflow: c.overflow.load(Ordering::Relaxed),
+                tracked_sources: book.tracked_sources as u64,
+                kernel_skipped: stats.counters[swarmwall_maps::Stat::L7Skipped as usize],
+                kernel_lost: stats.counters[swarmwall_maps::Stat::L7Lost as usize],
+            },
+        })
+    }
+
+    fn swarm(&self, id: u64) -> Result<SwarmView, Failure> {
+        let hits = self.dropped_by_rule()?;
+        let book = self.book.lock().unwrap_or_else(|p| p.into_inner());
+        book.swarms
+            .get(&id)
+            .map(|t| self.swarm_view(t, &hits))
+            .ok_or_else(|| Failure::NotFound(format!("no swarm with id {id}")))
     }
 }

@@ -8,6 +8,7 @@
 
 pub mod config;
 pub mod controller;
+pub mod swarms;
 pub mod top;
 
 use std::{
@@ -145,12 +146,42 @@ pub fn run(args: DaemonArgs, socket: Option<PathBuf>) -> Result<()> {
         tracing::info!(iface, ?mode, "attached");
     }
     inner.dp.pin_links().context("pinning the XDP links")?;
+    apply_l7(&mut inner)?;
+    let reader = if inner.config.raw.swarm.enabled {
+        Some(
+            inner
+                .dp
+                .take_l7_reader()
+                .context("opening the L7 ring buffer")?,
+        )
+    } else {
+        None
+    };
+    let settings = swarms::Settings {
+        detector: inner.config.detector.clone(),
+        policy: inner.config.policy.clone(),
+        ..swarms::Settings::default()
+    };
 
     let socket_path = inner.config.raw.socket.clone();
     let gid = inner.config.socket_gid;
     let detach = args.detach_on_exit;
     let pin_dir = inner.config.raw.pin_dir.clone();
     let daemon = Arc::new(Daemon::new(inner));
+    let pipeline = match reader {
+        Some(reader) => {
+            let (book, counters) = daemon.swarm_state();
+            let enforcer: Arc<dyn swarms::Enforcer> = daemon.clone();
+            let p = swarms::Pipeline::start(reader, enforcer, settings, book, counters)
+                .context("starting the swarm detector threads")?;
+            tracing::info!("swarm detection is on");
+            Some(p)
+        }
+        None => {
+            tracing::info!("swarm detection is off ([swarm] enabled = false)");
+            None
+        }
+    };
 
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -184,6 +215,7 @@ pub fn run(args: DaemonArgs, socket: Option<PathBuf>) -> Result<()> {
         let _ = std::fs::remove_file(&socket_path);
         anyhow::Ok(())
     })?;
+    drop(pipeline);
     if detach {
         daemon.with(|i| i.dp.detach_all()).context("detaching")?;
         remove_pins(&pin_dir).context("removing pins")?;
@@ -192,6 +224,19 @@ pub fn run(args: DaemonArgs, socket: Option<PathBuf>) -> Result<()> {
         tracing::info!(pin_dir = %pin_dir.display(), "exiting; the data plane stays pinned and enforcing");
     }
     Ok(())
+}
+
+/// Tells the kernel which payloads to sample (`[l7]`), or none when swarm detection is off.
+fn apply_l7(inner: &mut Inner) -> Result<()> {
+    let c = &inner.config.raw;
+    let r = if c.swarm.enabled {
+        inner
+            .dp
+            .set_l7(&c.l7.http_ports, &c.l7.tls_ports, c.l7.sample_rate)
+    } else {
+        inner.dp.set_l7(&[], &[], 0)
+    };
+    r.context("configuring L7 sampling")
 }
 
 /// Once a second: expire rules, and sample counters for `top` (less often when a sample is slow,
@@ -243,11 +288,14 @@ async fn reload_on_hup(daemon: Arc<Daemon>, args: DaemonArgs, socket: Option<Pat
                         );
                     }
                     i.config = new;
-                    i.reconcile()
+                    i.reconcile()?;
+                    apply_l7(i)
                 });
                 match r {
                     Ok(_) => tracing::info!("SIGHUP: configuration reloaded"),
-                    Err(e) => tracing::error!("SIGHUP: applying the reloaded configuration: {e}"),
+                    Err(e) => {
+                        tracing::error!("SIGHUP: applying the reloaded configuration: {e:#}")
+                    }
                 }
             }
             Err(e) => tracing::error!("SIGHUP: keeping the old configuration: {e:#}"),

@@ -1,0 +1,637 @@
+//! Live swarm defence: kernel samples → requests → detector → policy → rules in the kernel.
+//!
+//! Two threads, joined by a bounded lock-free SPSC queue (`ringbuf`):
+//! - the *reader* waits on the kernel's ring buffer (`poll`), parses each sample into request
+//!   events and pushes them; when the queue is full it counts the overflow and drops the event —
+//!   it never blocks, so a slow detector costs samples, never kernel ring-buffer space;
+//! - the *detector* drains the queue into the [`Detector`] and, every [`Settings::tick`], asks it
+//!   for swarms, plans rules with the [`Policy`] and hands them to an [`Enforcer`] (the daemon:
+//!   journaled, then in the kernel, as one undoable change per swarm and tick).
+//!
+//! In observe mode the planned rules are kept and shown, not pushed; switching to enforce pushes
+//! those still within their TTL. When a swarm rule expires, its member may be blocked again (for
+//! twice as long) if it resumes the attack; a rule an admin deleted or undid is a pardon and is
+//! not pushed again for the same swarm.
+
+use std::{
+    collections::BTreeMap,
+    net::IpAddr,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
+    thread::JoinHandle,
+    time::{Duration, SystemTime},
+};
+
+use ringbuf::{HeapRb, traits::Split as _};
+
+use crate::{
+    Mode, Target,
+    dataplane::{L7Reader, monotonic_ns},
+    detect::{Detector, DetectorConfig, Site, Swarm},
+    l7::{self, RequestEvent},
+    policy::{PlannedRule, Policy, PolicyConfig},
+};
+
+/// How the pipeline runs.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// Detector tuning.
+    pub detector: DetectorConfig,
+    /// Policy tuning.
+    pub policy: PolicyConfig,
+    /// How often the detector re-evaluates (the evidence-to-rules latency is at most this plus
+    /// the time to commit the rules).
+    pub tick: Duration,
+    /// Request events the queue between the threads holds.
+    pub queue: usize,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            detector: DetectorConfig::default(),
+            policy: PolicyConfig::default(),
+            tick: Duration::from_millis(250),
+            queue: 65_536,
+        }
+    }
+}
+
+/// The pipeline's counters, shared with the API.
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// Samples read from the ring buffer.
+    pub samples: AtomicU64,
+    /// Request events parsed from them.
+    pub requests: AtomicU64,
+    /// Samples that parsed to nothing.
+    pub unparsed: AtomicU64,
+    /// Events dropped because the queue was full.
+    pub overflow: AtomicU64,
+}
+
+/// A rule the pipeline pushed and believes is in force.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Pushed {
+    /// Rule id in the store.
+    pub id: u64,
+    /// Source address or prefix.
+    pub target: Target,
+    /// The site it is scoped to.
+    pub site: Site,
+    /// When it expires.
+    pub expires: SystemTime,
+}
+
+/// What came of a push.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PushOutcome {
+    /// Rules now in the kernel.
+    pub landed: Vec<Pushed>,
+    /// Rules the daemon's guards refused, with why.
+    pub refused: Vec<(String, String)>,
+}
+
+/// Where planned rules go: the daemon (journal first, then kernel), or a test double.
+pub trait Enforcer: Send + Sync + 'static {
+    /// The global mode: rules are pushed only in enforce mode.
+    fn mode(&self) -> Mode;
+    /// Addresses never to block: (allow list, own addresses).
+    fn guards(&self) -> (Vec<Target>, Vec<Target>);
+    /// Pushes `rules` for `swarm` and removes the swarm rules `superseded` names, as one change.
+    fn push(
+        &self,
+        swarm: &Swarm,
+        rules: &[PlannedRule],
+        superseded: &[(Site, Target)],
+    ) -> Result<PushOutcome, String>;
+    /// Which of `ids` are still in force.
+    fn in_force(&self, ids: &[u64]) -> Vec<bool>;
+}
+
+/// One swarm as the daemon tracks it.
+#[derive(Clone, Debug)]
+pub struct Tracked {
+    /// The detector's latest view of it (times in monotonic ns).
+    pub swarm: Swarm,
+    /// Its rules in force.
+    pub rules: Vec<Pushed>,
+    /// Rules planned and not pushed (observe mode), with when they were planned.
+    pub planned: Vec<(PlannedRule, u64)>,
+    /// Single-address rules a planned prefix replaces (pushed with the plan).
+    pub superseded: Vec<(Site, Target)>,
+    /// What the guards refused, newest last (at most [`MAX_REFUSED`]).
+    pub refused: Vec<(String, String)>,
+    /// Rules pushed over its life.
+    pub pushed_total: usize,
+    /// Rules that expired.
+    pub expired: usize,
+    /// Rules removed by someone else (delete, undo) before they expired.
+    pub pardoned: usize,
+    /// When its first rules were in the kernel (monotonic ns).
+    pub blocked_ns: Option<u64>,
+    /// The impact preview of its last plan.
+    pub impact: f64,
+}
+
+/// Refusals kept per swarm.
+pub const MAX_REFUSED: usize = 100;
+
+impl Tracked {
+    fn new(swarm: Swarm) -> Self {
+        Self {
+            swarm,
+            rules: Vec::new(),
+            planned: Vec::new(),
+            superseded: Vec::new(),
+            refused: Vec::new(),
+            pushed_total: 0,
+            expired: 0,
+            pardoned: 0,
+            blocked_ns: None,
+            impact: 0.0,
+        }
+    }
+
+    fn refuse(&mut self, items: impl IntoIterator<Item = (String, String)>) {
+        self.refused.extend(items);
+        let excess = self.refused.len().saturating_sub(MAX_REFUSED);
+        self.refused.drain(..excess);
+    }
+
+    /// `blocked`, `reported`, `refused`, `expired` or `detected`.
+    pub fn state(&self) -> &'static str {
+        if !self.rules.is_empty() {
+            "blocked"
+        } else if !self.planned.is_empty() {
+            "reported"
+        } else if self.expired > 0 || self.pardoned > 0 {
+            "expired"
+        } else if !self.refused.is_empty() {
+            "refused"
+        } else {
+            "detected"
+        }
+    }
+}
+
+/// What the API reads: every swarm seen since the daemon started.
+#[derive(Debug, Default)]
+pub struct Book {
+    /// Swarms by id.
+    pub swarms: BTreeMap<u64, Tracked>,
+    /// Sources the detector tracks.
+    pub tracked_sources: usize,
+    /// Whether the pipeline runs.
+    pub enabled: bool,
+}
+
+/// The detector thread's state: detector, policy and the book they fill.
+pub struct Engine {
+    det: Detector,
+    policy: Policy,
+}
+
+impl Engine {
+    /// An engine with `settings`.
+    pub fn new(settings: &Settings) -> Self {
+        Self {
+            det: Detector::new(settings.detector.clone()),
+            policy: Policy::new(settings.policy.clone()),
+        }
+    }
+
+    /// Feeds one request.
+    pub fn observe(&mut self, ev: &RequestEvent) {
+        self.det.observe(ev);
+    }
+
+    /// One evaluation at monotonic time `now_ns`: detect, plan, and (in enforce mode) push.
+    pub fn tick(&mut self, now_ns: u64, enforcer: &dyn Enforcer, book: &Mutex<Book>) {
+        for s in self.det.tick(now_ns) {
+            tracing::info!(
+                swarm = s.id,
+                site = %format!("{}:{}", s.site.0, s.site.1),
+                members = s.members.len(),
+                pages = s.pages.len(),
+                confidence = s.confidence,
+                "swarm detected or grown"
+            );
+        }
+        let mut b = book.lock().unwrap_or_else(|p| p.into_inner());
+        self.settle_rules(&mut b, enforcer);
+        let (allow, own) = enforcer.guards();
+        for s in self.det.swarms() {
+            let t = b
+                .swarms
+                .entry(s.id)
+                .or_insert_with(|| Tracked::new(s.clone()));
+            t.swarm.clone_from(s);
+            if s.active.is_empty() {
+                continue;
+            }
+            let plan = self.policy.plan(s, &self.det, &allow, &own, now_ns);
+            if !plan.rules.is_empty() || !plan.refused.is_empty() {
+                t.impact = plan.impact;
+            }
+            t.refuse(plan.refused);
+            t.planned
+                .extend(plan.rules.into_iter().map(|r| (r, now_ns)));
+            t.superseded.extend(plan.superseded);
+        }
+        b.tracked_sources = self.det.tracked_sources();
+        if enforcer.mode() != Mode::Enforce {
+            return;
+        }
+        for t in b.swarms.values_mut() {
+            if t.planned.is_empty() {
+                continue;
+            }
+            // Planned in observe mode a while ago: push with what is left of the TTL.
+            let rules: Vec<PlannedRule> = t
+                .planned
+                .drain(..)
+                .filter_map(|(mut r, at)| {
+                    let age = Duration::from_nanos(now_ns.saturating_sub(at));
+                    r.ttl = r.ttl.checked_sub(age).filter(|d| d.as_secs() >= 1)?;
+                    Some(r)
+                })
+                .collect();
+            let superseded = std::mem::take(&mut t.superseded);
+            if rules.is_empty() {
+                continue;
+            }
+            match enforcer.push(&t.swarm, &rules, &superseded) {
+                Ok(out) => {
+                    t.rules.retain(|p| {
+                        !superseded
+                            .iter()
+                            .any(|(site, tg)| p.site == *site && p.target == *tg)
+                    });
+                    t.pushed_total += out.landed.len();
+                    if !out.landed.is_empty() && t.blocked_ns.is_none() {
+                        t.blocked_ns = Some(monotonic_ns());
+                    }
+                    t.rules.extend(out.landed);
+                    t.refuse(out.refused);
+                }
+                Err(e) => {
+                    tracing::error!(swarm = t.swarm.id, "pushing swarm rules: {e}");
+                    t.refuse([(format!("swarm {}", t.swarm.id), e)]);
+                }
+            }
+        }
+    }
+
+    /// Notices swarm rules that left the store: expired ones let their members be blocked again
+    /// if they resume; deleted ones are pardons.
+    fn settle_rules(&mut self, b: &mut Book, enforcer: &dyn Enforcer) {
+        let now = SystemTime::now();
+        for t in b.swarms.values_mut() {
+            if t.rules.is_empty() {
+                continue;
+            }
+            let ids: Vec<u64> = t.rules.iter().map(|p| p.id).collect();
+            let alive = enforcer.in_force(&ids);
+            let mut keep = Vec::with_capacity(t.rules.len());
+            for (p, alive) in t.rules.drain(..).zip(alive) {
+                if alive {
+                    keep.push(p);
+                } else if p.expires <= now + Duration::from_secs(1) {
+                    self.policy.uncover(p.site, p.target);
+                    t.expired += 1;
+                } else {
+                    t.pardoned += 1;
+                }
+            }
+            t.rules = keep;
+        }
+    }
+}
+
+/// The running pipeline; dropping it stops and joins both threads.
+pub struct Pipeline {
+    stop: Arc<AtomicBool>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl Pipeline {
+    /// Starts the reader on `reader` and the detector feeding `enforcer`, filling `book` and
+    /// `counters`.
+    pub fn start(
+        reader: L7Reader,
+        enforcer: Arc<dyn Enforcer>,
+        settings: Settings,
+        book: Arc<Mutex<Book>>,
+        counters: Arc<Counters>,
+    ) -> std::io::Result<Self> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let (prod, cons) = HeapRb::<RequestEvent>::new(settings.queue.max(1)).split();
+        book.lock().unwrap_or_else(|p| p.into_inner()).enabled = true;
+        let reader_thread = {
+            let (stop, counters) = (Arc::clone(&stop), Arc::clone(&counters));
+            std::thread::Builder::new()
+                .name("sw-l7-reader".into())
+                .spawn(move || read_loop(reader, prod, &counters, &stop))?
+        };
+        let detector_thread = {
+            let stop = Arc::clone(&stop);
+            std::thread::Builder::new()
+                .name("sw-detector".into())
+                .spawn(move || detect_loop(cons, &*enforcer, &settings, &book, &stop))?
+        };
+        Ok(Self {
+            stop,
+            threads: vec![reader_thread, detector_thread],
+        })
+    }
+}
+
+impl Drop for Pipeline {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+/// How long the reader waits in `poll` before looking at the stop flag.
+const POLL_MS: i32 = 100;
+
+fn read_loop(
+    mut reader: L7Reader,
+    mut queue: impl ringbuf::traits::Producer<Item = RequestEvent>,
+    counters: &Counters,
+    stop: &AtomicBool,
+) {
+    use std::os::fd::AsRawFd as _;
+    let fd = reader.fd().as_raw_fd();
+    while !stop.load(Ordering::Relaxed) {
+        let mut pfd = libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd for the duration of the call; the ring buffer's fd lives as
+        // long as `reader`.
+        let r = unsafe { libc::poll(&mut pfd, 1, POLL_MS) };
+        if r < 0 && std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted {
+            tracing::error!(
+                "waiting on the L7 ring buffer: {}; swarm detection stops",
+                std::io::Error::last_os_error()
+            );
+            return;
+        }
+        while let Some(sample) = reader.next_event() {
+            counters.samples.fetch_add(1, Ordering::Relaxed);
+            let events = l7::from_sample(&sample);
+            if events.is_empty() {
+                counters.unparsed.fetch_add(1, Ordering::Relaxed);
+            }
+            for ev in events {
+                counters.requests.fetch_add(1, Ordering::Relaxed);
+                if queue.try_push(ev).is_err() {
+                    counters.overflow.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+    }
+}
+
+/// Events the detector takes from the queue before it checks whether a tick is due.
+const DRAIN_BATCH: usize = 4096;
+
+fn detect_loop(
+    mut queue: impl ringbuf::traits::Consumer<Item = RequestEvent>,
+    enforcer: &dyn Enforcer,
+    settings: &Settings,
+    book: &Mutex<Book>,
+    stop: &AtomicBool,
+) {
+    let mut engine = Engine::new(settings);
+    let tick_ns = settings.tick.as_nanos() as u64;
+    let mut next_tick = monotonic_ns() + tick_ns;
+    while !stop.load(Ordering::Relaxed) {
+        let mut n = 0;
+        while n < DRAIN_BATCH {
+            let Some(ev) = queue.try_pop() else { break };
+            engine.observe(&ev);
+            n += 1;
+        }
+        let now = monotonic_ns();
+        if now >= next_tick {
+            engine.tick(now, enforcer, book);
+            next_tick = now + tick_ns;
+        } else if n == 0 {
+            let wait = Duration::from_nanos(next_tick - now).min(Duration::from_millis(5));
+            std::thread::sleep(wait);
+        }
+    }
+}
+
+/// The addresses of `swarm`'s members, as strings (for views and logs).
+pub fn member_strings(swarm: &Swarm) -> Vec<String> {
+    swarm.members.iter().map(IpAddr::to_string).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::l7::Kind;
+
+    /// Records pushes; rules get ids 1, 2, ...; `in_force` answers from `alive`.
+    #[derive(Default)]
+    struct Fake {
+        mode: Mutex<Option<Mode>>,
+        pushes: Mutex<Vec<Vec<PlannedRule>>>,
+        removed: Mutex<Vec<(Site, Target)>>,
+        alive: Mutex<BTreeMap<u64, bool>>,
+        allow: Vec<Target>,
+    }
+
+    impl Enforcer for Fake {
+        fn mode(&self) -> Mode {
+            self.mode.lock().unwrap().unwrap_or(Mode::Enforce)
+        }
+        fn guards(&self) -> (Vec<Target>, Vec<Target>) {
+            (self.allow.clone(), vec![])
+        }
+        fn push(
+            &self,
+            _swarm: &Swarm,
+            rules: &[PlannedRule],
+            superseded: &[(Site, Target)],
+        ) -> Result<PushOutcome, String> {
+            let mut alive = self.alive.lock().unwrap();
+            let mut out = PushOutcome::default();
+            for r in rules {
+                let id = alive.len() as u64 + 1;
+                alive.insert(id, true);
+                out.landed.push(Pushed {
+                    id,
+                    target: r.target,
+                    site: r.site,
+                    expires: SystemTime::now() + r.ttl,
+                });
+            }
+            self.pushes.lock().unwrap().push(rules.to_vec());
+            self.removed.lock().unwrap().extend_from_slice(superseded);
+            Ok(out)
+        }
+        fn in_force(&self, ids: &[u64]) -> Vec<bool> {
+            let alive = self.alive.lock().unwrap();
+            ids.iter()
+                .map(|id| alive.get(id).copied().unwrap_or(false))
+                .collect()
+        }
+    }
+
+    const SEC: u64 = 1_000_000_000;
+
+    fn ev(t: u64, src: IpAddr, path: &str, ua: &str) -> RequestEvent {
+        RequestEvent {
+            ts_ns: t,
+            src,
+            dst: "203.0.113.10".parse().unwrap(),
+            dst_port: 80,
+            kind: Kind::Http,
+            host: Some("shop.example".into()),
+            path: path.into(),
+            user_agent: Some(ua.into()),
+            referer: None,
+        }
+    }
+
+    fn bot(i: u8) -> IpAddr {
+        IpAddr::from([100, 64, (i / 4) * 2, i % 4 + 1])
+    }
+
+    /// 12 bots (4 per /24), 4 req/s each on two pages, and one browsing visitor in each of
+    /// their /24s (so no prefix collapses); from `from` s to `to` s.
+    fn attack(engine: &mut Engine, from: u64, to: u64, fake: &Fake, book: &Mutex<Book>) {
+        for s in from..to {
+            for k in 0..4 {
+                let t = s * SEC + k * SEC / 4;
+                for i in 0..12u8 {
+                    let page = if k % 2 == 0 {
+                        "/gallery/1"
+                    } else {
+                        "/gallery/2"
+                    };
+                    engine.observe(&ev(t + i as u64, bot(i), page, "bot/1.0"));
+                }
+            }
+            for n in 0..3u8 {
+                let visitor = IpAddr::from([100, 64, n * 2, 200]);
+                engine.observe(&ev(s * SEC + 1, visitor, "/", "browser"));
+                engine.observe(&ev(s * SEC + 2, visitor, "/style.css", "browser"));
+            }
+            engine.tick(s * SEC + SEC / 2, fake, book);
+        }
+    }
+
+    #[test]
+    fn enforce_pushes_each_member_once_scoped_to_the_site() {
+        let (fake, book) = (Fake::default(), Mutex::new(Book::default()));
+        let mut engine = Engine::new(&Settings::default());
+        attack(&mut engine, 0, 8, &fake, &book);
+        let pushes = fake.pushes.lock().unwrap();
+        let targets: Vec<Target> = pushes.iter().flatten().map(|r| r.target).collect();
+        assert_eq!(targets.len(), 12, "{targets:?}");
+        for i in 0..12 {
+            assert!(targets.contains(&Target::Addr(bot(i))));
+        }
+        for r in pushes.iter().flatten() {
+            assert_eq!(r.site, ("203.0.113.10".parse().unwrap(), 80));
+        }
+        let b = book.lock().unwrap();
+        let t = b.swarms.values().next().unwrap();
+        assert_eq!(t.state(), "blocked");
+        assert_eq!(t.rules.len(), 12);
+        assert!(t.blocked_ns.is_some());
+    }
+
+    #[test]
+    fn observe_mode_plans_and_enforce_pushes_the_plan() {
+        let (fake, book) = (Fake::default(), Mutex::new(Book::default()));
+        *fake.mode.lock().unwrap() = Some(Mode::Observe);
+        let mut engine = Engine::new(&Settings::default());
+        attack(&mut engine, 0, 8, &fake, &book);
+        assert!(fake.pushes.lock().unwrap().is_empty());
+        {
+            let b = book.lock().unwrap();
+            let t = b.swarms.values().next().unwrap();
+            assert_eq!(t.state(), "reported");
+            assert_eq!(t.planned.len(), 12);
+        }
+        *fake.mode.lock().unwrap() = Some(Mode::Enforce);
+        engine.tick(9 * SEC, &fake, &book);
+        assert_eq!(fake.pushes.lock().unwrap().concat().len(), 12);
+        assert_eq!(book.lock().unwrap().swarms[&1].state(), "blocked");
+    }
+
+    #[test]
+    fn an_expired_member_that_resumes_is_blocked_again_for_longer_a_pardoned_one_is_not() {
+        let (fake, book) = (Fake::default(), Mutex::new(Book::default()));
+        let mut engine = Engine::new(&Settings::default());
+        attack(&mut engine, 0, 8, &fake, &book);
+        let first: Vec<PlannedRule> = fake.pushes.lock().unwrap().concat();
+        // Rule 1 "expires" (its expiry moved to the past), rule 2 is deleted by an admin.
+        {
+            let mut b = book.lock().unwrap();
+            let t = b.swarms.get_mut(&1).unwrap();
+            t.rules[0].expires = SystemTime::now() - Duration::from_secs(5);
+            let mut alive = fake.alive.lock().unwrap();
+            alive.insert(t.rules[0].id, false);
+            alive.insert(t.rules[1].id, false);
+        }
+        let (expired, pardoned) = {
+            let b = book.lock().unwrap();
+            let t = &b.swarms[&1];
+            (t.rules[0].target, t.rules[1].target)
+        };
+        attack(&mut engine, 8, 12, &fake, &book);
+        let pushes = fake.pushes.lock().unwrap();
+        let again: Vec<&PlannedRule> = pushes.iter().flatten().skip(first.len()).collect();
+        assert_eq!(again.len(), 1, "{again:?}");
+        assert_eq!(again[0].target, expired);
+        let old_ttl = first.iter().find(|r| r.target == expired).unwrap().ttl;
+        assert_eq!(again[0].ttl, old_ttl * 2);
+        assert!(again.iter().all(|r| r.target != pardoned));
+        let b = book.lock().unwrap();
+        assert_eq!((b.swarms[&1].expired, b.swarms[&1].pardoned), (1, 1));
+    }
+
+    #[test]
+    fn allow_listed_members_are_refused_not_pushed() {
+        let fake = Fake {
+            allow: vec![Target::Addr(bot(0))],
+            ..Fake::default()
+        };
+        let book = Mutex::new(Book::default());
+        let mut engine = Engine::new(&Settings::default());
+        attack(&mut engine, 0, 8, &fake, &book);
+        let pushed: Vec<Target> = fake
+            .pushes
+            .lock()
+            .unwrap()
+            .concat()
+            .iter()
+            .map(|r| r.target)
+            .collect();
+        assert_eq!(pushed.len(), 11);
+        assert!(!pushed.contains(&Target::Addr(bot(0))));
+        let b = book.lock().unwrap();
+        assert!(
+            b.swarms[&1]
+                .refused
+                .iter()
+                .any(|(t, why)| *t == bot(0).to_string() && why.contains("allow")),
+            "{:?}",
+            b.swarms[&1].refused
+        );
+    }
+}
