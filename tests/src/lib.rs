@@ -11,6 +11,8 @@
 //! - [`web`]: real HTTP — a small image-heavy site served by hyper, legitimate browsers
 //!   (keep-alive, page then assets, `Referer`, think time) and a bot swarm (many sources, a new
 //!   connection per request, the same few pages, one `User-Agent`), every request's outcome kept.
+//! - [`swarm_lab`]: the whole story — an HTTP server behind the swarmwall daemon, visitors and a
+//!   bot swarm in three namespaces — for `cargo xtask lab` and the live test.
 //!
 //! This crate deliberately does not depend on `swarmwall`, so it builds before the eBPF
 //! toolchain is set up.
@@ -20,5 +22,6 @@
 pub mod netns;
 pub mod packets;
 pub mod scenarios;
+pub mod swarm_lab;
 pub mod traffic;
 pub mod web;

@@ -42,7 +42,7 @@ Examples:
   cargo xtask test               every test, as CI runs them (needs root for the kernel tests)
   cargo xtask test parse         only tests whose name contains \"parse\"
   cargo xtask lint               what to fix before sending a change
-  sudo -E cargo xtask lab        see swarmwall block real traffic in a throw-away lab
+  sudo -E cargo xtask lab        see swarmwall stop a bot swarm in a throw-away lab
   cargo xtask scenarios          write labelled traffic pcaps to target/scenarios"
 )]
 pub struct Cli {
@@ -100,20 +100,19 @@ pub enum Commands {
     /// linting it together with the host crates would unify features across the two.
     Lint,
 
-    /// See swarmwall block real traffic, in a throw-away lab of network namespaces. Needs root.
+    /// See swarmwall stop a bot swarm on a small web host, in a throw-away lab. Needs root.
     ///
-    /// Runs setup and builds swarmwall (release), then creates two network namespaces joined by
-    /// a veth pair: "server" (198.51.100.1, with a UDP sink counting datagrams per source) and
-    /// "clients" (198.51.100.2 plus sources .10-.14). It starts `swarmwall run --block
-    /// 198.51.100.13 --block 198.51.100.14 --json` on the server end of the veth, sends a paced
-    /// burst of UDP from every source (500 each over 3 s by default), stops swarmwall with
-    /// SIGINT, and prints per source: datagrams sent, packets XDP saw and dropped, datagrams the
-    /// sink received. The blocked sources must be 100% dropped and the others 100% delivered:
-    /// the last line is "lab: OK", or what does not add up (and the exit code is non-zero).
+    /// Runs setup and builds swarmwall (release), then creates three network namespaces: a
+    /// server (a real HTTP server on 198.51.100.1:80 and the swarmwall daemon, XDP on its two
+    /// veths), legitimate visitors browsing pages with their assets, and a swarm of 40 bots
+    /// (made-up addresses in 203.0.113.0/24) fetching the same two image-heavy pages over and
+    /// over. It shows `swarmwall swarms` and `swarmwall swarms show` once the daemon has blocked
+    /// the swarm, then a summary: requests served, bot requests dropped, time to block. The last
+    /// line is "lab: OK", or what does not add up (and the exit code is non-zero).
     ///
-    /// All traffic stays inside the two namespaces: documentation addresses, no default route,
-    /// no uplink, a bounded burst. The namespaces, the veth and swarmwall are removed on every
-    /// way out, Ctrl-C included.
+    /// All traffic stays inside the three namespaces: documentation addresses, no default
+    /// route, no uplink, no forwarding, bounded in requests and seconds. The namespaces, veths,
+    /// pins and the daemon are removed on every way out, Ctrl-C included.
     Lab(lab::LabArgs),
 
     /// Write labelled traffic scenarios as pcaps, for `swarmwall analyze` and its tests.
@@ -278,25 +277,26 @@ mod tests {
         match cli.command {
             Commands::Lab(args) => {
                 assert_eq!(
-                    (args.datagrams, args.seconds, args.no_build),
-                    (500, 3, false)
+                    (args.bots, args.visitors, args.seconds, args.no_build),
+                    (40, 6, 10, false)
                 );
             }
             other => panic!("parsed as {other:?}"),
         }
-        let cli = Cli::try_parse_from(["cargo xtask", "lab", "--datagrams", "50", "--no-build"]);
+        let cli = Cli::try_parse_from(["cargo xtask", "lab", "--bots", "50", "--no-build"]);
         assert!(matches!(
             cli.unwrap().command,
             Commands::Lab(lab::LabArgs {
-                datagrams: 50,
+                bots: 50,
                 no_build: true,
                 ..
             })
         ));
         for bad in [
-            ["--datagrams", "0"],
-            ["--datagrams", "1000000"],
+            ["--bots", "0"],
+            ["--bots", "100000"],
             ["--seconds", "600"],
+            ["--rps", "0"],
         ] {
             let args = ["cargo xtask", "lab"].into_iter().chain(bad);
             assert!(Cli::try_parse_from(args).is_err(), "{bad:?} accepted");

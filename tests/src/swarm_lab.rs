@@ -1,0 +1,465 @@
+//! The swarm lab: a small web host knocked about by a bot swarm, on one machine, with the real
+//! `swarmwall` daemon defending it. Used by `cargo xtask lab` (the demo) and by the live test.
+//!
+//! Three network namespaces:
+//! - *server*: an HTTP server ([`web::WebServer`]) on [`SERVER`]:80 and the swarmwall daemon,
+//!   its XDP program on both of the server's veths;
+//! - *visitors*: legitimate browsers, [`VISITOR_NET`] `.10` onwards;
+//! - *bots*: the swarm, [`BOT_NET`] `.10` onwards (made-up addresses that exist only here).
+//!
+//! Nothing has a default route and the server does not forward: the bots reach the server over
+//! their own veth through a /24 route, and the server's replies to them end in the bots'
+//! namespace — never on the host's network. The daemon's pins live on a BPF filesystem mounted
+//! for the lab; state, socket, config and log in a directory under `/run`. Dropping the lab stops
+//! the daemon (SIGTERM), removes its pins with `swarmwall down`, unmounts, and deletes the
+//! namespaces, also when a test fails.
+
+use std::{
+    fs,
+    net::{IpAddr, SocketAddr},
+    os::unix::process::CommandExt as _,
+    path::{Path, PathBuf},
+    process::{Command, Output, Stdio},
+    sync::atomic::{AtomicBool, AtomicU32, Ordering},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, Result, bail};
+use serde_json::Value;
+
+use crate::{
+    netns::{ChildGuard, NetNs, VethPair, add_addr},
+    web::{self, Browsing, Failure, Outcome, WebServer},
+};
+
+/// The web server's address (site `shop.example`).
+pub const SERVER: &str = "198.51.100.1";
+/// The server's address on the bots' side.
+pub const SERVER_BOT_SIDE: &str = "203.0.113.1";
+/// The visitors' network.
+pub const VISITOR_NET: &str = "198.51.100";
+/// The swarm's network (made-up sources, TEST-NET-3).
+pub const BOT_NET: &str = "203.0.113";
+/// The `Host` every client sends.
+pub const HOST: &str = "shop.example";
+/// The image-heavy pages the swarm hammers.
+pub const SWARM_PAGES: [&str; 2] = ["/gallery/1", "/gallery/2"];
+/// The swarm's User-Agent.
+pub const BOT_AGENT: &str = "Mozilla/5.0 (compatible; GalleryFetcher/2.1)";
+
+/// A daemon configuration for the lab: small maps (the lab needs few, and they load faster),
+/// defaults otherwise.
+pub const DAEMON_CONFIG: &str = "\
+# written for the swarmwall lab
+[maps]
+sources = 65536
+exact = 16384
+prefix = 4096
+allow = 1024
+rules = 20480
+cache = 4096
+";
+
+/// How much traffic, and when.
+#[derive(Clone, Debug)]
+pub struct Plan {
+    /// Legitimate visitors (at most 200).
+    pub visitors: usize,
+    /// Bots (at most 200).
+    pub bots: usize,
+    /// Requests per second per bot.
+    pub bot_rps: f64,
+    /// When the swarm starts, after the visitors.
+    pub bots_after: Duration,
+    /// How long the swarm runs.
+    pub bots_for: Duration,
+    /// How long the visitors browse.
+    pub browse_for: Duration,
+}
+
+impl Default for Plan {
+    fn default() -> Self {
+        Self {
+            visitors: 6,
+            bots: 40,
+            bot_rps: 4.0,
+            bots_after: Duration::from_secs(2),
+            bots_for: Duration::from_secs(10),
+            browse_for: Duration::from_secs(14),
+        }
+    }
+}
+
+/// Every request the clients made.
+#[derive(Debug, Default)]
+pub struct Traffic {
+    /// The visitors' requests.
+    pub visitors: Vec<Outcome>,
+    /// The bots' requests.
+    pub bots: Vec<Outcome>,
+    /// When the swarm started.
+    pub bots_started: Option<Instant>,
+}
+
+/// The lab. See the module documentation.
+pub struct SwarmLab {
+    daemon: Option<ChildGuard>,
+    web: WebServer,
+    links: [VethPair; 2],
+    /// The server's namespace.
+    pub server: NetNs,
+    /// The visitors' namespace.
+    pub visitors: NetNs,
+    /// The bots' namespace.
+    pub bots: NetNs,
+    /// The visitors' addresses.
+    pub visitor_addrs: Vec<IpAddr>,
+    /// The bots' addresses.
+    pub bot_addrs: Vec<IpAddr>,
+    root: PathBuf,
+    binary: PathBuf,
+}
+
+fn addrs(net: &str, n: usize) -> Vec<IpAddr> {
+    (0..n)
+        .filter_map(|i| format!("{net}.{}", 10 + i).parse().ok())
+        .collect()
+}
+
+impl SwarmLab {
+    /// Builds the namespaces, veths, addresses and routes, mounts a BPF filesystem for the pins
+    /// and starts the web server. `prefix` starts every namespace name (`{prefix}srv-PID-N`, and
+    /// `vis`, `bot`); `binary` is the `swarmwall` executable.
+    pub fn new(prefix: &str, binary: &Path, plan: &Plan) -> Result<SwarmLab> {
+        if plan.visitors > 200 || plan.bots > 200 {
+            bail!(
+                "the lab has room for 200 visitors and 200 bots (asked for {} and {})",
+                plan.visitors,
+                plan.bots
+            );
+        }
+        static N: AtomicU32 = AtomicU32::new(0);
+        let root = PathBuf::from(format!(
+            "/run/swarmwall-lab-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        let server = NetNs::new(&format!("{prefix}srv"))?;
+        let visitors = NetNs::new(&format!("{prefix}vis"))?;
+        let bots = NetNs::new(&format!("{prefix}bot"))?;
+        let to_visitors = VethPair::new(
+            &server,
+            &visitors,
+            &format!("{SERVER}/24"),
+            &format!("{VISITOR_NET}.2/24"),
+        )?;
+        let to_bots = VethPair::new(
+            &server,
+            &bots,
+            &format!("{SERVER_BOT_SIDE}/24"),
+            &format!("{BOT_NET}.2/24"),
+        )?;
+        let visitor_addrs = addrs(VISITOR_NET, plan.visitors);
+        let bot_addrs = addrs(BOT_NET, plan.bots);
+        for a in &visitor_addrs {
+            add_addr(&visitors, &to_visitors.iface_b, &format!("{a}/24"))?;
+        }
+        for a in &bot_addrs {
+            add_addr(&bots, &to_bots.iface_b, &format!("{a}/24"))?;
+        }
+        bots.run(&[
+            "ip",
+            "route",
+            "add",
+            &format!("{VISITOR_NET}.0/24"),
+            "via",
+            SERVER_BOT_SIDE,
+        ])?;
+        let web = WebServer::start(&server, SocketAddr::new(SERVER.parse()?, 80))?;
+        let lab = SwarmLab {
+            daemon: None,
+            web,
+            links: [to_visitors, to_bots],
+            server,
+            visitors,
+            bots,
+            visitor_addrs,
+            bot_addrs,
+            root,
+            binary: binary.to_path_buf(),
+        };
+        // From here on a failure drops `lab`, which undoes all of this.
+        fs::create_dir_all(lab.root.join("bpf"))
+            .with_context(|| format!("creating {}", lab.root.display()))?;
+        // Mounted before `ip netns exec` copies the mount table, so the daemon sees it (it
+        // hides /sys/fs/bpf) and the lab can remove what the daemon pinned.
+        let st = Command::new("mount")
+            .args(["-t", "bpf", "bpf"])
+            .arg(lab.root.join("bpf"))
+            .status()
+            .context("running mount")?;
+        if !st.success() {
+            bail!(
+                "mounting a BPF filesystem on {}",
+                lab.root.join("bpf").display()
+            );
+        }
+        Ok(lab)
+    }
+
+    /// The control socket.
+    pub fn socket(&self) -> PathBuf {
+        self.root.join("control.sock")
+    }
+
+    /// The daemon's log file.
+    pub fn log_path(&self) -> PathBuf {
+        self.root.join("daemon.log")
+    }
+
+    /// The daemon's log so far.
+    pub fn log(&self) -> String {
+        fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+
+    /// The server's interfaces (XDP is attached to both).
+    pub fn server_ifaces(&self) -> [&str; 2] {
+        [&self.links[0].iface_a, &self.links[1].iface_a]
+    }
+
+    /// The web server.
+    pub fn web(&self) -> &WebServer {
+        &self.web
+    }
+
+    /// Starts the daemon in the server namespace with `config` (TOML) and returns once its
+    /// control socket answers. It gets SIGTERM if this process dies without cleaning up.
+    pub fn start_daemon(&mut self, config: &str) -> Result<()> {
+        let config_path = self.root.join("config.toml");
+        fs::write(&config_path, config)
+            .with_context(|| format!("writing {}", config_path.display()))?;
+        let log = fs::File::create(self.log_path()).context("creating the daemon log")?;
+        let binary = self
+            .binary
+            .to_str()
+            .context("the binary path is not UTF-8")?;
+        let (socket, state, pins, cfg) = (
+            self.socket(),
+            self.root.join("state"),
+            self.root.join("bpf/sw"),
+            config_path,
+        );
+        let [if_v, if_b] = self.server_ifaces();
+        let argv = [
+            binary,
+            "--socket",
+            path_str(&socket)?,
+            "daemon",
+            "--config",
+            path_str(&cfg)?,
+            "-i",
+            if_v,
+            "-i",
+            if_b,
+            "--state-dir",
+            path_str(&state)?,
+            "--pin-dir",
+            path_str(&pins)?,
+        ];
+        let mut cmd = self.server.command(&argv);
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            // Its own process group: a Ctrl-C at the terminal reaches the lab, which then stops
+            // the daemon in order.
+            .process_group(0);
+        // SAFETY: prctl is async-signal-safe and changes only the child's own state.
+        unsafe {
+            cmd.pre_exec(|| {
+                nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGTERM)
+                    .map_err(std::io::Error::from)
+            });
+        }
+        let child = cmd.spawn().context("starting the swarmwall daemon")?;
+        self.daemon = Some(ChildGuard::new(child));
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if std::os::unix::net::UnixStream::connect(&socket).is_ok() {
+                return Ok(());
+            }
+            if let Some(d) = self.daemon.as_mut()
+                && let Some(status) = d.try_wait()?
+            {
+                bail!("the daemon exited ({status}); its log:\n{}", self.log());
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "the daemon did not come up in 30 s; its log:\n{}",
+                    self.log()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Runs the `swarmwall` CLI against the lab's daemon.
+    pub fn cli(&self, args: &[&str]) -> Result<Output> {
+        Command::new(&self.binary)
+            .arg("--socket")
+            .arg(self.socket())
+            .args(args)
+            .env_remove("SWARMWALL_SOCKET")
+            .stdin(Stdio::null())
+            .output()
+            .with_context(|| format!("running swarmwall {}", args.join(" ")))
+    }
+
+    /// Runs the CLI and returns its stdout; fails with its stderr unless it succeeds.
+    pub fn cli_ok(&self, args: &[&str]) -> Result<String> {
+        let o = self.cli(args)?;
+        if !o.status.success() {
+            bail!(
+                "swarmwall {} failed ({}): {}",
+                args.join(" "),
+                o.status,
+                String::from_utf8_lossy(&o.stderr).trim()
+            );
+        }
+        Ok(String::from_utf8_lossy(&o.stdout).into_owned())
+    }
+
+    /// Runs the CLI with `--json` and parses its answer.
+    pub fn cli_json(&self, args: &[&str]) -> Result<Value> {
+        let mut a = args.to_vec();
+        a.push("--json");
+        let out = self.cli_ok(&a)?;
+        serde_json::from_str(&out).with_context(|| format!("parsing the JSON of {a:?}: {out}"))
+    }
+
+    /// Runs the visitors and (after `plan.bots_after`) the swarm, and meanwhile `during` on
+    /// this thread; returns every request's outcome and what `during` returned. Bounded by the
+    /// plan's durations; `stop` ends it early.
+    pub fn run_traffic<T>(
+        &self,
+        plan: &Plan,
+        stop: &AtomicBool,
+        during: impl FnOnce() -> T,
+    ) -> Result<(Traffic, T)> {
+        let server = SocketAddr::new(SERVER.parse()?, 80);
+        let browsing = Browsing {
+            server,
+            host: HOST.into(),
+            sources: self.visitor_addrs.clone(),
+            duration: plan.browse_for,
+            connect_timeout: Duration::from_secs(1),
+        };
+        let swarm = web::Swarm {
+            server,
+            host: HOST.into(),
+            sources: self.bot_addrs.clone(),
+            pages: SWARM_PAGES.iter().map(|p| p.to_string()).collect(),
+            per_source_rps: plan.bot_rps,
+            duration: plan.bots_for,
+            connect_timeout: Duration::from_millis(500),
+            user_agent: BOT_AGENT.into(),
+        };
+        std::thread::scope(|scope| {
+            let visitors = scope.spawn(|| web::browse(&self.visitors, &browsing, stop));
+            let bots = scope.spawn(|| -> Result<(Vec<Outcome>, Option<Instant>)> {
+                let start = Instant::now() + plan.bots_after;
+                while Instant::now() < start {
+                    if stop.load(Ordering::Relaxed) {
+                        return Ok((Vec::new(), None));
+                    }
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                let started = Instant::now();
+                Ok((web::swarm(&self.bots, &swarm, stop)?, Some(started)))
+            });
+            let t = during();
+            let visitors = visitors
+                .join()
+                .map_err(|_| anyhow::anyhow!("the visitors' thread panicked"))??;
+            let (bots, bots_started) = bots
+                .join()
+                .map_err(|_| anyhow::anyhow!("the bots' thread panicked"))??;
+            Ok((
+                Traffic {
+                    visitors,
+                    bots,
+                    bots_started,
+                },
+                t,
+            ))
+        })
+    }
+
+    /// Stops the daemon with SIGTERM (it leaves the data plane pinned), waiting up to 10 s.
+    pub fn stop_daemon(&mut self) {
+        if let Some(mut d) = self.daemon.take() {
+            if let Ok(pid) = i32::try_from(d.id()) {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGTERM,
+                );
+            }
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while matches!(d.try_wait(), Ok(None)) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            // Dropping the guard kills it if it is still running.
+        }
+    }
+}
+
+fn path_str(p: &Path) -> Result<&str> {
+    p.to_str()
+        .with_context(|| format!("{} is not UTF-8", p.display()))
+}
+
+impl Drop for SwarmLab {
+    fn drop(&mut self) {
+        self.stop_daemon();
+        let _ = fs::remove_file(self.socket());
+        let _ = Command::new(&self.binary)
+            .arg("--socket")
+            .arg(self.socket())
+            .args(["down", "--pin-dir"])
+            .arg(self.root.join("bpf/sw"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+        let _ = Command::new("umount").arg(self.root.join("bpf")).status();
+        let _ = fs::remove_dir_all(&self.root);
+        // Then the fields: the web server stops, the veths and namespaces are deleted.
+    }
+}
+
+/// What the clients saw, counted.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Tally {
+    /// Requests made.
+    pub requests: u64,
+    /// Answered with a 2xx.
+    pub ok: u64,
+    /// Connection attempts that got no answer (a SYN dropped by XDP).
+    pub dropped: u64,
+    /// Other failures (refused, reset, timeouts while reading, non-2xx).
+    pub failed: u64,
+}
+
+impl Tally {
+    /// Counts `outcomes`, optionally only those at or after `since`.
+    pub fn of(outcomes: &[Outcome], since: Option<Instant>) -> Tally {
+        let mut t = Tally::default();
+        for o in outcomes.iter().filter(|o| since.is_none_or(|s| o.at >= s)) {
+            t.requests += 1;
+            match o.result {
+                Ok(code) if (200..300).contains(&code) => t.ok += 1,
+                Err(Failure::ConnectTimeout) => t.dropped += 1,
+                _ => t.failed += 1,
+            }
+        }
+        t
+    }
+}
