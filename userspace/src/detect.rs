@@ -148,6 +148,8 @@ pub struct Swarm {
     pub onset_ns: u64,
     /// When the evidence threshold was first met, event-time ns.
     pub detected_ns: u64,
+    /// The last tick at which members behaved as the swarm, event-time ns.
+    pub last_active_ns: u64,
     /// Requests per second to the swarm's pages at the last tick.
     pub rate_rps: f64,
     /// 0..1.
@@ -252,6 +254,29 @@ impl Detector {
     /// Swarms detected so far.
     pub fn swarms(&self) -> &[Swarm] {
         &self.swarms
+    }
+
+    /// Drops the swarms that have not been active for `idle` (event time `now_ns`) and returns
+    /// their ids. The swarm list stays bounded by the attacks of the recent past; if the same
+    /// sources come back later, that is a new swarm (the policy still remembers them).
+    pub fn retire(&mut self, idle: Duration, now_ns: u64) -> Vec<u64> {
+        let idle = idle.as_nanos() as u64;
+        let mut gone = Vec::new();
+        self.swarms.retain(|s| {
+            let keep = now_ns.saturating_sub(s.last_active_ns) <= idle;
+            if !keep {
+                gone.push(s.id);
+            }
+            keep
+        });
+        if !gone.is_empty() {
+            for st in self.sources.values_mut() {
+                if st.swarm.is_some_and(|id| gone.contains(&id)) {
+                    st.swarm = None;
+                }
+            }
+        }
+        gone
     }
 
     /// Feeds one request.
@@ -622,6 +647,7 @@ impl Detector {
                     let before = s.members.len();
                     s.members.extend(members.iter().copied());
                     s.active.extend(members.iter().copied());
+                    s.last_active_ns = now_ns;
                     for p in pages {
                         if !s.pages.contains(&p) {
                             s.pages.push(p);
@@ -652,6 +678,7 @@ impl Detector {
                         members,
                         onset_ns: onset,
                         detected_ns: now_ns,
+                        last_active_ns: now_ns,
                         rate_rps: rate,
                         confidence,
                         evidence,

@@ -76,7 +76,8 @@ pub struct Plan {
 /// The policy's memory: offences per source, rules already pushed, the rate limit.
 pub struct Policy {
     cfg: PolicyConfig,
-    offences: HashMap<IpAddr, u32>,
+    /// Offences per source, and the event time of the last one.
+    offences: HashMap<IpAddr, (u32, u64)>,
     covered: HashMap<(IpAddr, Site), ()>,
     /// Single-address rules pushed, per site: a later prefix rule replaces those inside it.
     singles: HashMap<Site, Vec<IpAddr>>,
@@ -219,7 +220,7 @@ impl Policy {
             }
             let offences = members
                 .iter()
-                .map(|m| *self.offences.get(m).unwrap_or(&0))
+                .map(|m| self.offences.get(m).map_or(0, |o| o.0))
                 .max()
                 .unwrap_or(0);
             let ttl = self
@@ -228,7 +229,8 @@ impl Policy {
                 .saturating_mul(1u32 << offences.min(16))
                 .min(self.cfg.max_ttl);
             for m in &members {
-                *self.offences.entry(*m).or_default() += 1;
+                let o = self.offences.entry(*m).or_default();
+                *o = (o.0 + 1, now_ns);
                 self.covered.insert((*m, swarm.site), ());
             }
             let singles = self.singles.entry(swarm.site).or_default();
@@ -258,6 +260,19 @@ impl Policy {
         plan
     }
 
+    /// Forgets offences older than twice the TTL cap (event time `now_ns`): a source that has
+    /// behaved that long starts over. Keeps the policy's memory bounded by recent offenders.
+    pub fn prune(&mut self, now_ns: u64) {
+        let keep_ns = self.cfg.max_ttl.saturating_mul(2).as_nanos() as u64;
+        self.offences
+            .retain(|_, (_, last)| now_ns.saturating_sub(*last) <= keep_ns);
+    }
+
+    /// Sources with offences on record.
+    pub fn offenders(&self) -> usize {
+        self.offences.len()
+    }
+
     /// Forgets that `target` is covered at `site` (its rule expired): a member inside it that
     /// resumes the attack is blocked again, for longer. Offence counts are kept.
     pub fn uncover(&mut self, site: Site, target: Target) {
@@ -269,5 +284,50 @@ impl Policy {
         if let Some(v) = self.prefixes.get_mut(&site) {
             v.retain(|n| *n != target.net());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn swarm(member: IpAddr) -> Swarm {
+        Swarm {
+            id: 1,
+            site: ("203.0.113.10".parse().unwrap(), 80),
+            pages: vec![],
+            members: [member].into(),
+            active: [member].into(),
+            onset_ns: 0,
+            detected_ns: 0,
+            last_active_ns: 0,
+            rate_rps: 0.0,
+            confidence: 1.0,
+            evidence: vec![],
+        }
+    }
+
+    #[test]
+    fn ttl_doubles_per_repeat_and_resets_once_offences_are_pruned() {
+        let cfg = PolicyConfig::default();
+        let (base, cap) = (cfg.base_ttl, cfg.max_ttl);
+        let mut p = Policy::new(cfg);
+        let det = Detector::new(crate::detect::DetectorConfig::default());
+        let bot: IpAddr = "192.0.2.7".parse().unwrap();
+        let s = swarm(bot);
+        let mut ttls = Vec::new();
+        for round in 0..3u64 {
+            let plan = p.plan(&s, &det, &[], &[], round * 1_000_000_000);
+            ttls.push(plan.rules[0].ttl);
+            // Covered until its rule expires: nothing new is planned meanwhile.
+            assert!(p.plan(&s, &det, &[], &[], round).rules.is_empty());
+            p.uncover(s.site, Target::Addr(bot));
+        }
+        assert_eq!(ttls, vec![base, base * 2, base * 4]);
+        assert_eq!(p.offenders(), 1);
+        let much_later = cap.saturating_mul(3).as_nanos() as u64;
+        p.prune(much_later);
+        assert_eq!(p.offenders(), 0);
+        assert_eq!(p.plan(&s, &det, &[], &[], much_later).rules[0].ttl, base);
     }
 }

@@ -136,8 +136,14 @@ pub struct Tracked {
     pub impact: f64,
 }
 
+const SEC_NS: u64 = 1_000_000_000;
+
 /// Refusals kept per swarm.
 pub const MAX_REFUSED: usize = 100;
+
+/// A swarm no member has behaved as for this long is retired: dropped from the detector, and
+/// from the book once none of its rules is in force or planned.
+pub const RETIRE_AFTER: Duration = Duration::from_secs(3600);
 
 impl Tracked {
     fn new(swarm: Swarm) -> Self {
@@ -192,6 +198,7 @@ pub struct Book {
 pub struct Engine {
     det: Detector,
     policy: Policy,
+    next_prune_ns: u64,
 }
 
 impl Engine {
@@ -200,6 +207,7 @@ impl Engine {
         Self {
             det: Detector::new(settings.detector.clone()),
             policy: Policy::new(settings.policy.clone()),
+            next_prune_ns: 0,
         }
     }
 
@@ -222,6 +230,18 @@ impl Engine {
         }
         let mut b = book.lock().unwrap_or_else(|p| p.into_inner());
         self.settle_rules(&mut b, enforcer);
+        if !self.det.retire(RETIRE_AFTER, now_ns).is_empty()
+            || b.swarms.len() > self.det.swarms().len()
+        {
+            let live: std::collections::BTreeSet<u64> =
+                self.det.swarms().iter().map(|s| s.id).collect();
+            b.swarms
+                .retain(|id, t| live.contains(id) || !t.rules.is_empty() || !t.planned.is_empty());
+        }
+        if now_ns >= self.next_prune_ns {
+            self.policy.prune(now_ns);
+            self.next_prune_ns = now_ns + 60 * SEC_NS;
+        }
         let (allow, own) = enforcer.guards();
         for s in self.det.swarms() {
             let t = b
@@ -603,6 +623,28 @@ mod tests {
         assert!(again.iter().all(|r| r.target != pardoned));
         let b = book.lock().unwrap();
         assert_eq!((b.swarms[&1].expired, b.swarms[&1].pardoned), (1, 1));
+    }
+
+    #[test]
+    fn idle_swarms_are_retired_once_their_rules_are_gone() {
+        let (fake, book) = (Fake::default(), Mutex::new(Book::default()));
+        let mut engine = Engine::new(&Settings::default());
+        attack(&mut engine, 0, 8, &fake, &book);
+        let later = 8 * SEC + RETIRE_AFTER.as_nanos() as u64 + SEC;
+        engine.tick(later, &fake, &book);
+        // Retired by the detector, but its rules are still in force: the book keeps it.
+        assert!(engine.det.swarms().is_empty());
+        assert_eq!(book.lock().unwrap().swarms.len(), 1);
+        for alive in fake.alive.lock().unwrap().values_mut() {
+            *alive = false;
+        }
+        for t in book.lock().unwrap().swarms.values_mut() {
+            for r in &mut t.rules {
+                r.expires = SystemTime::now();
+            }
+        }
+        engine.tick(later + SEC, &fake, &book);
+        assert!(book.lock().unwrap().swarms.is_empty());
     }
 
     #[test]
