@@ -1196,6 +1196,12 @@ fn cli_other_listings() {
         let o = h.cli(args);
         assert_eq!(o.status.code(), Some(0), "{args:?}: {}", text(&o.stderr));
     }
+    let o = h.cli(&["status"]);
+    assert!(
+        text(&o.stdout).contains("swarms:      1 detected, 1 blocked now"),
+        "{}",
+        text(&o.stdout)
+    );
     let top = h.fake.state.lock().unwrap().last_top.clone().unwrap();
     assert_eq!((top.by.as_deref(), top.window_s), (Some("drops"), Some(60)));
     let o = h.cli(&["top", "--watch"]);

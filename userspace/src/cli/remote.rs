@@ -55,10 +55,13 @@ pub async fn status(client: &Client, json: bool) -> Result<()> {
     if json {
         return print_raw(client, "/v1/status").await;
     }
-    emit(&render_status(&client.status().await?))
+    let status = client.status().await?;
+    // An older daemon without /v1/swarms still gets its status shown.
+    let swarms = client.swarms().await.ok();
+    emit(&render_status(&status, swarms.as_ref()))
 }
 
-fn render_status(s: &Status) -> String {
+fn render_status(s: &Status, swarms: Option<&SwarmsView>) -> String {
     let mut o = String::new();
     let _ = writeln!(
         o,
@@ -89,6 +92,18 @@ fn render_status(s: &Status) -> String {
         s.rules.exact, s.rules.prefix
     );
     let _ = writeln!(o, "allow list:  {} entries", s.allow);
+    if let Some(v) = swarms {
+        let blocked = v.swarms.iter().filter(|s| s.state == "blocked").count();
+        let line = if v.pipeline.enabled {
+            format!(
+                "{} detected, {blocked} blocked now (`swarmwall swarms`)",
+                v.swarms.len()
+            )
+        } else {
+            "detection off ([swarm] enabled = false)".into()
+        };
+        let _ = writeln!(o, "swarms:      {line}");
+    }
     let _ = writeln!(o, "pinned at:   {}{adopted}", s.pin_dir);
     if !s.stats.is_empty() {
         let _ = writeln!(o, "counters:");
