@@ -353,6 +353,9 @@ pub struct SwarmView {
 pub struct PipelineView {
     /// Whether swarm detection runs (`[swarm] enabled`).
     pub enabled: bool,
+    /// Why detection stopped, if one of its threads failed (the daemon keeps enforcing).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
     /// Samples read from the kernel's ring buffer.
     pub samples: u64,
     /// HTTP requests and TLS hellos parsed from them.

@@ -94,7 +94,9 @@ fn render_status(s: &Status, swarms: Option<&SwarmsView>) -> String {
     let _ = writeln!(o, "allow list:  {} entries", s.allow);
     if let Some(v) = swarms {
         let blocked = v.swarms.iter().filter(|s| s.state == "blocked").count();
-        let line = if v.pipeline.enabled {
+        let line = if let Some(e) = &v.pipeline.error {
+            format!("detection stopped: {e}")
+        } else if v.pipeline.enabled {
             format!(
                 "{} detected, {blocked} blocked now (`swarmwall swarms`)",
                 v.swarms.len()
@@ -471,6 +473,9 @@ fn pages_line(s: &SwarmView) -> String {
 }
 
 fn pipeline_line(p: &PipelineView) -> String {
+    if let Some(e) = &p.error {
+        return format!("swarm detection stopped: {e}; rules already pushed stay in force\n");
+    }
     if !p.enabled {
         return "swarm detection is off ([swarm] enabled = false in the config)\n".into();
     }

@@ -929,6 +929,7 @@ impl Control for Daemon {
                 .collect(),
             pipeline: PipelineView {
                 enabled: book.enabled,
+                error: book.error.clone(),
                 samples: c.samples.load(Ordering::Relaxed),
                 requests: c.requests.load(Ordering::Relaxed),
                 unparsed: c.unparsed.load(Ordering::Relaxed),

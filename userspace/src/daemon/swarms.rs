@@ -192,6 +192,34 @@ pub struct Book {
     pub tracked_sources: usize,
     /// Whether the pipeline runs.
     pub enabled: bool,
+    /// Why it stopped, if a thread failed.
+    pub error: Option<String>,
+}
+
+impl Book {
+    fn fail(book: &Mutex<Book>, why: String) {
+        tracing::error!("swarm detection stopped: {why}; rules already in the kernel stay");
+        let mut b = book.lock().unwrap_or_else(|p| p.into_inner());
+        b.enabled = false;
+        b.error.get_or_insert(why);
+    }
+}
+
+/// Marks the pipeline failed if its thread unwinds (a bug), so the API says so.
+struct PanicWatch<'a> {
+    book: &'a Mutex<Book>,
+    thread: &'static str,
+}
+
+impl Drop for PanicWatch<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            Book::fail(
+                self.book,
+                format!("the {} thread panicked (see the log)", self.thread),
+            );
+        }
+    }
 }
 
 /// The detector thread's state: detector, policy and the book they fill.
@@ -351,16 +379,31 @@ impl Pipeline {
         let (prod, cons) = HeapRb::<RequestEvent>::new(settings.queue.max(1)).split();
         book.lock().unwrap_or_else(|p| p.into_inner()).enabled = true;
         let reader_thread = {
-            let (stop, counters) = (Arc::clone(&stop), Arc::clone(&counters));
+            let (stop, counters, book) =
+                (Arc::clone(&stop), Arc::clone(&counters), Arc::clone(&book));
             std::thread::Builder::new()
                 .name("sw-l7-reader".into())
-                .spawn(move || read_loop(reader, prod, &counters, &stop))?
+                .spawn(move || {
+                    let _watch = PanicWatch {
+                        book: &book,
+                        thread: "L7 reader",
+                    };
+                    if let Err(e) = read_loop(reader, prod, &counters, &stop) {
+                        Book::fail(&book, format!("waiting on the L7 ring buffer: {e}"));
+                    }
+                })?
         };
         let detector_thread = {
             let stop = Arc::clone(&stop);
             std::thread::Builder::new()
                 .name("sw-detector".into())
-                .spawn(move || detect_loop(cons, &*enforcer, &settings, &book, &stop))?
+                .spawn(move || {
+                    let _watch = PanicWatch {
+                        book: &book,
+                        thread: "swarm detector",
+                    };
+                    detect_loop(cons, &*enforcer, &settings, &book, &stop)
+                })?
         };
         Ok(Self {
             stop,
@@ -386,7 +429,7 @@ fn read_loop(
     mut queue: impl ringbuf::traits::Producer<Item = RequestEvent>,
     counters: &Counters,
     stop: &AtomicBool,
-) {
+) -> std::io::Result<()> {
     use std::os::fd::AsRawFd as _;
     let fd = reader.fd().as_raw_fd();
     while !stop.load(Ordering::Relaxed) {
@@ -398,12 +441,11 @@ fn read_loop(
         // SAFETY: one valid pollfd for the duration of the call; the ring buffer's fd lives as
         // long as `reader`.
         let r = unsafe { libc::poll(&mut pfd, 1, POLL_MS) };
-        if r < 0 && std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted {
-            tracing::error!(
-                "waiting on the L7 ring buffer: {}; swarm detection stops",
-                std::io::Error::last_os_error()
-            );
-            return;
+        if r < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.kind() != std::io::ErrorKind::Interrupted {
+                return Err(e);
+            }
         }
         while let Some(sample) = reader.next_event() {
             counters.samples.fetch_add(1, Ordering::Relaxed);
@@ -419,6 +461,7 @@ fn read_loop(
             }
         }
     }
+    Ok(())
 }
 
 /// Events the detector takes from the queue before it checks whether a tick is due.
@@ -645,6 +688,32 @@ mod tests {
         }
         engine.tick(later + SEC, &fake, &book);
         assert!(book.lock().unwrap().swarms.is_empty());
+    }
+
+    #[test]
+    fn a_thread_that_panics_marks_detection_stopped() {
+        let book = Arc::new(Mutex::new(Book {
+            enabled: true,
+            ..Book::default()
+        }));
+        let b = Arc::clone(&book);
+        let r = std::thread::spawn(move || {
+            let _watch = PanicWatch {
+                book: &b,
+                thread: "swarm detector",
+            };
+            panic!("a bug");
+        })
+        .join();
+        assert!(r.is_err());
+        let b = book.lock().unwrap();
+        assert!(!b.enabled);
+        assert!(
+            b.error
+                .as_deref()
+                .unwrap()
+                .contains("swarm detector thread panicked")
+        );
     }
 
     #[test]
