@@ -3,7 +3,8 @@
 //!
 //! Three network namespaces:
 //! - *server*: an HTTP server ([`web::WebServer`]) on [`SERVER`]:80 and the swarmwall daemon,
-//!   its XDP program on both of the server's veths;
+//!   its XDP program on both of the server's veths; a neighbour's site on [`NEIGHBOUR`]:80 (a
+//!   multi-tenant host: the swarm's rules must leave it alone);
 //! - *visitors*: legitimate browsers, [`VISITOR_NET`] `.10` onwards;
 //! - *bots*: the swarm, [`BOT_NET`] `.10` onwards (made-up addresses that exist only here).
 //!
@@ -34,6 +35,10 @@ use crate::{
 
 /// The web server's address (site `shop.example`).
 pub const SERVER: &str = "198.51.100.1";
+/// The neighbour's site on the same host (`blog.example`), which the swarm does not attack.
+pub const NEIGHBOUR: &str = "198.51.100.3";
+/// The neighbour's `Host`.
+pub const NEIGHBOUR_HOST: &str = "blog.example";
 /// The server's address on the bots' side.
 pub const SERVER_BOT_SIDE: &str = "203.0.113.1";
 /// The visitors' network.
@@ -105,6 +110,7 @@ pub struct Traffic {
 pub struct SwarmLab {
     daemon: Option<ChildGuard>,
     web: WebServer,
+    neighbour: WebServer,
     links: [VethPair; 2],
     /// The server's namespace.
     pub server: NetNs,
@@ -175,10 +181,13 @@ impl SwarmLab {
             "via",
             SERVER_BOT_SIDE,
         ])?;
+        add_addr(&server, &to_visitors.iface_a, &format!("{NEIGHBOUR}/24"))?;
         let web = WebServer::start(&server, SocketAddr::new(SERVER.parse()?, 80))?;
+        let neighbour = WebServer::start(&server, SocketAddr::new(NEIGHBOUR.parse()?, 80))?;
         let lab = SwarmLab {
             daemon: None,
             web,
+            neighbour,
             links: [to_visitors, to_bots],
             server,
             visitors,
@@ -230,6 +239,38 @@ impl SwarmLab {
     /// The web server.
     pub fn web(&self) -> &WebServer {
         &self.web
+    }
+
+    /// The neighbour's web server.
+    pub fn neighbour(&self) -> &WebServer {
+        &self.neighbour
+    }
+
+    /// One request for `path` from `src` (a visitor's or a bot's address) to `server`:80 with
+    /// `Host: host` — what a single client sees, e.g. a blocked bot trying the neighbour's site.
+    pub fn probe(&self, src: IpAddr, server: &str, host: &str, path: &str) -> Result<Outcome> {
+        let ns = if self.bot_addrs.contains(&src) {
+            &self.bots
+        } else if self.visitor_addrs.contains(&src) {
+            &self.visitors
+        } else {
+            bail!("{src} is neither a visitor nor a bot of this lab");
+        };
+        let one = web::Swarm {
+            server: SocketAddr::new(server.parse()?, 80),
+            host: host.into(),
+            sources: vec![src],
+            pages: vec![path.into()],
+            // One request: the first goes out at once, the next would be due after the run.
+            per_source_rps: 1.0,
+            duration: Duration::from_millis(900),
+            connect_timeout: Duration::from_millis(500),
+            user_agent: BOT_AGENT.into(),
+        };
+        web::swarm(ns, &one, &AtomicBool::new(false))?
+            .into_iter()
+            .next()
+            .with_context(|| format!("no request went out from {src} to {server}"))
     }
 
     /// Starts the daemon in the server namespace with `config` (TOML) and returns once its

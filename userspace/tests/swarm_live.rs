@@ -15,7 +15,7 @@ use std::{
 use serde_json::Value;
 use swarmwall_integration::{
     require_root,
-    swarm_lab::{DAEMON_CONFIG, Plan, SERVER, SwarmLab, Tally},
+    swarm_lab::{DAEMON_CONFIG, HOST, NEIGHBOUR, NEIGHBOUR_HOST, Plan, SERVER, SwarmLab, Tally},
     web::Failure,
 };
 
@@ -145,6 +145,16 @@ fn a_live_swarm_is_blocked_within_a_second_and_visitors_keep_getting_200s() {
         late.ok * 50 <= late.requests,
         "bots still served after the block: {late:?}"
     );
+    // Surgical: a blocked bot still reaches the neighbour's site on the same host, not this one.
+    let bot = lab.bot_addrs[0];
+    let other = lab.probe(bot, NEIGHBOUR, NEIGHBOUR_HOST, "/").unwrap();
+    assert_eq!(
+        other.result,
+        Ok(200),
+        "the neighbour's site was blocked too"
+    );
+    let this = lab.probe(bot, SERVER, HOST, "/").unwrap();
+    assert_eq!(this.result, Err(Failure::ConnectTimeout), "{this:?}");
     // The web server agrees: no visitor missing, no bot served after the block.
     let served = lab.web().served();
     for v in &lab.visitor_addrs {

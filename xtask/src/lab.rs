@@ -34,7 +34,8 @@ use serde_json::Value;
 use swarmwall_integration::{
     netns::NETNS_DIR,
     swarm_lab::{
-        BOT_NET, DAEMON_CONFIG, HOST, Plan, SERVER, SWARM_PAGES, SwarmLab, Tally, VISITOR_NET,
+        BOT_NET, DAEMON_CONFIG, HOST, NEIGHBOUR, NEIGHBOUR_HOST, Plan, SERVER, SWARM_PAGES,
+        SwarmLab, Tally, VISITOR_NET,
     },
     web::{Failure, Outcome},
 };
@@ -203,6 +204,10 @@ fn run_lab(binary: &std::path::Path, plan: &Plan, stop: &AtomicBool) -> Result<V
         lab.server.name()
     );
     println!(
+        "lab:{:42}and a neighbour's site, http://{NEIGHBOUR_HOST}/ on {NEIGHBOUR}:80",
+        ""
+    );
+    println!(
         "lab:   visitors  netns {:<22} {} browsers, {VISITOR_NET}.10 onwards",
         lab.visitors.name(),
         plan.visitors
@@ -235,7 +240,27 @@ fn run_lab(binary: &std::path::Path, plan: &Plan, stop: &AtomicBool) -> Result<V
     println!("lab: traffic over after {:.1} s", elapsed.as_secs_f64());
     let swarms = lab.cli_json(&["swarms"])?;
     let rules = lab.cli_json(&["block", "list"])?;
-    let checks = summarize(&lab, plan, &traffic, &swarms, &rules);
+    let mut checks = summarize(&lab, plan, &traffic, &swarms, &rules);
+    // Surgical: a blocked bot still reaches the neighbour's site on the same host.
+    if let Some(bot) = lab.bot_addrs.first().copied() {
+        let other = lab.probe(bot, NEIGHBOUR, NEIGHBOUR_HOST, "/")?;
+        let this = lab.probe(bot, SERVER, HOST, "/")?;
+        let show = |o: &Outcome| match o.result {
+            Ok(code) => format!("HTTP {code}"),
+            Err(e) => e.to_string(),
+        };
+        println!(
+            "  scope     bot {bot} now: http://{HOST}/ → {}; the neighbour's http://{NEIGHBOUR_HOST}/ → {}\n",
+            show(&this),
+            show(&other)
+        );
+        if other.result != Ok(200) {
+            checks.push(format!("the neighbour's site was blocked for {bot} too"));
+        }
+        if this.result != Err(Failure::ConnectTimeout) {
+            checks.push(format!("{bot} still reaches {HOST} after the block"));
+        }
+    }
     Ok(checks)
 }
 
@@ -386,7 +411,6 @@ fn summarize(
     } else {
         problems.push("no bot request was ever dropped".into());
     }
-    println!();
     if !innocent.is_empty() {
         problems.push(format!("non-bots in the swarm: {innocent:?}"));
     }
