@@ -6,7 +6,9 @@
 //!   its XDP program on both of the server's veths; a neighbour's site on [`NEIGHBOUR`]:80 (a
 //!   multi-tenant host: the swarm's rules must leave it alone);
 //! - *visitors*: legitimate browsers, [`VISITOR_NET`] `.10` onwards;
-//! - *bots*: the swarm, [`BOT_NET`] `.10` onwards (made-up addresses that exist only here).
+//! - *bots*: the swarm, [`BOT_NET`] `.10` onwards (made-up addresses that exist only here),
+//!   and optionally IPv6 bots in [`BOT_NET6`]`/64`, which attack the site's IPv6 address
+//!   [`SERVER6`].
 //!
 //! Nothing has a default route and the server does not forward: the bots reach the server over
 //! their own veth through a /24 route, and the server's replies to them end in the bots'
@@ -39,6 +41,12 @@ pub const SERVER: &str = "198.51.100.1";
 pub const NEIGHBOUR: &str = "198.51.100.3";
 /// The neighbour's `Host`.
 pub const NEIGHBOUR_HOST: &str = "blog.example";
+/// The site's IPv6 address (on the visitors' side, like [`SERVER`]).
+pub const SERVER6: &str = "2001:db8:5::1";
+/// The server's IPv6 address on the bots' side.
+pub const SERVER6_BOT_SIDE: &str = "2001:db8:b::1";
+/// The IPv6 swarm's /64 (made-up sources inside the documentation prefix).
+pub const BOT_NET6: &str = "2001:db8:bad::";
 /// The server's address on the bots' side.
 pub const SERVER_BOT_SIDE: &str = "203.0.113.1";
 /// The visitors' network.
@@ -72,6 +80,8 @@ pub struct Plan {
     pub visitors: usize,
     /// Bots (at most 200).
     pub bots: usize,
+    /// IPv6 bots (at most 200), attacking [`SERVER6`] like the others attack [`SERVER`].
+    pub bots6: usize,
     /// Requests per second per bot.
     pub bot_rps: f64,
     /// When the swarm starts, after the visitors.
@@ -87,6 +97,7 @@ impl Default for Plan {
         Self {
             visitors: 6,
             bots: 40,
+            bots6: 0,
             bot_rps: 4.0,
             bots_after: Duration::from_secs(2),
             bots_for: Duration::from_secs(10),
@@ -110,6 +121,7 @@ pub struct Traffic {
 pub struct SwarmLab {
     daemon: Option<ChildGuard>,
     web: WebServer,
+    web6: WebServer,
     neighbour: WebServer,
     links: [VethPair; 2],
     /// The server's namespace.
@@ -120,7 +132,7 @@ pub struct SwarmLab {
     pub bots: NetNs,
     /// The visitors' addresses.
     pub visitor_addrs: Vec<IpAddr>,
-    /// The bots' addresses.
+    /// The bots' addresses, IPv4 then IPv6.
     pub bot_addrs: Vec<IpAddr>,
     root: PathBuf,
     binary: PathBuf,
@@ -137,11 +149,13 @@ impl SwarmLab {
     /// and starts the web server. `prefix` starts every namespace name (`{prefix}srv-PID-N`, and
     /// `vis`, `bot`); `binary` is the `swarmwall` executable.
     pub fn new(prefix: &str, binary: &Path, plan: &Plan) -> Result<SwarmLab> {
-        if plan.visitors > 200 || plan.bots > 200 {
+        if plan.visitors > 200 || plan.bots > 200 || plan.bots6 > 200 {
             bail!(
-                "the lab has room for 200 visitors and 200 bots (asked for {} and {})",
+                "the lab has room for 200 visitors and 200 bots of each family (asked for {}, {} \
+                 and {})",
                 plan.visitors,
-                plan.bots
+                plan.bots,
+                plan.bots6
             );
         }
         static N: AtomicU32 = AtomicU32::new(0);
@@ -166,13 +180,42 @@ impl SwarmLab {
             &format!("{BOT_NET}.2/24"),
         )?;
         let visitor_addrs = addrs(VISITOR_NET, plan.visitors);
-        let bot_addrs = addrs(BOT_NET, plan.bots);
+        let mut bot_addrs = addrs(BOT_NET, plan.bots);
         for a in &visitor_addrs {
             add_addr(&visitors, &to_visitors.iface_b, &format!("{a}/24"))?;
         }
         for a in &bot_addrs {
             add_addr(&bots, &to_bots.iface_b, &format!("{a}/24"))?;
         }
+        // IPv6: the site's address and the visitors' side on one /64, the bots' link on
+        // another, the bots' own /64 routed over it (so the server sees a remote /64).
+        add_addr(&server, &to_visitors.iface_a, &format!("{SERVER6}/64"))?;
+        add_addr(&visitors, &to_visitors.iface_b, "2001:db8:5::2/64")?;
+        add_addr(&server, &to_bots.iface_a, &format!("{SERVER6_BOT_SIDE}/64"))?;
+        add_addr(&bots, &to_bots.iface_b, "2001:db8:b::2/64")?;
+        for i in 0..plan.bots6 {
+            let a: IpAddr = format!("{BOT_NET6}{:x}", 0x10 + i).parse()?;
+            add_addr(&bots, &to_bots.iface_b, &format!("{a}/64"))?;
+            bot_addrs.push(a);
+        }
+        server.run(&[
+            "ip",
+            "-6",
+            "route",
+            "add",
+            &format!("{BOT_NET6}/64"),
+            "via",
+            "2001:db8:b::2",
+        ])?;
+        bots.run(&[
+            "ip",
+            "-6",
+            "route",
+            "add",
+            "2001:db8:5::/64",
+            "via",
+            SERVER6_BOT_SIDE,
+        ])?;
         bots.run(&[
             "ip",
             "route",
@@ -184,9 +227,11 @@ impl SwarmLab {
         add_addr(&server, &to_visitors.iface_a, &format!("{NEIGHBOUR}/24"))?;
         let web = WebServer::start(&server, SocketAddr::new(SERVER.parse()?, 80))?;
         let neighbour = WebServer::start(&server, SocketAddr::new(NEIGHBOUR.parse()?, 80))?;
+        let web6 = WebServer::start(&server, SocketAddr::new(SERVER6.parse()?, 80))?;
         let lab = SwarmLab {
             daemon: None,
             web,
+            web6,
             neighbour,
             links: [to_visitors, to_bots],
             server,
@@ -239,6 +284,11 @@ impl SwarmLab {
     /// The web server.
     pub fn web(&self) -> &WebServer {
         &self.web
+    }
+
+    /// The web server on the site's IPv6 address.
+    pub fn web6(&self) -> &WebServer {
+        &self.web6
     }
 
     /// The neighbour's web server.
@@ -394,16 +444,25 @@ impl SwarmLab {
             duration: plan.browse_for,
             connect_timeout: Duration::from_secs(1),
         };
-        let swarm = web::Swarm {
+        let swarm_on = |server: SocketAddr, v6: bool| web::Swarm {
             server,
             host: HOST.into(),
-            sources: self.bot_addrs.clone(),
+            sources: self
+                .bot_addrs
+                .iter()
+                .filter(|a| a.is_ipv6() == v6)
+                .copied()
+                .collect(),
             pages: SWARM_PAGES.iter().map(|p| p.to_string()).collect(),
             per_source_rps: plan.bot_rps,
             duration: plan.bots_for,
             connect_timeout: Duration::from_millis(500),
             user_agent: BOT_AGENT.into(),
         };
+        let swarms = [
+            swarm_on(server, false),
+            swarm_on(SocketAddr::new(SERVER6.parse()?, 80), true),
+        ];
         std::thread::scope(|scope| {
             let visitors = scope.spawn(|| web::browse(&self.visitors, &browsing, stop));
             let bots = scope.spawn(|| -> Result<(Vec<Outcome>, Option<Instant>)> {
@@ -415,7 +474,24 @@ impl SwarmLab {
                     std::thread::sleep(Duration::from_millis(20));
                 }
                 let started = Instant::now();
-                Ok((web::swarm(&self.bots, &swarm, stop)?, Some(started)))
+                // Each family's bots on its own thread, against the site's address in it.
+                let mut all = Vec::new();
+                std::thread::scope(|inner| -> Result<()> {
+                    let handles: Vec<_> = swarms
+                        .iter()
+                        .filter(|s| !s.sources.is_empty())
+                        .map(|s| inner.spawn(move || web::swarm(&self.bots, s, stop)))
+                        .collect();
+                    for h in handles {
+                        all.extend(
+                            h.join()
+                                .map_err(|_| anyhow::anyhow!("a bots' thread panicked"))??,
+                        );
+                    }
+                    Ok(())
+                })?;
+                all.sort_by_key(|o| o.at);
+                Ok((all, Some(started)))
             });
             let t = during();
             let visitors = visitors

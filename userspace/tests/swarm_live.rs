@@ -15,7 +15,10 @@ use std::{
 use serde_json::Value;
 use swarmwall_integration::{
     require_root,
-    swarm_lab::{DAEMON_CONFIG, HOST, NEIGHBOUR, NEIGHBOUR_HOST, Plan, SERVER, SwarmLab, Tally},
+    swarm_lab::{
+        BOT_NET6, DAEMON_CONFIG, HOST, NEIGHBOUR, NEIGHBOUR_HOST, Plan, SERVER, SERVER6, SwarmLab,
+        Tally,
+    },
     web::Failure,
 };
 
@@ -25,6 +28,7 @@ fn plan() -> Plan {
     Plan {
         visitors: 4,
         bots: 24,
+        bots6: 0,
         bot_rps: 5.0,
         bots_after: Duration::from_secs(1),
         bots_for: Duration::from_secs(7),
@@ -195,4 +199,52 @@ fn observe_mode_reports_the_swarm_and_enforce_then_pushes_its_plan() {
     assert!(!blocked["rules"].as_array().unwrap().is_empty());
     assert!(blocked["planned"].as_array().unwrap().is_empty());
     check_visitors_served(&Tally::of(&traffic.visitors, None), &lab);
+}
+
+#[test]
+fn an_ipv6_swarm_filling_its_own_64_is_blocked_as_one_prefix() {
+    require_root!();
+    let plan = Plan {
+        bots: 0,
+        bots6: 16,
+        ..plan()
+    };
+    let mut lab = SwarmLab::new("swl-v6-", BIN.as_ref(), &plan).unwrap();
+    lab.start_daemon(DAEMON_CONFIG).unwrap();
+    let (traffic, ()) = lab
+        .run_traffic(&plan, &AtomicBool::new(false), || ())
+        .unwrap();
+
+    let v = lab.cli_json(&["swarms"]).unwrap();
+    let swarms = v["swarms"].as_array().unwrap();
+    assert_eq!(swarms.len(), 1, "{v:#}\ndaemon log:\n{}", lab.log());
+    let s = &swarms[0];
+    assert_eq!(s["site"], format!("[{SERVER6}]:80"));
+    let bots: BTreeSet<String> = lab.bot_addrs.iter().map(IpAddr::to_string).collect();
+    assert_eq!(strings(&s["members"]), bots);
+    // Every source ever seen from 2001:db8:bad::/64 is a member: one prefix rule, and the
+    // single-address rules pushed before the last members joined are gone.
+    let rules = lab.cli_json(&["block", "list"]).unwrap();
+    let targets: Vec<&str> = rules
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["target"].as_str().unwrap())
+        .collect();
+    assert_eq!(targets, [format!("{BOT_NET6}/64")], "{rules:#}");
+    assert_eq!(rules[0]["scope"]["dst"], SERVER6);
+    assert_eq!(rules[0]["scope"]["port"], 80);
+    check_visitors_served(&Tally::of(&traffic.visitors, None), &lab);
+    let first_drop = traffic
+        .bots
+        .iter()
+        .filter(|o| o.result == Err(Failure::ConnectTimeout))
+        .map(|o| o.at)
+        .min()
+        .expect("no IPv6 bot request was ever dropped");
+    let late = Tally::of(
+        &traffic.bots,
+        Some(first_drop + Duration::from_millis(1500)),
+    );
+    assert!(late.requests > 0 && late.ok == 0, "{late:?}");
 }

@@ -72,6 +72,7 @@ impl LabArgs {
         Plan {
             visitors: self.visitors.into(),
             bots: self.bots.into(),
+            bots6: 0,
             bot_rps: self.rps.into(),
             bots_after: Duration::from_secs(2),
             bots_for: Duration::from_secs(self.seconds),
