@@ -336,6 +336,7 @@ fn fake_swarm() -> SwarmView {
             why: "covered by the allow list".into(),
         }],
         rules_pushed: 2,
+        changes: vec![3],
         impact: 0.0,
     }
 }
@@ -1241,6 +1242,7 @@ fn cli_lists_and_shows_swarms() {
         "198.51.100.21",
         "ids 4-5",
         "3 ms after detection",
+        "swarmwall rules undo 3",
         "covered by the allow list",
         "2 sources each sent",
     ] {

@@ -159,6 +159,27 @@ fn a_live_swarm_is_blocked_within_a_second_and_visitors_keep_getting_200s() {
     );
     let this = lab.probe(bot, SERVER, HOST, "/").unwrap();
     assert_eq!(this.result, Err(Failure::ConnectTimeout), "{this:?}");
+    // Journaled and reversible: undoing the swarm's changes removes its rules (a pardon).
+    let changes: Vec<u64> = s["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c.as_u64().unwrap())
+        .collect();
+    assert!(!changes.is_empty(), "{s:#}");
+    let history = lab.cli_json(&["rules", "history"]).unwrap();
+    for c in &changes {
+        let entry = history
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|h| h["id"] == *c)
+            .unwrap();
+        assert_eq!(entry["actor"], "swarmwall", "{entry}");
+        lab.cli_ok(&["rules", "undo", &c.to_string()]).unwrap();
+    }
+    let left = lab.cli_json(&["block", "list"]).unwrap();
+    assert_eq!(left.as_array().map(Vec::len), Some(0), "{left:#}");
     // The web server agrees: no visitor missing, no bot served after the block.
     let served = lab.web().served();
     for v in &lab.visitor_addrs {

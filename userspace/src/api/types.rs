@@ -344,6 +344,9 @@ pub struct SwarmView {
     pub refused: Vec<RefusedView>,
     /// Rules pushed over its life (including expired ones).
     pub rules_pushed: usize,
+    /// The journal changes that pushed them: `swarmwall rules undo ID` reverts one.
+    #[serde(default)]
+    pub changes: Vec<u64>,
     /// Share of recent legitimate requests its last plan would have dropped (the impact preview).
     pub impact: f64,
 }

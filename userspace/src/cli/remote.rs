@@ -583,6 +583,15 @@ fn render_swarm(s: &SwarmView, now: SystemTime) -> String {
         fmt::si_u64(s.dropped),
         s.rules_pushed
     );
+    if !s.changes.is_empty() {
+        let ids: Vec<String> = s.changes.iter().map(u64::to_string).collect();
+        let _ = writeln!(
+            o,
+            "  changes     {} (revert with `swarmwall rules undo {}`)",
+            ids.join(", "),
+            ids.last().map_or("ID", String::as_str)
+        );
+    }
     let _ = writeln!(o, "  evidence");
     for e in &s.evidence {
         let _ = writeln!(o, "    - {e}");

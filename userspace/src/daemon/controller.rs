@@ -429,6 +429,7 @@ impl Inner {
         }
         if !ops.is_empty() {
             let change = self.commit_apply(SWARM_ACTOR, Some(&reason), ops, None)?;
+            out.change = Some(change.id);
             tracing::info!(
                 swarm = swarm.id,
                 change = change.id,
@@ -553,6 +554,7 @@ impl Daemon {
                 })
                 .collect(),
             rules_pushed: t.pushed_total,
+            changes: t.changes.clone(),
             impact: t.impact,
         }
     }

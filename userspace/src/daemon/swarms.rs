@@ -92,6 +92,8 @@ pub struct PushOutcome {
     pub landed: Vec<Pushed>,
     /// Rules the daemon's guards refused, with why.
     pub refused: Vec<(String, String)>,
+    /// The journal change that holds them, if anything changed.
+    pub change: Option<u64>,
 }
 
 /// Where planned rules go: the daemon (journal first, then kernel), or a test double.
@@ -126,6 +128,8 @@ pub struct Tracked {
     pub refused: Vec<(String, String)>,
     /// Rules pushed over its life.
     pub pushed_total: usize,
+    /// The journal changes that pushed them (each undoable).
+    pub changes: Vec<u64>,
     /// Rules that expired.
     pub expired: usize,
     /// Rules removed by someone else (delete, undo) before they expired.
@@ -154,6 +158,7 @@ impl Tracked {
             superseded: Vec::new(),
             refused: Vec::new(),
             pushed_total: 0,
+            changes: Vec::new(),
             expired: 0,
             pardoned: 0,
             blocked_ns: None,
@@ -319,6 +324,7 @@ impl Engine {
                             .any(|(site, tg)| p.site == *site && p.target == *tg)
                     });
                     t.pushed_total += out.landed.len();
+                    t.changes.extend(out.change);
                     if !out.landed.is_empty() && t.blocked_ns.is_none() {
                         t.blocked_ns = Some(monotonic_ns());
                     }
