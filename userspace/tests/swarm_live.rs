@@ -269,3 +269,33 @@ fn an_ipv6_swarm_filling_its_own_64_is_blocked_as_one_prefix() {
     );
     assert!(late.requests > 0 && late.ok == 0, "{late:?}");
 }
+
+#[test]
+fn a_crowd_of_new_visitors_loading_pages_with_their_assets_is_not_a_swarm() {
+    require_root!();
+    // A flash crowd: 60 new visitors at once, each loading the site's few pages (the same two
+    // galleries the bots want, among them) with their images, styles and scripts.
+    let plan = Plan {
+        visitors: 60,
+        bots: 0,
+        bots6: 0,
+        browse_for: Duration::from_secs(6),
+        ..plan()
+    };
+    let mut lab = SwarmLab::new("swl-crowd-", BIN.as_ref(), &plan).unwrap();
+    lab.start_daemon(DAEMON_CONFIG).unwrap();
+    let (traffic, ()) = lab
+        .run_traffic(&plan, &AtomicBool::new(false), || ())
+        .unwrap();
+    // Let the detector see the end of it.
+    std::thread::sleep(Duration::from_millis(600));
+    let v = lab.cli_json(&["swarms"]).unwrap();
+    assert!(
+        v["pipeline"]["requests"].as_u64().unwrap() >= traffic.visitors.len() as u64 / 2,
+        "the daemon saw too few of the crowd's requests to judge: {v:#}"
+    );
+    assert_eq!(v["swarms"].as_array().map(Vec::len), Some(0), "{v:#}");
+    let rules = lab.cli_json(&["block", "list"]).unwrap();
+    assert_eq!(rules.as_array().map(Vec::len), Some(0), "{rules:#}");
+    check_visitors_served(&Tally::of(&traffic.visitors, None), &lab);
+}
