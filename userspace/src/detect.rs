@@ -24,6 +24,7 @@ use std::{
     time::Duration,
 };
 
+use hashbrown::HashTable;
 use rustc_hash::FxHashMap;
 
 use crate::l7::{Kind, RequestEvent};
@@ -163,7 +164,11 @@ pub struct Detector {
     cfg: DetectorConfig,
     sources: FxHashMap<IpAddr, SourceState>,
     pages: Vec<PageState>,
-    page_ids: FxHashMap<Page, u32>,
+    /// Page ids by a hash of the page: lookups borrow the event's strings, and the page itself
+    /// lives once, in `pages`. The hash has a random seed per detector (foldhash) because
+    /// paths are chosen by whoever sends the requests.
+    page_index: HashTable<u32>,
+    page_hasher: foldhash::fast::RandomState,
     free_pages: Vec<u32>,
     swarms: Vec<Swarm>,
     next_swarm: u64,
@@ -207,6 +212,21 @@ fn is_asset(path: &str) -> bool {
         || path.starts_with("/assets/")
 }
 
+/// The page index's hash: the same for a `Page` and for the borrowed parts of an event.
+fn hash_page(
+    hasher: &foldhash::fast::RandomState,
+    site: Site,
+    host: Option<&str>,
+    path: &str,
+) -> u64 {
+    use std::hash::{BuildHasher as _, Hash as _, Hasher as _};
+    let mut h = hasher.build_hasher();
+    site.hash(&mut h);
+    host.hash(&mut h);
+    path.hash(&mut h);
+    h.finish()
+}
+
 fn fx(s: &str) -> u64 {
     use std::hash::{BuildHasher as _, Hasher as _};
     let mut h = rustc_hash::FxBuildHasher.build_hasher();
@@ -221,7 +241,8 @@ impl Detector {
             cfg,
             sources: FxHashMap::default(),
             pages: Vec::new(),
-            page_ids: FxHashMap::default(),
+            page_index: HashTable::new(),
+            page_hasher: foldhash::fast::RandomState::default(),
             free_pages: Vec::new(),
             swarms: Vec::new(),
             next_swarm: 1,
@@ -358,40 +379,53 @@ impl Detector {
     }
 
     fn page_id(&mut self, ev: &RequestEvent) -> u32 {
+        let site = (ev.dst, ev.dst_port);
+        let host = ev.host.as_deref();
+        let hash = hash_page(&self.page_hasher, site, host, &ev.path);
+        let pages = &self.pages;
+        let same = |id: &u32| {
+            let p = &pages[*id as usize].page;
+            p.site == site && p.host.as_deref() == host && p.path == ev.path
+        };
+        if let Some(id) = self.page_index.find(hash, same) {
+            return *id;
+        }
         let key = Page {
-            site: (ev.dst, ev.dst_port),
+            site,
             host: ev.host.clone(),
             path: ev.path.clone(),
         };
-        if let Some(id) = self.page_ids.get(&key) {
-            return *id;
+        if self.pages.len() >= self.cfg.max_pages_tracked && self.free_pages.is_empty() {
+            self.evict_pages();
         }
-        if self.pages.len() >= self.cfg.max_pages_tracked {
-            if self.free_pages.is_empty() {
-                self.evict_pages();
-            }
-            if let Some(i) = self.free_pages.pop() {
+        let id = match self.free_pages.pop() {
+            Some(i) => {
                 let slot = &mut self.pages[i as usize];
-                slot.page = key.clone();
+                slot.page = key;
                 slot.generation = slot.generation.wrapping_add(1);
                 slot.count = 0.0;
                 slot.last_ns = ev.ts_ns;
                 slot.baseline_rps = 0.0;
                 slot.hot_since_ns = None;
-                self.page_ids.insert(key, i);
-                return i;
+                i
             }
-        }
-        let id = self.pages.len() as u32;
-        self.pages.push(PageState {
-            page: key.clone(),
-            generation: 0,
-            count: 0.0,
-            last_ns: ev.ts_ns,
-            baseline_rps: 0.0,
-            hot_since_ns: None,
+            None => {
+                self.pages.push(PageState {
+                    page: key,
+                    generation: 0,
+                    count: 0.0,
+                    last_ns: ev.ts_ns,
+                    baseline_rps: 0.0,
+                    hot_since_ns: None,
+                });
+                (self.pages.len() - 1) as u32
+            }
+        };
+        let (pages, hasher) = (&self.pages, &self.page_hasher);
+        self.page_index.insert_unique(hash, id, |i| {
+            let p = &pages[*i as usize].page;
+            hash_page(hasher, p.site, p.host.as_deref(), &p.path)
         });
-        self.page_ids.insert(key, id);
         id
     }
 
@@ -413,8 +447,11 @@ impl Detector {
         let nth = n - 1;
         by_age.select_nth_unstable(nth);
         for (_, i) in by_age.into_iter().take(n) {
-            let old = self.pages[i as usize].page.clone();
-            self.page_ids.remove(&old);
+            let p = &self.pages[i as usize].page;
+            let hash = hash_page(&self.page_hasher, p.site, p.host.as_deref(), &p.path);
+            if let Ok(entry) = self.page_index.find_entry(hash, |x| *x == i) {
+                entry.remove();
+            }
             self.free_pages.push(i);
         }
     }
