@@ -26,6 +26,7 @@ use std::{
 
 use hashbrown::HashTable;
 use rustc_hash::FxHashMap;
+use smallvec::SmallVec;
 
 use crate::l7::{Kind, RequestEvent};
 
@@ -123,7 +124,7 @@ struct SourceState {
     requests: f64,
     assets: f64,
     other_pages: f64,
-    pages: Vec<PageCount>,
+    pages: SmallVec<[PageCount; MAX_TRACKED_PAGES]>,
     /// Site most of its requests go to (the last one seen).
     site: Option<Site>,
     user_agent: u64,
