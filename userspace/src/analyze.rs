@@ -57,8 +57,10 @@ pub struct SwarmOut {
     pub onset: String,
     /// 0..1.
     pub confidence: f64,
-    /// The attacked site, `address:port`.
+    /// The attacked site, `address:port` (the one most members attack).
     pub site: String,
+    /// Every address of the site it attacks (IPv4 and IPv6 of one `Host` are one swarm).
+    pub sites: Vec<String>,
     /// When the evidence threshold was met (capture time).
     pub detected: String,
     /// Why.
@@ -265,17 +267,22 @@ pub fn analyze_events(events: impl IntoIterator<Item = RequestEvent>, opts: &Opt
         .map(|s| SwarmOut {
             id: s.id,
             pages: s
-                .pages
-                .iter()
-                .map(|p| PageOut {
-                    host: p.host.clone(),
-                    path: p.path.clone(),
+                .page_names()
+                .into_iter()
+                .map(|(host, path)| PageOut {
+                    host: host.map(String::from),
+                    path: path.into(),
                 })
                 .collect(),
             members: s.members.iter().map(|m| m.to_string()).collect(),
             onset: rfc3339(s.onset_ns),
             confidence: (s.confidence * 1000.0).round() / 1000.0,
-            site: format!("{}", std::net::SocketAddr::new(s.site.0, s.site.1)),
+            site: std::net::SocketAddr::from(s.site).to_string(),
+            sites: s
+                .sites
+                .iter()
+                .map(|x| std::net::SocketAddr::from(*x).to_string())
+                .collect(),
             detected: rfc3339(s.detected_ns),
             evidence: s.evidence.clone(),
         })

@@ -8,7 +8,9 @@
 //! 1. a source is a *candidate* when, within the window, it made at least `min_requests`
 //!    requests, at least `concentration` of them to at most `max_pages` pages, at least
 //!    `min_repeat` requests per page on average, and almost no asset requests;
-//! 2. candidates of one site are clustered by the pages they share (union-find over pages);
+//! 2. candidates are clustered by the pages they share (union-find over pages); pages of one
+//!    site on several addresses (IPv4 and IPv6, the same `Host` and path) count as one, so a
+//!    dual-stack site under attack is one swarm (each member keeps the address it attacked);
 //! 3. a cluster with at least `min_members` sources whose pages are hot (rate well above their
 //!    baseline) is a swarm. Swarms keep their id across ticks and only gain members.
 //!
@@ -19,7 +21,7 @@
 //! recently active are evicted.
 
 use std::{
-    collections::{BTreeSet, HashMap},
+    collections::{BTreeMap, BTreeSet, HashMap},
     net::IpAddr,
     time::Duration,
 };
@@ -137,8 +139,13 @@ struct SourceState {
 pub struct Swarm {
     /// Stable id.
     pub id: u64,
-    /// The attacked site.
+    /// The attacked site: the one most members attack (see `sites`).
     pub site: Site,
+    /// Every site it attacks, `site` first: one site's addresses (IPv4 and IPv6, ports) when
+    /// its pages carry the same `Host`.
+    pub sites: Vec<Site>,
+    /// The site each member attacks (its rules are scoped to that one).
+    pub member_site: BTreeMap<IpAddr, Site>,
     /// The pages it hammers.
     pub pages: Vec<Page>,
     /// Member sources (every source ever clustered into the swarm).
@@ -158,6 +165,21 @@ pub struct Swarm {
     pub confidence: f64,
     /// Why: the features that decided it, for humans.
     pub evidence: Vec<String>,
+}
+
+impl Swarm {
+    /// Its pages by name (`Host`, path), each once: a site on several addresses has one page
+    /// per address, and the admin wants to read each name once.
+    pub fn page_names(&self) -> Vec<(Option<&str>, &str)> {
+        let mut names: Vec<(Option<&str>, &str)> = Vec::with_capacity(self.pages.len());
+        for p in &self.pages {
+            let name = (p.host.as_deref(), p.path.as_str());
+            if !names.contains(&name) {
+                names.push(name);
+            }
+        }
+        names
+    }
 }
 
 /// The detector.
@@ -211,6 +233,17 @@ fn is_asset(path: &str) -> bool {
         )
     ) || path.starts_with("/static/")
         || path.starts_with("/assets/")
+}
+
+/// The sites of a swarm, the one with most members first (ties: the lower address).
+fn sites_by_members(member_site: &BTreeMap<IpAddr, Site>) -> Vec<Site> {
+    let mut count: BTreeMap<Site, usize> = BTreeMap::new();
+    for site in member_site.values() {
+        *count.entry(*site).or_default() += 1;
+    }
+    let mut sites: Vec<(Site, usize)> = count.into_iter().collect();
+    sites.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    sites.into_iter().map(|(s, _)| s).collect()
 }
 
 /// The page index's hash: the same for a `Page` and for the borrowed parts of an event.
@@ -586,10 +619,29 @@ impl Detector {
                 parent.insert(r, root);
             }
         }
-        let mut clusters: HashMap<(Site, u32), Vec<usize>> = HashMap::new();
+        // One site on several addresses (IPv4 and IPv6, or ports): its pages share `Host` and
+        // path, and the sources hammering them are one swarm. Pages without a `Host` stay apart.
+        let mut by_name: HashMap<(&str, &str), u32> = HashMap::new();
+        let ids: Vec<u32> = parent.keys().copied().collect();
+        for id in ids {
+            let page = &self.pages[id as usize].page;
+            let Some(host) = page.host.as_deref() else {
+                continue;
+            };
+            match by_name.entry((host, page.path.as_str())) {
+                std::collections::hash_map::Entry::Vacant(v) => {
+                    v.insert(id);
+                }
+                std::collections::hash_map::Entry::Occupied(o) => {
+                    let (a, b) = (find(&mut parent, id), find(&mut parent, *o.get()));
+                    parent.insert(a, b);
+                }
+            }
+        }
+        let mut clusters: HashMap<u32, Vec<usize>> = HashMap::new();
         for (i, c) in cands.iter().enumerate() {
             let root = find(&mut parent, c.pages[0]);
-            clusters.entry((c.site, root)).or_default().push(i);
+            clusters.entry(root).or_default().push(i);
         }
 
         // 3. Clusters big enough are swarms: new, or merged into the swarm sharing a page.
@@ -597,11 +649,20 @@ impl Detector {
         for s in &mut self.swarms {
             s.active.clear();
         }
-        for ((site, _), idx) in clusters {
+        for idx in clusters.into_values() {
             let members: BTreeSet<IpAddr> = idx.iter().map(|i| cands[*i].addr).collect();
             if members.len() < self.cfg.min_members {
                 continue;
             }
+            let member_site: BTreeMap<IpAddr, Site> = idx
+                .iter()
+                .map(|i| (cands[*i].addr, cands[*i].site))
+                .collect();
+            let sites = sites_by_members(&member_site);
+            let names: Vec<String> = sites
+                .iter()
+                .map(|s| std::net::SocketAddr::from(*s).to_string())
+                .collect();
             let page_ids: BTreeSet<u32> = idx
                 .iter()
                 .flat_map(|i| cands[*i].pages.iter().copied())
@@ -648,14 +709,13 @@ impl Detector {
                 .clamp(0.0, 1.0);
             let evidence = vec![
                 format!(
-                    "{} sources each sent >= {:.0} requests in the last {}s (mean {:.0}) to <= {} pages of {}:{}",
+                    "{} sources each sent >= {:.0} requests in the last {}s (mean {:.0}) to <= {} pages of {}",
                     members.len(),
                     self.cfg.min_requests,
                     self.cfg.window.as_secs(),
                     mean_req,
                     self.cfg.max_pages,
-                    site.0,
-                    site.1
+                    names.join(" and ")
                 ),
                 format!(
                     ">= {:.0}% of each source's requests go to those pages, >= {:.0} repeats per page, <= {:.0}% sub-resource requests",
@@ -678,13 +738,18 @@ impl Detector {
             let existing = self
                 .swarms
                 .iter()
-                .position(|s| s.site == site && s.pages.iter().any(|p| pages.contains(p)));
+                .position(|s| s.pages.iter().any(|p| pages.contains(p)));
             match existing {
                 Some(k) => {
                     let s = &mut self.swarms[k];
                     let before = s.members.len();
                     s.members.extend(members.iter().copied());
                     s.active.extend(members.iter().copied());
+                    s.member_site.extend(member_site);
+                    s.sites = sites_by_members(&s.member_site);
+                    if let Some(first) = s.sites.first() {
+                        s.site = *first;
+                    }
                     s.last_active_ns = now_ns;
                     for p in pages {
                         if !s.pages.contains(&p) {
@@ -710,7 +775,9 @@ impl Detector {
                 None => {
                     let s = Swarm {
                         id: self.next_swarm,
-                        site,
+                        site: sites[0],
+                        sites,
+                        member_site,
                         pages,
                         active: members.clone(),
                         members,

@@ -118,14 +118,19 @@ impl Policy {
     ) -> Plan {
         let mut plan = Plan::default();
         let protected = |ip: IpAddr| allow.iter().chain(own).find(|t| t.contains(ip)).copied();
-        let mut fresh: Vec<IpAddr> = Vec::new();
-        let site_prefixes = self.prefixes.get(&swarm.site).cloned().unwrap_or_default();
+        let site_of = |m: &IpAddr| swarm.member_site.get(m).copied().unwrap_or(swarm.site);
+        let mut fresh: Vec<(Site, IpAddr)> = Vec::new();
         for m in &swarm.active {
-            if self.covered.contains_key(&(*m, swarm.site)) {
+            let site = site_of(m);
+            if self.covered.contains_key(&(*m, site)) {
                 continue;
             }
-            if site_prefixes.iter().any(|n| n.contains(m)) {
-                self.covered.insert((*m, swarm.site), ());
+            if self
+                .prefixes
+                .get(&site)
+                .is_some_and(|v| v.iter().any(|n| n.contains(m)))
+            {
+                self.covered.insert((*m, site), ());
                 continue;
             }
             if let Some(t) = protected(*m) {
@@ -135,7 +140,7 @@ impl Policy {
                 ));
                 continue;
             }
-            fresh.push(*m);
+            fresh.push((site, *m));
         }
         if fresh.is_empty() {
             return plan;
@@ -149,17 +154,23 @@ impl Policy {
                 e.1 += 1;
             }
         }
-        let mut by_prefix: BTreeMap<IpNet, Vec<IpAddr>> = BTreeMap::new();
-        for m in &fresh {
-            by_prefix.entry(prefix_of(*m)).or_default().push(*m);
+        // Rules are scoped to the site each member attacks: group by site, then by prefix.
+        let mut by_prefix: BTreeMap<(Site, IpNet), Vec<IpAddr>> = BTreeMap::new();
+        for (site, m) in &fresh {
+            by_prefix
+                .entry((*site, prefix_of(*m)))
+                .or_default()
+                .push(*m);
         }
-        // A prefix whose earlier members already have single rules can still collapse now
-        // (every source seen in it turned out to be a member): count them in.
-        let site_singles = self.singles.get(&swarm.site).cloned().unwrap_or_default();
-        let mut targets: Vec<(Target, Vec<IpAddr>)> = Vec::new();
-        for (net, ms) in by_prefix {
+        let mut targets: Vec<(Site, Target, Vec<IpAddr>)> = Vec::new();
+        for ((site, net), ms) in by_prefix {
             let (n_seen, n_members) = seen.get(&net).copied().unwrap_or((0, 0));
-            let earlier = site_singles.iter().filter(|a| net.contains(*a)).count();
+            // A prefix whose earlier members already have single rules can still collapse now
+            // (every source seen in it turned out to be a member): count them in.
+            let earlier = self
+                .singles
+                .get(&site)
+                .map_or(0, |v| v.iter().filter(|a| net.contains(*a)).count());
             let safe = n_seen == n_members
                 && n_members.max(ms.len() + earlier) >= self.cfg.collapse_min
                 && !allow
@@ -167,19 +178,24 @@ impl Policy {
                     .chain(own)
                     .any(|t| net.contains(&t.net()) || t.net().contains(&net));
             if safe {
-                targets.push((Target::Net(net), ms));
+                targets.push((site, Target::Net(net), ms));
             } else {
-                targets.extend(ms.into_iter().map(|m| (Target::Addr(m), vec![m])));
+                targets.extend(ms.into_iter().map(|m| (site, Target::Addr(m), vec![m])));
             }
         }
-        // Impact preview: requests from non-members to this site covered by the targets.
+        // Impact preview: requests from non-members to the attacked sites that the targets
+        // would drop.
         let (mut covered_load, mut legit_load) = (0.0, 0.0);
         for (addr, site, load) in detector.sources() {
-            if site != Some(swarm.site) || swarm.members.contains(&addr) {
+            let Some(site) = site else { continue };
+            if !swarm.sites.contains(&site) || swarm.members.contains(&addr) {
                 continue;
             }
             legit_load += load;
-            if targets.iter().any(|(t, _)| t.contains(addr)) {
+            if targets
+                .iter()
+                .any(|(s, t, _)| *s == site && t.contains(addr))
+            {
                 covered_load += load;
             }
         }
@@ -207,7 +223,7 @@ impl Policy {
         {
             self.recent.pop_front();
         }
-        for (target, members) in targets {
+        for (site, target, members) in targets {
             if self.recent.len() >= self.cfg.max_rules_per_minute {
                 plan.refused.push((
                     target.to_string(),
@@ -231,16 +247,16 @@ impl Policy {
             for m in &members {
                 let o = self.offences.entry(*m).or_default();
                 *o = (o.0 + 1, now_ns);
-                self.covered.insert((*m, swarm.site), ());
+                self.covered.insert((*m, site), ());
             }
-            let singles = self.singles.entry(swarm.site).or_default();
+            let singles = self.singles.entry(site).or_default();
             match target {
                 Target::Addr(a) => singles.push(a),
                 Target::Net(net) => {
-                    self.prefixes.entry(swarm.site).or_default().push(net);
+                    self.prefixes.entry(site).or_default().push(net);
                     singles.retain(|a| {
                         if net.contains(a) {
-                            plan.superseded.push((swarm.site, Target::Addr(*a)));
+                            plan.superseded.push((site, Target::Addr(*a)));
                             false
                         } else {
                             true
@@ -251,7 +267,7 @@ impl Policy {
             self.recent.push_back(now_ns);
             plan.rules.push(PlannedRule {
                 target,
-                site: swarm.site,
+                site,
                 proto: Proto::Tcp,
                 ttl,
                 swarm: swarm.id,
@@ -295,6 +311,8 @@ mod tests {
         Swarm {
             id: 1,
             site: ("203.0.113.10".parse().unwrap(), 80),
+            sites: vec![("203.0.113.10".parse().unwrap(), 80)],
+            member_site: BTreeMap::new(),
             pages: vec![],
             members: [member].into(),
             active: [member].into(),

@@ -313,6 +313,7 @@ fn fake_swarm() -> SwarmView {
     SwarmView {
         id: 7,
         site: "203.0.113.10:80".into(),
+        sites: vec!["203.0.113.10:80".into(), "[2001:db8::10]:80".into()],
         state: "blocked".into(),
         pages: vec![PageView {
             host: Some("shop.example".into()),
@@ -1243,6 +1244,7 @@ fn cli_lists_and_shows_swarms() {
         "ids 4-5",
         "3 ms after detection",
         "swarmwall rules undo 3",
+        "[2001:db8::10]:80",
         "covered by the allow list",
         "2 sources each sent",
     ] {

@@ -223,10 +223,11 @@ fn observe_mode_reports_the_swarm_and_enforce_then_pushes_its_plan() {
 }
 
 #[test]
-fn an_ipv6_swarm_filling_its_own_64_is_blocked_as_one_prefix() {
+fn a_dual_stack_swarm_is_one_swarm_scoped_per_address_with_its_64_as_one_rule() {
     require_root!();
+    // 12 bots attack the site's IPv4 address, 16 from one /64 its IPv6 address.
     let plan = Plan {
-        bots: 0,
+        bots: 12,
         bots6: 16,
         ..plan()
     };
@@ -236,25 +237,46 @@ fn an_ipv6_swarm_filling_its_own_64_is_blocked_as_one_prefix() {
         .run_traffic(&plan, &AtomicBool::new(false), || ())
         .unwrap();
 
+    // One site (one Host) on two addresses: one swarm.
     let v = lab.cli_json(&["swarms"]).unwrap();
     let swarms = v["swarms"].as_array().unwrap();
     assert_eq!(swarms.len(), 1, "{v:#}\ndaemon log:\n{}", lab.log());
     let s = &swarms[0];
-    assert_eq!(s["site"], format!("[{SERVER6}]:80"));
+    assert_eq!(
+        strings(&s["sites"]),
+        [format!("{SERVER}:80"), format!("[{SERVER6}]:80")].into()
+    );
     let bots: BTreeSet<String> = lab.bot_addrs.iter().map(IpAddr::to_string).collect();
     assert_eq!(strings(&s["members"]), bots);
-    // Every source ever seen from 2001:db8:bad::/64 is a member: one prefix rule, and the
-    // single-address rules pushed before the last members joined are gone.
+
+    // Each member's rule is scoped to the address it attacked. Every source ever seen from
+    // 2001:db8:bad::/64 is a member: one prefix rule, and any single-address rules pushed
+    // before the last of them joined are gone. 203.0.113.0/24 holds the server's own address
+    // on that link, so its bots stay single rules.
     let rules = lab.cli_json(&["block", "list"]).unwrap();
-    let targets: Vec<&str> = rules
-        .as_array()
-        .unwrap()
+    let rules = rules.as_array().unwrap();
+    let mut v6: Vec<&Value> = rules
         .iter()
-        .map(|r| r["target"].as_str().unwrap())
+        .filter(|r| r["scope"]["dst"] == SERVER6)
         .collect();
-    assert_eq!(targets, [format!("{BOT_NET6}/64")], "{rules:#}");
-    assert_eq!(rules[0]["scope"]["dst"], SERVER6);
-    assert_eq!(rules[0]["scope"]["port"], 80);
+    assert_eq!(v6.len(), 1, "{rules:#?}");
+    let net = v6.pop().unwrap();
+    assert_eq!(net["target"], format!("{BOT_NET6}/64"));
+    assert_eq!(net["scope"]["port"], 80);
+    let v4: BTreeSet<String> = rules
+        .iter()
+        .filter(|r| r["scope"]["dst"] == SERVER)
+        .map(|r| r["target"].as_str().unwrap().to_owned())
+        .collect();
+    let v4_bots: BTreeSet<String> = lab
+        .bot_addrs
+        .iter()
+        .filter(|a| a.is_ipv4())
+        .map(IpAddr::to_string)
+        .collect();
+    assert_eq!(v4, v4_bots);
+    assert_eq!(rules.len(), 1 + v4_bots.len());
+
     check_visitors_served(&Tally::of(&traffic.visitors, None), &lab);
     let first_drop = traffic
         .bots
@@ -262,7 +284,7 @@ fn an_ipv6_swarm_filling_its_own_64_is_blocked_as_one_prefix() {
         .filter(|o| o.result == Err(Failure::ConnectTimeout))
         .map(|o| o.at)
         .min()
-        .expect("no IPv6 bot request was ever dropped");
+        .expect("no bot request was ever dropped");
     let late = Tally::of(
         &traffic.bots,
         Some(first_drop + Duration::from_millis(1500)),

@@ -306,8 +306,12 @@ pub struct RefusedView {
 pub struct SwarmView {
     /// Swarm id (rules pushed for it name it in their reason).
     pub id: u64,
-    /// The attacked site, `address:port`.
+    /// The attacked site, `address:port` (the one most members attack).
     pub site: String,
+    /// Every address of the site it attacks: one site's IPv4 and IPv6 addresses (or ports)
+    /// when its pages carry the same `Host`. Each member's rules are scoped to its own.
+    #[serde(default)]
+    pub sites: Vec<String>,
     /// `blocked` (rules in force), `reported` (observe mode: rules planned, not pushed),
     /// `refused` (the guards stopped every rule), `expired` (its rules ran out) or `detected`.
     pub state: String,

@@ -595,7 +595,7 @@ fn analyze(
         println!(
             "swarm {} on {} {host}: {} members, onset {}, confidence {:.2}",
             s.id,
-            s.site,
+            s.sites.join(" and "),
             s.members.len(),
             s.onset,
             s.confidence

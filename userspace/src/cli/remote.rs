@@ -512,7 +512,11 @@ fn render_swarms(v: &SwarmsView, now: SystemTime) -> String {
             t.row(vec![
                 s.id.to_string(),
                 s.state.clone(),
-                s.site.clone(),
+                if s.sites.len() > 1 {
+                    format!("{} +{}", s.site, s.sites.len() - 1)
+                } else {
+                    s.site.clone()
+                },
                 s.members.len().to_string(),
                 s.rules.len().to_string(),
                 fmt::si_u64(s.dropped),
@@ -531,7 +535,12 @@ fn render_swarms(v: &SwarmsView, now: SystemTime) -> String {
 fn render_swarm(s: &SwarmView, now: SystemTime) -> String {
     let mut o = String::new();
     let _ = writeln!(o, "swarm {}: {}", s.id, s.state);
-    let _ = writeln!(o, "  site        {}", s.site);
+    let sites = if s.sites.is_empty() {
+        s.site.clone()
+    } else {
+        s.sites.join(", ")
+    };
+    let _ = writeln!(o, "  site        {sites}");
     for (i, p) in s.pages.iter().enumerate() {
         let label = if i == 0 { "pages" } else { "" };
         let _ = writeln!(

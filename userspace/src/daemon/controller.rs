@@ -361,19 +361,23 @@ fn site_name(site: Site) -> String {
 
 /// The journal reason of a swarm's rules: which swarm, how big, what it hammers.
 fn swarm_reason(s: &Swarm) -> String {
-    let pages: Vec<String> = s
-        .pages
+    let names = s.page_names();
+    let pages: Vec<String> = names
         .iter()
         .take(3)
-        .map(|p| format!("{}{}", p.host.as_deref().unwrap_or(""), p.path))
+        .map(|(host, path)| format!("{}{path}", host.unwrap_or("")))
         .collect();
     format!(
         "swarm {}: {} sources hammering {}{} on {} (confidence {:.2})",
         s.id,
         s.members.len(),
         pages.join(", "),
-        if s.pages.len() > 3 { ", ..." } else { "" },
-        site_name(s.site),
+        if names.len() > 3 { ", ..." } else { "" },
+        s.sites
+            .iter()
+            .map(|x| site_name(*x))
+            .collect::<Vec<_>>()
+            .join(" and "),
         s.confidence
     )
 }
@@ -511,13 +515,14 @@ impl Daemon {
         SwarmView {
             id: s.id,
             site: site_name(s.site),
+            sites: s.sites.iter().map(|x| site_name(*x)).collect(),
             state: t.state().into(),
             pages: s
-                .pages
-                .iter()
-                .map(|p| PageView {
-                    host: p.host.clone(),
-                    path: p.path.clone(),
+                .page_names()
+                .into_iter()
+                .map(|(host, path)| PageView {
+                    host: host.map(String::from),
+                    path: path.into(),
                 })
                 .collect(),
             members: crate::daemon::swarms::member_strings(s),
