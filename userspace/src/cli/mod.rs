@@ -123,9 +123,10 @@ enum Command {
         swarmwall swarms\n  \
         swarmwall swarms show 3\n  \
         swarmwall swarms --json | jq '.swarms[] | {id, state, members: (.members | length)}'\n\n\
-        Undo a swarm's rules with `swarmwall rules history` (actor swarmwall) and \
-        `swarmwall rules undo ID`;\n\
-        keep an address from ever being blocked with `swarmwall allow add ADDR`.",
+        `swarmwall swarms show ID` lists the changes that pushed a swarm's rules; \
+        `swarmwall rules undo CHANGE` reverts one\n\
+        (a pardon: the swarm does not push those rules again). Keep an address from ever \
+        being blocked with `swarmwall allow add ADDR`.",
         args_conflicts_with_subcommands = true
     )]
     Swarms(SwarmsArgs),
