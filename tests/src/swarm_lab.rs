@@ -117,6 +117,24 @@ pub struct Traffic {
     pub bots_started: Option<Instant>,
 }
 
+impl Traffic {
+    /// When the first bot request found the door shut (a SYN that XDP dropped).
+    pub fn first_bot_drop(&self) -> Option<Instant> {
+        self.bots
+            .iter()
+            .filter(|o| o.result == Err(Failure::ConnectTimeout))
+            .map(|o| o.at)
+            .min()
+    }
+
+    /// The bots' requests from `grace` after the first drop on (by then every member detected
+    /// with the first ones should be blocked); `None` if no bot request was ever dropped.
+    pub fn bots_after_block(&self, grace: Duration) -> Option<Tally> {
+        let first = self.first_bot_drop()?;
+        Some(Tally::of(&self.bots, Some(first + grace)))
+    }
+}
+
 /// The lab. See the module documentation.
 pub struct SwarmLab {
     daemon: Option<ChildGuard>,

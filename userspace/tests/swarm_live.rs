@@ -133,17 +133,9 @@ fn a_live_swarm_is_blocked_within_a_second_and_visitors_keep_getting_200s() {
 
     // The clients' side: visitors always served; the bots' SYNs dropped once blocked.
     check_visitors_served(&Tally::of(&traffic.visitors, None), &lab);
-    let first_drop = traffic
-        .bots
-        .iter()
-        .filter(|o| o.result == Err(Failure::ConnectTimeout))
-        .map(|o| o.at)
-        .min()
+    let late = traffic
+        .bots_after_block(Duration::from_millis(1500))
         .expect("no bot request was ever dropped");
-    let late = Tally::of(
-        &traffic.bots,
-        Some(first_drop + Duration::from_millis(1500)),
-    );
     assert!(late.requests > 0, "the swarm stopped too early to tell");
     assert!(
         late.ok * 50 <= late.requests,
@@ -278,17 +270,9 @@ fn a_dual_stack_swarm_is_one_swarm_scoped_per_address_with_its_64_as_one_rule() 
     assert_eq!(rules.len(), 1 + v4_bots.len());
 
     check_visitors_served(&Tally::of(&traffic.visitors, None), &lab);
-    let first_drop = traffic
-        .bots
-        .iter()
-        .filter(|o| o.result == Err(Failure::ConnectTimeout))
-        .map(|o| o.at)
-        .min()
+    let late = traffic
+        .bots_after_block(Duration::from_millis(1500))
         .expect("no bot request was ever dropped");
-    let late = Tally::of(
-        &traffic.bots,
-        Some(first_drop + Duration::from_millis(1500)),
-    );
     assert!(late.requests > 0 && late.ok == 0, "{late:?}");
 }
 

@@ -308,14 +308,6 @@ fn percent(part: u64, whole: u64) -> String {
     }
 }
 
-/// The first request that found the door shut (a SYN XDP dropped).
-fn first_drop(bots: &[Outcome]) -> Option<Instant> {
-    bots.iter()
-        .filter(|o| o.result == Err(Failure::ConnectTimeout))
-        .map(|o| o.at)
-        .min()
-}
-
 /// Prints the summary; returns what does not add up.
 fn summarize(
     lab: &SwarmLab,
@@ -388,7 +380,7 @@ fn summarize(
     );
     let ttb = s["time_to_block_ms"].as_u64();
     let otb = s["onset_to_block_ms"].as_u64();
-    let client = match (traffic.bots_started, first_drop(&traffic.bots)) {
+    let client = match (traffic.bots_started, traffic.first_bot_drop()) {
         (Some(a), Some(b)) => format!("{:.1} s", b.saturating_duration_since(a).as_secs_f64()),
         _ => "-".into(),
     };
@@ -397,8 +389,7 @@ fn summarize(
         ttb.map_or("-".into(), |ms| format!("{ms} ms")),
         otb.map_or("-".into(), |ms| format!("{:.1} s", ms as f64 / 1000.0)),
     );
-    if let Some(first) = first_drop(&traffic.bots) {
-        let late = Tally::of(&traffic.bots, Some(first + Duration::from_millis(1500)));
+    if let Some(late) = traffic.bots_after_block(Duration::from_millis(1500)) {
         println!(
             "  after     from 1.5 s after the first drop on: {} bot requests, {} served",
             late.requests, late.ok
