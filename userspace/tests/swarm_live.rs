@@ -273,7 +273,10 @@ fn a_dual_stack_swarm_is_one_swarm_scoped_per_address_with_its_64_as_one_rule() 
     let late = traffic
         .bots_after_block(Duration::from_millis(1500))
         .expect("no bot request was ever dropped");
-    assert!(late.requests > 0 && late.ok == 0, "{late:?}");
+    assert!(
+        late.requests > 0 && late.ok * 50 <= late.requests,
+        "bots still served after the block: {late:?}"
+    );
 }
 
 #[test]
