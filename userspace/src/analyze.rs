@@ -18,7 +18,7 @@ use serde::Serialize;
 use crate::{
     Target,
     detect::{Detector, DetectorConfig},
-    l7::{Kind, RequestEvent, http},
+    l7::{RequestEvent, http, http_events},
     policy::{Policy, PolicyConfig},
 };
 
@@ -194,22 +194,7 @@ pub fn requests_in_frame(ts_ns: u64, frame: &[u8]) -> Vec<RequestEvent> {
     if !http::starts_request(payload) {
         return Vec::new();
     }
-    let Ok(reqs) = http::parse(payload) else {
-        return Vec::new();
-    };
-    reqs.into_iter()
-        .map(|r| RequestEvent {
-            ts_ns,
-            src,
-            dst,
-            dst_port: tcp.get_destination(),
-            kind: Kind::Http,
-            host: r.host,
-            path: r.path,
-            user_agent: r.user_agent,
-            referer: r.referer,
-        })
-        .collect()
+    http_events(ts_ns, src, dst, tcp.get_destination(), payload)
 }
 
 /// Runs the detector and policy over events in time order; ticks once a second of event time.

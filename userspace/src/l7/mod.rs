@@ -59,6 +59,33 @@ pub struct RequestEvent {
     pub referer: Option<String>,
 }
 
+/// The HTTP requests in a TCP payload from `src` to `dst`:`dst_port` (several when pipelined),
+/// as request events; nothing if the bytes do not parse.
+pub fn http_events(
+    ts_ns: u64,
+    src: IpAddr,
+    dst: IpAddr,
+    dst_port: u16,
+    payload: &[u8],
+) -> Vec<RequestEvent> {
+    let Ok(reqs) = http::parse(payload) else {
+        return Vec::new();
+    };
+    reqs.into_iter()
+        .map(|r| RequestEvent {
+            ts_ns,
+            src,
+            dst,
+            dst_port,
+            kind: Kind::Http,
+            host: r.host,
+            path: r.path,
+            user_agent: r.user_agent,
+            referer: r.referer,
+        })
+        .collect()
+}
+
 /// The request events in one kernel sample: the HTTP requests its bytes hold (a segment may
 /// carry several pipelined ones), or the TLS hello's SNI. Bytes that do not parse give nothing.
 pub fn from_sample(ev: &swarmwall_maps::L7Event) -> Vec<RequestEvent> {
@@ -66,23 +93,7 @@ pub fn from_sample(ev: &swarmwall_maps::L7Event) -> Vec<RequestEvent> {
     let src = crate::addr::from_key(&ev.src);
     let dst = crate::addr::from_key(&ev.dst);
     match ev.kind {
-        swarmwall_maps::L7_HTTP => http::parse(data)
-            .map(|reqs| {
-                reqs.into_iter()
-                    .map(|r| RequestEvent {
-                        ts_ns: ev.ts_ns,
-                        src,
-                        dst,
-                        dst_port: ev.dst_port,
-                        kind: Kind::Http,
-                        host: r.host,
-                        path: r.path,
-                        user_agent: r.user_agent,
-                        referer: r.referer,
-                    })
-                    .collect()
-            })
-            .unwrap_or_default(),
+        swarmwall_maps::L7_HTTP => http_events(ev.ts_ns, src, dst, ev.dst_port, data),
         // A hello whose SNI lies beyond the copied bytes still tells who connected.
         swarmwall_maps::L7_TLS => vec![RequestEvent {
             ts_ns: ev.ts_ns,
