@@ -794,15 +794,25 @@ impl Dataplane {
         self.table
             .rules()
             .map(|(id, entry)| {
-                let per_cpu = hits
-                    .get(&entry.slot, 0)
-                    .map_err(map_err(names::RULE_HITS))?;
                 Ok(RuleInfo {
                     id,
                     entry: entry.clone(),
-                    hits: sum_hits(per_cpu.iter()),
+                    hits: slot_hits(&hits, entry.slot)?,
                 })
             })
+            .collect()
+    }
+
+    /// The hits of the rules among `ids` that are in the table (one lookup each; cheaper than
+    /// [`Dataplane::rules`] when only a few rules matter).
+    pub fn rule_hits(
+        &self,
+        ids: impl IntoIterator<Item = RuleId>,
+    ) -> Result<Vec<(RuleId, RuleHits)>, DataplaneError> {
+        let hits = self.hits_map()?;
+        ids.into_iter()
+            .filter_map(|id| self.table.get(id).map(|e| (id, e.slot)))
+            .map(|(id, slot)| Ok((id, slot_hits(&hits, slot)?)))
             .collect()
     }
 
@@ -1176,6 +1186,15 @@ fn program_err(program: &'static str, source: ProgramError) -> DataplaneError {
         source: Box::new(source),
         log,
     }
+}
+
+/// One rule slot's hits, summed over CPUs.
+fn slot_hits(
+    hits: &PerCpuArray<&MapData, RuleHits>,
+    slot: u32,
+) -> Result<RuleHits, DataplaneError> {
+    let per_cpu = hits.get(&slot, 0).map_err(map_err(names::RULE_HITS))?;
+    Ok(sum_hits(per_cpu.iter()))
 }
 
 fn sum_hits<'a>(per_cpu: impl Iterator<Item = &'a RuleHits>) -> RuleHits {

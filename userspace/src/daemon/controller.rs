@@ -564,14 +564,22 @@ impl Daemon {
         }
     }
 
-    /// Packets dropped per rule id.
-    fn dropped_by_rule(&self) -> Result<BTreeMap<u64, u64>, Failure> {
+    /// Packets dropped by the rules in force of `swarms`, by rule id: only those rules are
+    /// read (a big block list costs a lookup per rule).
+    fn dropped_by_rule<'a>(
+        &self,
+        swarms: impl IntoIterator<Item = &'a Tracked>,
+    ) -> Result<BTreeMap<u64, u64>, Failure> {
+        let ids: Vec<u64> = swarms
+            .into_iter()
+            .flat_map(|t| t.rules.iter().map(|p| p.id))
+            .collect();
         self.with(|i| {
             Ok(i.dp
-                .rules()
+                .rule_hits(ids)
                 .map_err(internal)?
                 .into_iter()
-                .map(|r| (r.id, r.hits.dropped_packets))
+                .map(|(id, h)| (id, h.dropped_packets))
                 .collect())
         })
     }
@@ -924,9 +932,10 @@ impl Control for Daemon {
     }
 
     fn swarms(&self) -> Result<SwarmsView, Failure> {
-        let hits = self.dropped_by_rule()?;
         let stats = self.with(|i| i.dp.stats()).map_err(internal)?;
+        // Book, then daemon state: the order the detector thread takes them in.
         let book = self.book.lock().unwrap_or_else(|p| p.into_inner());
+        let hits = self.dropped_by_rule(book.swarms.values())?;
         let c = &self.counters;
         Ok(SwarmsView {
             swarms: book
@@ -949,11 +958,12 @@ impl Control for Daemon {
     }
 
     fn swarm(&self, id: u64) -> Result<SwarmView, Failure> {
-        let hits = self.dropped_by_rule()?;
         let book = self.book.lock().unwrap_or_else(|p| p.into_inner());
-        book.swarms
+        let t = book
+            .swarms
             .get(&id)
-            .map(|t| self.swarm_view(t, &hits))
-            .ok_or_else(|| Failure::NotFound(format!("no swarm with id {id}")))
+            .ok_or_else(|| Failure::NotFound(format!("no swarm with id {id}")))?;
+        let hits = self.dropped_by_rule([t])?;
+        Ok(self.swarm_view(t, &hits))
     }
 }
