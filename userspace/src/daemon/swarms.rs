@@ -254,7 +254,7 @@ impl Engine {
         for s in self.det.tick(now_ns) {
             tracing::info!(
                 swarm = s.id,
-                site = %format!("{}:{}", s.site.0, s.site.1),
+                site = %std::net::SocketAddr::from(s.site),
                 members = s.members.len(),
                 pages = s.pages.len(),
                 confidence = s.confidence,
@@ -263,25 +263,27 @@ impl Engine {
         }
         let mut b = book.lock().unwrap_or_else(|p| p.into_inner());
         self.settle_rules(&mut b, enforcer);
-        if !self.det.retire(RETIRE_AFTER, now_ns).is_empty()
-            || b.swarms.len() > self.det.swarms().len()
-        {
-            let live: std::collections::BTreeSet<u64> =
-                self.det.swarms().iter().map(|s| s.id).collect();
-            b.swarms
-                .retain(|id, t| live.contains(id) || !t.rules.is_empty() || !t.planned.is_empty());
-        }
+        // A swarm the detector retired stays in the book while its rules are in force or
+        // planned.
+        self.det.retire(RETIRE_AFTER, now_ns);
+        let live: std::collections::BTreeSet<u64> =
+            self.det.swarms().iter().map(|s| s.id).collect();
+        b.swarms
+            .retain(|id, t| live.contains(id) || !t.rules.is_empty() || !t.planned.is_empty());
         if now_ns >= self.next_prune_ns {
             self.policy.prune(now_ns);
             self.next_prune_ns = now_ns + 60 * SEC_NS;
         }
         let (allow, own) = enforcer.guards();
         for s in self.det.swarms() {
-            let t = b
-                .swarms
-                .entry(s.id)
-                .or_insert_with(|| Tracked::new(s.clone()));
-            t.swarm.clone_from(s);
+            let t = match b.swarms.entry(s.id) {
+                std::collections::btree_map::Entry::Vacant(v) => v.insert(Tracked::new(s.clone())),
+                std::collections::btree_map::Entry::Occupied(o) => {
+                    let t = o.into_mut();
+                    t.swarm.clone_from(s);
+                    t
+                }
+            };
             if s.active.is_empty() {
                 continue;
             }
