@@ -130,8 +130,6 @@ struct SourceState {
     /// Site most of its requests go to (the last one seen).
     site: Option<Site>,
     user_agent: u64,
-    /// Swarm it was reported in, if any.
-    swarm: Option<u64>,
 }
 
 /// A detected swarm.
@@ -311,27 +309,13 @@ impl Detector {
         &self.swarms
     }
 
-    /// Drops the swarms that have not been active for `idle` (event time `now_ns`) and returns
-    /// their ids. The swarm list stays bounded by the attacks of the recent past; if the same
+    /// Drops the swarms that have not been active for `idle` (event time `now_ns`). The swarm
+    /// list stays bounded by the attacks of the recent past; if the same
     /// sources come back later, that is a new swarm (the policy still remembers them).
-    pub fn retire(&mut self, idle: Duration, now_ns: u64) -> Vec<u64> {
+    pub fn retire(&mut self, idle: Duration, now_ns: u64) {
         let idle = idle.as_nanos() as u64;
-        let mut gone = Vec::new();
-        self.swarms.retain(|s| {
-            let keep = now_ns.saturating_sub(s.last_active_ns) <= idle;
-            if !keep {
-                gone.push(s.id);
-            }
-            keep
-        });
-        if !gone.is_empty() {
-            for st in self.sources.values_mut() {
-                if st.swarm.is_some_and(|id| gone.contains(&id)) {
-                    st.swarm = None;
-                }
-            }
-        }
-        gone
+        self.swarms
+            .retain(|s| now_ns.saturating_sub(s.last_active_ns) <= idle);
     }
 
     /// Feeds one request.
@@ -491,7 +475,7 @@ impl Detector {
     }
 
     fn evict_sources(&mut self) {
-        // Drop the least recently active tenth (not reported members first).
+        // Drop the least recently active tenth.
         let mut by_age: Vec<(u64, IpAddr)> =
             self.sources.iter().map(|(a, s)| (s.last_ns, *a)).collect();
         let n = (self.cfg.max_sources / 10).max(1);
@@ -791,13 +775,6 @@ impl Detector {
                     self.next_swarm += 1;
                     changed.push(s.clone());
                     self.swarms.push(s);
-                }
-            }
-        }
-        for s in &self.swarms {
-            for m in &s.members {
-                if let Some(st) = self.sources.get_mut(m) {
-                    st.swarm = Some(s.id);
                 }
             }
         }
