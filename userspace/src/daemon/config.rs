@@ -203,17 +203,12 @@ impl Config {
             own.extend(host_addresses().into_iter().map(Target::Addr));
         }
         let default_ttl = match &self.default_ttl {
-            Some(s) => {
-                let d = humantime::parse_duration(s).with_context(|| {
-                    format!("default_ttl = \"{s}\" is not a duration like \"1h\"")
-                })?;
-                if d.is_zero() {
-                    bail!(
-                        "default_ttl = \"{s}\": a zero TTL would expire at once; omit it for permanent rules"
-                    );
-                }
-                Some(d)
-            }
+            Some(s) => Some(positive_duration(
+                "default_ttl",
+                s,
+                "1h",
+                "a zero TTL would expire at once; omit it for permanent rules",
+            )?),
             None => None,
         };
         if !(1..=32).contains(&self.max_prefix_v4) {
@@ -277,14 +272,13 @@ impl Config {
 impl SwarmConfig {
     /// The detector and policy tuning this section describes.
     fn check(&self) -> Result<(DetectorConfig, PolicyConfig)> {
-        let duration = |key: &str, v: &str| -> Result<Duration> {
-            let d = humantime::parse_duration(v).with_context(|| {
-                format!("[swarm] {key} = \"{v}\" is not a duration like \"10m\"")
-            })?;
-            if d.is_zero() {
-                bail!("[swarm] {key} = \"{v}\": must be longer than zero");
-            }
-            Ok(d)
+        let duration = |key: &str, v: &str| {
+            positive_duration(
+                &format!("[swarm] {key}"),
+                v,
+                "10m",
+                "must be longer than zero",
+            )
         };
         let window = duration("window", &self.window)?;
         let base_ttl = duration("block_ttl", &self.block_ttl)?;
@@ -329,6 +323,16 @@ impl SwarmConfig {
         };
         Ok((detector, policy))
     }
+}
+
+/// Parses the duration `value` of `key` ("90s", "10m", "1h"); zero is refused with `if_zero`.
+fn positive_duration(key: &str, value: &str, example: &str, if_zero: &str) -> Result<Duration> {
+    let d = humantime::parse_duration(value)
+        .with_context(|| format!("{key} = \"{value}\" is not a duration like \"{example}\""))?;
+    if d.is_zero() {
+        bail!("{key} = \"{value}\": {if_zero}");
+    }
+    Ok(d)
 }
 
 /// Every address configured on this host's interfaces (in the daemon's network namespace).
