@@ -17,7 +17,7 @@ use swarmwall_integration::{
     require_root,
     swarm_lab::{
         BOT_NET6, DAEMON_CONFIG, HOST, NEIGHBOUR, NEIGHBOUR_HOST, Plan, SERVER, SERVER6, SwarmLab,
-        Tally,
+        Tally, Traffic,
     },
     web::Failure,
 };
@@ -62,6 +62,25 @@ fn wait_for_state(lab: &SwarmLab, state: &str, within: Duration) -> Option<Value
     None
 }
 
+/// A lab for `plan` with the daemon running, and the traffic it saw (visitors and bots, to the
+/// end of the plan).
+fn run_lab(prefix: &str, plan: &Plan) -> (SwarmLab, Traffic) {
+    let mut lab = SwarmLab::new(prefix, BIN.as_ref(), plan).unwrap();
+    lab.start_daemon(DAEMON_CONFIG).unwrap();
+    let (traffic, ()) = lab
+        .run_traffic(plan, &AtomicBool::new(false), || ())
+        .unwrap();
+    (lab, traffic)
+}
+
+/// The one swarm the daemon reports (with its log if there is not exactly one).
+fn the_swarm(lab: &SwarmLab) -> Value {
+    let v = lab.cli_json(&["swarms"]).unwrap();
+    let swarms = v["swarms"].as_array().unwrap();
+    assert_eq!(swarms.len(), 1, "{v:#}\ndaemon log:\n{}", lab.log());
+    swarms[0].clone()
+}
+
 fn check_visitors_served(t: &Tally, lab: &SwarmLab) {
     assert!(
         t.requests > 20,
@@ -80,16 +99,9 @@ fn check_visitors_served(t: &Tally, lab: &SwarmLab) {
 fn a_live_swarm_is_blocked_within_a_second_and_visitors_keep_getting_200s() {
     require_root!();
     let plan = plan();
-    let mut lab = SwarmLab::new("swl-live-", BIN.as_ref(), &plan).unwrap();
-    lab.start_daemon(DAEMON_CONFIG).unwrap();
-    let (traffic, ()) = lab
-        .run_traffic(&plan, &AtomicBool::new(false), || ())
-        .unwrap();
+    let (lab, traffic) = run_lab("swl-live-", &plan);
 
-    let v = lab.cli_json(&["swarms"]).unwrap();
-    let swarms = v["swarms"].as_array().unwrap();
-    assert_eq!(swarms.len(), 1, "{v:#}\ndaemon log:\n{}", lab.log());
-    let s = &swarms[0];
+    let s = &the_swarm(&lab);
     assert_eq!(s["site"], format!("{SERVER}:80"));
     let pages: BTreeSet<String> = s["pages"]
         .as_array()
@@ -223,17 +235,10 @@ fn a_dual_stack_swarm_is_one_swarm_scoped_per_address_with_its_64_as_one_rule() 
         bots6: 16,
         ..plan()
     };
-    let mut lab = SwarmLab::new("swl-v6-", BIN.as_ref(), &plan).unwrap();
-    lab.start_daemon(DAEMON_CONFIG).unwrap();
-    let (traffic, ()) = lab
-        .run_traffic(&plan, &AtomicBool::new(false), || ())
-        .unwrap();
+    let (lab, traffic) = run_lab("swl-v6-", &plan);
 
     // One site (one Host) on two addresses: one swarm.
-    let v = lab.cli_json(&["swarms"]).unwrap();
-    let swarms = v["swarms"].as_array().unwrap();
-    assert_eq!(swarms.len(), 1, "{v:#}\ndaemon log:\n{}", lab.log());
-    let s = &swarms[0];
+    let s = &the_swarm(&lab);
     assert_eq!(
         strings(&s["sites"]),
         [format!("{SERVER}:80"), format!("[{SERVER6}]:80")].into()
@@ -291,11 +296,7 @@ fn a_crowd_of_new_visitors_loading_pages_with_their_assets_is_not_a_swarm() {
         browse_for: Duration::from_secs(6),
         ..plan()
     };
-    let mut lab = SwarmLab::new("swl-crowd-", BIN.as_ref(), &plan).unwrap();
-    lab.start_daemon(DAEMON_CONFIG).unwrap();
-    let (traffic, ()) = lab
-        .run_traffic(&plan, &AtomicBool::new(false), || ())
-        .unwrap();
+    let (lab, traffic) = run_lab("swl-crowd-", &plan);
     // Let the detector see the end of it.
     std::thread::sleep(Duration::from_millis(600));
     let v = lab.cli_json(&["swarms"]).unwrap();
