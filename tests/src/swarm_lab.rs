@@ -589,10 +589,12 @@ impl Tally {
         let mut t = Tally::default();
         for o in outcomes.iter().filter(|o| since.is_none_or(|s| o.at >= s)) {
             t.requests += 1;
-            match o.result {
-                Ok(code) if (200..300).contains(&code) => t.ok += 1,
-                Err(Failure::ConnectTimeout) => t.dropped += 1,
-                _ => t.failed += 1,
+            if o.succeeded() {
+                t.ok += 1;
+            } else if o.result == Err(Failure::ConnectTimeout) {
+                t.dropped += 1;
+            } else {
+                t.failed += 1;
             }
         }
         t
