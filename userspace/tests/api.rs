@@ -154,6 +154,7 @@ impl Control for Fake {
             allow: s.allow.len(),
             pin_dir: "/sys/fs/bpf/swarmwall".into(),
             adopted: false,
+            warnings: vec![],
         })
     }
 

@@ -82,6 +82,20 @@ impl Lab {
     }
 
     fn start(&mut self) {
+        self.start_child();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while UnixStream::connect(self.socket()).is_err() {
+            if Instant::now() > deadline {
+                panic!("daemon did not come up; its log:\n{}", self.log());
+            }
+            if let Some(Some(status)) = self.daemon.as_mut().map(|d| d.try_wait().unwrap()) {
+                panic!("daemon exited ({status}); its log:\n{}", self.log());
+            }
+            sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn start_child(&mut self) {
         let log = std::fs::File::create(self.root.join("daemon.log")).unwrap();
         let child = self
             .srv
@@ -102,13 +116,27 @@ impl Lab {
             .spawn()
             .unwrap();
         self.daemon = Some(ChildGuard::new(child));
+    }
+
+    /// Starts the daemon expecting it to refuse: waits for it to exit non-zero, returns its log.
+    fn start_refused(&mut self) -> String {
+        self.start_child();
         let deadline = Instant::now() + Duration::from_secs(30);
-        while UnixStream::connect(self.socket()).is_err() {
-            if Instant::now() > deadline {
-                panic!("daemon did not come up; its log:\n{}", self.log());
+        loop {
+            if let Some(status) = self.daemon.as_mut().unwrap().try_wait().unwrap() {
+                self.daemon = None;
+                assert!(
+                    !status.success(),
+                    "the daemon exited 0; its log:\n{}",
+                    self.log()
+                );
+                return self.log();
             }
-            if let Some(Some(status)) = self.daemon.as_mut().map(|d| d.try_wait().unwrap()) {
-                panic!("daemon exited ({status}); its log:\n{}", self.log());
+            if UnixStream::connect(self.socket()).is_ok() || Instant::now() > deadline {
+                panic!(
+                    "the daemon came up instead of refusing; its log:\n{}",
+                    self.log()
+                );
             }
             sleep(Duration::from_millis(100));
         }
@@ -299,6 +327,12 @@ fn a_truncated_journal_tail_is_set_aside_and_the_rest_used() {
     lab.start();
     assert!(lab.log().contains("damaged"), "{}", lab.log());
     assert_eq!(lab.rule_targets(), vec!["198.51.100.10", "198.51.100.11"]);
+    // Said where the admin looks, not only in the log.
+    let status = lab.ok(&["status"]);
+    assert!(
+        status.contains("warning:     rule store:") && status.contains("line 3, the last"),
+        "{status}"
+    );
     let kept: Vec<_> = std::fs::read_dir(lab.root.join("state"))
         .unwrap()
         .filter_map(|e| e.ok())
@@ -372,4 +406,89 @@ fn garbage_on_the_socket_gets_400_and_others_are_still_served() {
     lab.ok(&["block", "add", "198.51.100.12"]);
     assert_eq!(lab.rule_targets(), vec!["198.51.100.12"]);
     drop(slow);
+}
+
+/// The files of a directory with their bytes.
+fn dir_files(dir: &std::path::Path) -> std::collections::BTreeMap<String, Vec<u8>> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.is_file())
+        .map(|p| {
+            let name = p.file_name().unwrap().to_string_lossy().into_owned();
+            (name, std::fs::read(&p).unwrap())
+        })
+        .collect()
+}
+
+#[test]
+fn a_damaged_middle_line_refuses_to_start_and_removes_no_rule() {
+    require_root!();
+    let mut lab = Lab::new();
+    lab.start();
+    lab.ok(&["block", "add", "198.51.100.12", "--reason", "line 1"]);
+    for i in 2..=16 {
+        lab.ok(&["block", "add", &format!("192.0.2.{i}")]);
+    }
+    lab.ok(&["block", "add", "198.51.100.11", "--reason", "line 17"]);
+    lab.kill();
+    // One byte changed on line 10 of 17: a bad disk or a careless editor, not a crash.
+    let state = lab.root.join("state");
+    let journal = state.join("journal.jsonl");
+    let text = std::fs::read_to_string(&journal).unwrap();
+    let mut lines: Vec<String> = text.lines().map(|l| format!("{l}\n")).collect();
+    assert_eq!(lines.len(), 17);
+    lines[9] = lines[9].replacen("192.0.2.10", "192.0.2.99", 1);
+    std::fs::write(&journal, lines.concat()).unwrap();
+    let before = dir_files(&state);
+
+    let log = lab.start_refused();
+    for says in [
+        "journal.jsonl is damaged at line 10 of 17",
+        "checksum mismatch",
+        "7 intact lines follow it",
+        "would remove 7 rules in force",
+        "swarmwall rules repair --drop-line 10",
+    ] {
+        assert!(log.contains(says), "the refusal lacks {says:?}:\n{log}");
+    }
+    assert_eq!(dir_files(&state), before, "a refused start changes no file");
+    // The data plane was not touched: both rules, from before and after the damage, still drop.
+    assert_eq!(
+        lab.traffic(&["198.51.100.10", "198.51.100.11", "198.51.100.12"], 10),
+        vec![10, 0, 0]
+    );
+
+    let sd = state.to_str().unwrap();
+    let o = lab.cli(&["rules", "repair", "--state-dir", sd]);
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "a diagnosis of a refused store fails"
+    );
+    assert!(String::from_utf8_lossy(&o.stdout).contains("line 10 of 17"));
+    let o = lab.cli(&["rules", "repair", "--state-dir", sd, "--keep-valid-prefix"]);
+    assert_eq!(o.status.code(), Some(2), "--keep-valid-prefix needs --yes");
+    assert_eq!(dir_files(&state), before);
+
+    let out = lab.ok(&["rules", "repair", "--state-dir", sd, "--drop-line", "10"]);
+    assert!(out.contains("dropped line 10"), "{out}");
+    assert!(out.contains("16 rules in force"), "{out}");
+    lab.start();
+    let targets = lab.rule_targets();
+    assert_eq!(targets.len(), 16, "{targets:?}");
+    assert!(!targets.contains(&"192.0.2.10".to_owned()), "{targets:?}");
+    assert!(targets.contains(&"198.51.100.11".to_owned()), "{targets:?}");
+    let history = lab.json(&["rules", "history"]);
+    assert!(
+        history[0]["summary"]
+            .as_str()
+            .unwrap()
+            .starts_with("journal repair: dropped line 10"),
+        "{history}"
+    );
+    assert_eq!(
+        lab.traffic(&["198.51.100.10", "198.51.100.11", "198.51.100.12"], 10),
+        vec![10, 0, 0]
+    );
 }

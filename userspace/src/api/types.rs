@@ -205,6 +205,10 @@ pub struct Status {
     pub pin_dir: String,
     /// True if this daemon adopted a data plane left running by an earlier one.
     pub adopted: bool,
+    /// What the daemon recovered from at start-up (a torn journal tail, a damaged snapshot,
+    /// pinned state it worked around), for the admin to look at.
+    #[serde(default)]
+    pub warnings: Vec<String>,
 }
 
 /// `GET /v1/top` query.

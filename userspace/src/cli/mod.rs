@@ -7,6 +7,7 @@
 mod fmt;
 mod local;
 mod remote;
+mod repair;
 mod watch;
 
 use std::{
@@ -446,6 +447,22 @@ enum RulesCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Examine or mend a damaged rule journal, with the daemon stopped.
+    ///
+    /// The daemon refuses to start when the journal is damaged anywhere but its last line (a
+    /// crash can only cut the last line short): dropping the rest would silently remove rules.
+    /// Alone, this says what is damaged and what each way out keeps. `--drop-line N` drops just
+    /// that line and keeps the changes after it; `--keep-valid-prefix --yes` keeps only the
+    /// lines before the damage. Either keeps a copy of the journal as it was
+    /// (journal.jsonl.damaged-<time>) and records the repair in the journal. Works on the files
+    /// directly, so it refuses while a daemon has the store open. Exit status 1 when the
+    /// daemon would refuse the store as it is.
+    #[command(after_help = "Examples:\n  \
+        swarmwall rules repair                        # what is wrong, what each way out keeps\n  \
+        swarmwall rules repair --drop-line 10         # drop only line 10\n  \
+        swarmwall rules repair --keep-valid-prefix --yes\n  \
+        swarmwall rules repair --state-dir /srv/sw --json")]
+    Repair(repair::RepairArgs),
 }
 
 /// A command refused before it did anything, like a usage error (exit 2): a destructive one
@@ -535,6 +552,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Block(cmd) => block_on(remote::block(&client(), cmd)),
         Command::Allow(cmd) => block_on(remote::allow(&client(), cmd)),
         Command::Mode(args) => block_on(remote::mode(&client(), args)),
+        Command::Rules(RulesCommand::Repair(args)) => repair::run(args),
         Command::Rules(cmd) => block_on(remote::rules(&client(), cmd)),
         Command::Swarms(args) => block_on(remote::swarms(&client(), args)),
     }

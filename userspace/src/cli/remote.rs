@@ -107,6 +107,9 @@ fn render_status(s: &Status, swarms: Option<&SwarmsView>) -> String {
         let _ = writeln!(o, "swarms:      {line}");
     }
     let _ = writeln!(o, "pinned at:   {}{adopted}", s.pin_dir);
+    for w in &s.warnings {
+        let _ = writeln!(o, "warning:     {w}");
+    }
     if !s.stats.is_empty() {
         let _ = writeln!(o, "counters:");
         let w = s.stats.keys().map(String::len).max().unwrap_or(0);
@@ -415,6 +418,8 @@ pub async fn rules(client: &Client, cmd: RulesCommand) -> Result<()> {
             }
             emit(&format!("{} (change {})\n", r.summary, r.change_id))
         }
+        // Local: dispatched before a client exists.
+        RulesCommand::Repair(args) => super::repair::run(args),
     }
 }
 

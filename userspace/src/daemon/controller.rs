@@ -54,6 +54,8 @@ pub struct Daemon {
     top: Mutex<Top>,
     book: Arc<Mutex<Book>>,
     counters: Arc<Counters>,
+    /// What start-up recovered from, shown by `status`.
+    warnings: Mutex<Vec<String>>,
 }
 
 fn rfc3339(t: SystemTime) -> String {
@@ -134,6 +136,7 @@ impl Inner {
                     }
                 }
                 Op::SetMode { to, .. } => self.dp.set_mode(*to)?,
+                Op::Repair { .. } => {}
             }
         }
         Ok(())
@@ -495,7 +498,16 @@ impl Daemon {
             top: Mutex::new(Top::default()),
             book: Arc::default(),
             counters: Arc::default(),
+            warnings: Mutex::default(),
         }
+    }
+
+    /// Records a warning for `status` (it is logged by the caller).
+    pub fn add_warning(&self, w: String) {
+        self.warnings
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(w);
     }
 
     /// The swarm book and the pipeline counters, for the pipeline to fill.
@@ -645,6 +657,11 @@ impl Control for Daemon {
                     .map(|p| p.display().to_string())
                     .unwrap_or_default(),
                 adopted: i.dp.adopted(),
+                warnings: self
+                    .warnings
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .clone(),
             })
         })
     }

@@ -112,13 +112,16 @@ pub fn run(args: DaemonArgs, socket: Option<PathBuf>) -> Result<()> {
             config.raw.state_dir.display()
         )
     })?;
+    let mut startup_warnings = Vec::new();
     for w in warnings {
         tracing::warn!("rule store: {w}");
+        startup_warnings.push(format!("rule store: {w}"));
     }
     let mut dp = Dataplane::open_pinned(config.sizes, &config.raw.pin_dir)
         .context("opening the data plane")?;
     for w in dp.take_warnings() {
         tracing::warn!("adopting pinned maps: {w}");
+        startup_warnings.push(format!("adopting pinned maps: {w}"));
     }
     if dp.adopted() {
         tracing::info!(
@@ -168,6 +171,9 @@ pub fn run(args: DaemonArgs, socket: Option<PathBuf>) -> Result<()> {
     let detach = args.detach_on_exit;
     let pin_dir = inner.config.raw.pin_dir.clone();
     let daemon = Arc::new(Daemon::new(inner));
+    for w in startup_warnings {
+        daemon.add_warning(w);
+    }
     let pipeline = match reader {
         Some(reader) => {
             let (book, counters) = daemon.swarm_state();

@@ -14,8 +14,9 @@
 //!   "scope":{"dst":"203.0.113.5","proto":"tcp","port":443},"expires_at":"…","created_at":"…",
 //!   "actor":"admin","reason":"…"}, {"op":"set_mode","from":"enforce","to":"observe"}, …],
 //!   "undoes":5}`. Other ops are `remove_rule` (same fields as `add_rule`), `add_allow` and
-//!   `remove_allow` (`target`, `created_at`, `actor`, `reason`). Absent optional fields are left
-//!   out; times are RFC 3339 in UTC with nanoseconds.
+//!   `remove_allow` (`target`, `created_at`, `actor`, `reason`), and `repair` (`what`,
+//!   `original`: a repair by `swarmwall rules repair`, no effect on the state). Absent optional
+//!   fields are left out; times are RFC 3339 in UTC with nanoseconds.
 //! - `snapshot.json`: `{"crc":…,"snapshot":{"format":1,"last_change":…,"next_change_id":…,
 //!   "next_rule_id":…,"mode":"enforce","rules":[…],"allow":[…]}}`, replaced atomically
 //!   (`snapshot.json.tmp`, fsync, rename, fsync of the directory).
@@ -26,21 +27,31 @@
 //!
 //! [`Store::commit`] appends one line and `fdatasync`s it before it changes the in-memory state
 //! or returns `Ok`, so a crash never loses a change whose commit returned. A crash mid-append
-//! leaves a cut last line; [`Store::open`] keeps the valid prefix of the journal (stopping at the
-//! first line that is cut, not JSON, fails its checksum, or does not apply), copies the original
-//! aside, rewrites the journal atomically and says so in a warning. A missing, damaged or
-//! inconsistent snapshot is rebuilt from the journal, which is the source of truth.
+//! can only leave the **last** line unreadable (cut, not JSON, failing its checksum):
+//! [`Store::open`] drops that line, copies the original aside, rewrites the journal atomically
+//! and says so in a warning. Damage anywhere else — a bad line with intact lines after it, a
+//! well-formed change that does not apply, a journal shorter than its snapshot — is no crash
+//! artefact, and cutting the journal there would silently remove rules: `open` refuses with
+//! [`StoreError::Damaged`], which names the line and what would be lost, and changes no file.
+//! [`repair`] (`swarmwall rules repair`) is the explicit way out. A missing or damaged snapshot
+//! is rebuilt from the journal, which is the source of truth.
 
 mod codec;
 mod files;
+mod recovery;
 #[cfg(test)]
 mod tests;
 
+#[cfg(test)]
+use recovery::parse_line;
+use recovery::scan_journal;
+pub use recovery::{Damaged, Diagnosis, Repair, RepairOutcome, repair};
+
 use std::{
     cmp::max,
-    collections::{BTreeMap, HashMap},
+    collections::{BTreeMap, BTreeSet, HashMap},
     fs::{File, OpenOptions},
-    io::{self, BufRead, BufReader, Write},
+    io::{self, Write},
     os::unix::fs::OpenOptionsExt,
     path::{Path, PathBuf},
     time::{Duration, SystemTime},
@@ -121,6 +132,18 @@ pub enum Op {
     AddAllow(AllowRecord),
     /// Removes an allow entry; the record must equal the stored one.
     RemoveAllow(AllowRecord),
+    /// Records a repair of the journal (`swarmwall rules repair`); changes no state and cannot
+    /// be undone.
+    Repair {
+        /// What the repair did, for humans.
+        what: String,
+        /// Where the journal as it was before the repair is kept.
+        original: String,
+        /// Rule ids below this were handed out before the repair (by lines it dropped, or a
+        /// snapshot it set aside) and stay used.
+        #[serde(default)]
+        next_rule_id: u64,
+    },
     /// Changes the global mode; `from` must be the current mode and differ from `to`.
     SetMode {
         /// The mode before.
@@ -144,6 +167,7 @@ impl Op {
                 from: *to,
                 to: *from,
             },
+            Op::Repair { .. } => self.clone(),
         }
     }
 }
@@ -215,6 +239,10 @@ pub enum StoreError {
         /// What is wrong and what to do.
         why: String,
     },
+    /// The journal is damaged where a crash cannot have damaged it; nothing was changed. See
+    /// [`repair`].
+    #[error("{0}")]
+    Damaged(Box<Damaged>),
     /// An op does not apply to the current state.
     #[error("conflict: {0}")]
     Conflict(String),
@@ -311,6 +339,7 @@ impl Book {
                     self.state.allow.remove(&a.target);
                 }
                 Op::SetMode { to, .. } => self.state.mode = *to,
+                Op::Repair { .. } => {}
             }
         }
         self.record(change);
@@ -319,8 +348,14 @@ impl Book {
     /// Adds a change whose effect the state already has to the history.
     fn record(&mut self, change: Change) {
         for op in &change.ops {
-            if let Op::AddRule(r) = op {
-                self.next_rule_id = max(self.next_rule_id, r.id.saturating_add(1));
+            match op {
+                Op::AddRule(r) => {
+                    self.next_rule_id = max(self.next_rule_id, r.id.saturating_add(1))
+                }
+                Op::Repair { next_rule_id, .. } => {
+                    self.next_rule_id = max(self.next_rule_id, *next_rule_id)
+                }
+                _ => {}
             }
         }
         self.next_change_id = max(self.next_change_id, change.id.saturating_add(1));
@@ -412,6 +447,7 @@ impl<'a> Draft<'a> {
                 }
                 self.mode = *to;
             }
+            Op::Repair { .. } => {}
         }
         Ok(())
     }
@@ -513,78 +549,6 @@ fn decode_snapshot(bytes: &[u8]) -> Result<Snapshot, String> {
     })
 }
 
-/// The journal read up to its first bad line.
-struct Scan {
-    /// The file exists.
-    exists: bool,
-    /// Valid changes, in order, and the byte offset just past each one's line.
-    changes: Vec<(Change, u64)>,
-    /// The first bad line (1-based) and what is wrong with it.
-    damage: Option<(usize, String)>,
-    /// Lines in the file, counting a cut last line.
-    lines: usize,
-}
-
-fn scan_journal(path: &Path) -> Result<Scan, StoreError> {
-    let mut scan = Scan {
-        exists: true,
-        changes: Vec::new(),
-        damage: None,
-        lines: 0,
-    };
-    let file = match File::open(path) {
-        Ok(f) => f,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            scan.exists = false;
-            return Ok(scan);
-        }
-        Err(e) => return Err(io_err(path)(e)),
-    };
-    let mut reader = BufReader::new(file);
-    let mut buf = Vec::new();
-    let mut offset = 0u64;
-    let mut prev_id = 0;
-    loop {
-        buf.clear();
-        let n = reader.read_until(b'\n', &mut buf).map_err(io_err(path))?;
-        if n == 0 {
-            break;
-        }
-        scan.lines += 1;
-        offset += n as u64;
-        if scan.damage.is_some() {
-            continue;
-        }
-        match parse_line(&buf, prev_id) {
-            Ok(change) => {
-                prev_id = change.id;
-                scan.changes.push((change, offset));
-            }
-            Err(why) => scan.damage = Some((scan.lines, why)),
-        }
-    }
-    Ok(scan)
-}
-
-fn parse_line(bytes: &[u8], prev_id: u64) -> Result<Change, String> {
-    let line = bytes
-        .strip_suffix(b"\n")
-        .ok_or_else(|| "cut short: no end of line".to_owned())?;
-    let text = std::str::from_utf8(line).map_err(|_| "not UTF-8".to_owned())?;
-    let body = codec::unframe("change", text)?;
-    let change: Change = serde_json::from_str(body).map_err(|e| format!("not a change: {e}"))?;
-    if change.id <= prev_id {
-        return Err(format!(
-            "change id {} does not follow change {prev_id}",
-            change.id
-        ));
-    }
-    if change.ops.is_empty() {
-        return Err(format!("change {} has no operations", change.id));
-    }
-    Ok(change)
-}
-
 fn plural(n: usize, one: &str, many: &str) -> String {
     if n == 1 {
         format!("1 {one}")
@@ -593,23 +557,12 @@ fn plural(n: usize, one: &str, many: &str) -> String {
     }
 }
 
-/// What [`Store::open`] says about a damaged journal it cut back to `kept` changes.
-fn damage_warning(
-    journal: &Path,
-    line: usize,
-    why: &str,
-    kept: usize,
-    later: usize,
-    aside: &Path,
-) -> String {
-    let later = match later {
-        0 => String::new(),
-        1 => "; 1 line after it was not applied".to_owned(),
-        n => format!("; {n} lines after it were not applied"),
-    };
+/// What [`Store::open`] says about a torn last line it cut off, keeping `kept` changes.
+fn damage_warning(journal: &Path, line: usize, why: &str, kept: usize, aside: &Path) -> String {
     format!(
-        "{} line {line} is damaged ({why}); kept the {} before it{later}; the original file is \
-         kept aside as {}",
+        "{} line {line}, the last, is damaged ({why}), as a crash while writing leaves it; its \
+         change was never acknowledged; kept the {} before it; the original file is kept aside \
+         as {}",
         journal.display(),
         plural(kept, "change", "changes"),
         aside.display()
@@ -646,131 +599,86 @@ impl Store {
     pub fn open(dir: &Path) -> Result<(Store, Vec<String>), StoreError> {
         let mut warnings: Vec<String> = files::prepare_dir(dir)?.into_iter().collect();
         let dir_handle = files::lock_dir(dir)?;
-        // Left by a crash while replacing a file: the original is intact.
-        files::remove_if_present(&dir.join(format!("{SNAPSHOT}.tmp")))?;
-        files::remove_if_present(&dir.join(format!("{JOURNAL}.tmp")))?;
+        let (store, more) = Self::open_locked(dir, dir_handle)?;
+        warnings.extend(more);
+        Ok((store, warnings))
+    }
 
+    /// [`Store::open`] with the directory already locked through `dir_handle`.
+    fn open_locked(dir: &Path, dir_handle: File) -> Result<(Store, Vec<String>), StoreError> {
+        let mut warnings = Vec::new();
         let journal_path = dir.join(JOURNAL);
         let snapshot_path = dir.join(SNAPSHOT);
-        let mut snapshot_missing = false;
-        let mut snapshot = match read_snapshot(&snapshot_path)? {
-            SnapshotLoad::Loaded(s) => Some(s),
-            SnapshotLoad::Missing => {
-                snapshot_missing = true;
-                None
-            }
-            SnapshotLoad::Damaged(why) => {
-                let aside = files::set_aside(dir, &dir_handle, SNAPSHOT)?;
-                warnings.push(format!(
-                    "{} is damaged ({why}); kept it aside as {} and rebuilt the state from the \
-                     journal",
-                    snapshot_path.display(),
-                    aside.display()
-                ));
-                None
-            }
+        let (snapshot, snapshot_damage, snapshot_missing) = match read_snapshot(&snapshot_path)? {
+            SnapshotLoad::Loaded(s) => (Some(s), None, false),
+            SnapshotLoad::Missing => (None, None, true),
+            SnapshotLoad::Damaged(why) => (None, Some(why), false),
         };
+        let snapshot_last = snapshot.as_ref().map(|s| s.last_change);
         let scan = scan_journal(&journal_path)?;
         if !scan.exists
-            && let Some(s) = &snapshot
-            && s.last_change > 0
+            && let Some(last) = snapshot_last
+            && last > 0
         {
             return Err(StoreError::Unusable {
                 path: journal_path,
                 why: format!(
-                    "it is missing, but {} includes changes up to {}; restore the journal, or \
-                     move the snapshot away to start an empty store",
+                    "it is missing, but {} includes changes up to {last}; restore the journal, \
+                     or move the snapshot away to start an empty store",
                     snapshot_path.display(),
-                    s.last_change
                 ),
             });
         }
+        let replay = recovery::replay(snapshot, &scan, &BTreeSet::new());
+        // Decide before touching any file: a refused store is left exactly as it was.
+        if let Some(damaged) = recovery::refusal(&journal_path, &scan, &replay) {
+            return Err(StoreError::Damaged(Box::new(damaged)));
+        }
 
-        // Where replay starts: just past the snapshot's last change, which the journal must have.
-        let mut start = 0;
-        let mut snapshot_used = false;
-        if let Some(s) = &snapshot {
-            let found = if s.last_change == 0 {
-                Some(0)
-            } else {
-                scan.changes
-                    .iter()
-                    .position(|(c, _)| c.id == s.last_change)
-                    .map(|i| i + 1)
-            };
-            match found {
-                Some(i) => {
-                    start = i;
-                    snapshot_used = true;
-                }
-                None => {
-                    let aside = files::set_aside(dir, &dir_handle, SNAPSHOT)?;
-                    let last = scan.changes.last().map_or(0, |(c, _)| c.id);
-                    warnings.push(format!(
-                        "{} includes changes up to {}, but the journal's valid part ends at \
-                         change {last}; kept the snapshot aside as {} and rebuilt the state from \
-                         the journal",
-                        snapshot_path.display(),
-                        s.last_change,
-                        aside.display()
-                    ));
-                }
-            }
-        } else if snapshot_missing && scan.lines > 0 {
+        // Left by a crash while replacing a file: the original is intact.
+        files::remove_if_present(&dir.join(format!("{SNAPSHOT}.tmp")))?;
+        files::remove_if_present(&dir.join(format!("{JOURNAL}.tmp")))?;
+        if let Some(why) = snapshot_damage {
+            let aside = files::set_aside(dir, &dir_handle, SNAPSHOT)?;
+            warnings.push(format!(
+                "{} is damaged ({why}); kept it aside as {} and rebuilt the state from the \
+                 journal",
+                snapshot_path.display(),
+                aside.display()
+            ));
+        } else if let Some(last) = snapshot_last
+            && !replay.snapshot_used
+        {
+            let aside = files::set_aside(dir, &dir_handle, SNAPSHOT)?;
+            warnings.push(format!(
+                "{} ends at change {last}, which the journal does not have; kept the snapshot \
+                 aside as {} and rebuilt the state from the journal",
+                snapshot_path.display(),
+                aside.display()
+            ));
+        } else if snapshot_missing && !scan.lines.is_empty() {
             warnings.push(format!(
                 "{} is missing; rebuilt the state from the journal",
                 snapshot_path.display()
             ));
         }
-
-        let mut book = Book::new();
-        let mut high_water = (1, 1);
-        if let Some(s) = snapshot.take() {
-            high_water = (s.next_rule_id, s.next_change_id);
-            if snapshot_used {
-                book.state = s.state;
-                book.next_rule_id = s.next_rule_id;
-                book.next_change_id = s.next_change_id;
-            }
-        }
-        let mut damage = scan.damage;
-        let mut kept_len = 0;
-        let mut replayed = 0;
-        for (i, (change, end)) in scan.changes.into_iter().enumerate() {
-            if i < start {
-                book.record(change);
-            } else {
-                let fits = if change.id < book.next_change_id {
-                    Err(format!(
-                        "change id {} is below the next change id {}",
-                        change.id, book.next_change_id
-                    ))
-                } else {
-                    book.check(&change.ops, change.undoes)
-                        .map_err(|e| format!("change {} does not apply: {e}", change.id))
-                };
-                if let Err(why) = fits {
-                    damage = Some((i + 1, why));
-                    break;
-                }
-                book.apply(change);
-                replayed += 1;
-            }
-            kept_len = end;
-        }
-        // Ids the set-aside snapshot handed out stay used.
-        book.next_rule_id = max(book.next_rule_id, high_water.0);
-        book.next_change_id = max(book.next_change_id, high_water.1);
-
-        if let Some((line, why)) = damage {
+        let recovery::Replay {
+            book,
+            kept_len,
+            replayed,
+            snapshot_used,
+            fault,
+            ..
+        } = replay;
+        // What is left is a last line cut short by a crash: its change was never acknowledged.
+        if let Some(f) = fault {
             let aside = files::set_aside(dir, &dir_handle, JOURNAL)?;
             files::replace_with_prefix(dir, &dir_handle, JOURNAL, &aside, kept_len)?;
             warnings.push(damage_warning(
                 &journal_path,
-                line,
-                &why,
+                f.line,
+                &f.why,
                 book.changes.len(),
-                scan.lines.saturating_sub(line),
                 &aside,
             ));
         }
@@ -925,7 +833,24 @@ impl Store {
     /// unknown id.
     pub fn undo_ops(&self, id: u64) -> Result<Vec<Op>, StoreError> {
         let change = self.change(id).ok_or(StoreError::NoSuchChange { id })?;
-        let inverse: Vec<Op> = change.ops.iter().rev().map(Op::inverse).collect();
+        if let Some(Op::Repair { original, .. }) = change.ops.first()
+            && change.ops.len() == 1
+        {
+            return Err(StoreError::NothingToUndo {
+                id,
+                why: format!(
+                    "it repaired the journal, which cannot be undone; the journal as it was is \
+                     kept as {original}"
+                ),
+            });
+        }
+        let inverse: Vec<Op> = change
+            .ops
+            .iter()
+            .rev()
+            .filter(|op| !matches!(op, Op::Repair { .. }))
+            .map(Op::inverse)
+            .collect();
         let mut draft = Draft::new(&self.book.state);
         let mut skipped = Vec::new();
         let keep: Vec<bool> = inverse
@@ -1061,12 +986,14 @@ impl Store {
             n => parts.push(format!("remove {n} allow entries")),
         }
         for op in &change.ops {
-            if let Op::SetMode { from, to } = op {
-                parts.push(format!(
+            match op {
+                Op::SetMode { from, to } => parts.push(format!(
                     "mode {} -> {}",
                     codec::mode_text(*from),
                     codec::mode_text(*to)
-                ));
+                )),
+                Op::Repair { what, .. } => parts.push(format!("journal repair: {what}")),
+                _ => {}
             }
         }
         let body = parts.join("; ");

@@ -9,6 +9,7 @@ use tempfile::TempDir;
 
 use super::*;
 use crate::Proto;
+use std::collections::BTreeSet;
 
 /// A fixed time with nanoseconds, so round trips are checked to the nanosecond.
 fn t(secs: u64) -> SystemTime {
@@ -577,7 +578,7 @@ fn truncated_tail_keeps_the_valid_prefix() {
     let w = &warnings[0];
     let copies = damaged_copies(dir, JOURNAL);
     assert_eq!(copies.len(), 1);
-    assert!(w.contains("line 3 is damaged"), "{w}");
+    assert!(w.contains("line 3, the last, is damaged"), "{w}");
     assert!(w.contains("cut short"), "{w}");
     assert!(w.contains("kept the 2 changes before it"), "{w}");
     assert!(w.contains(&copies[0].display().to_string()), "{w}");
@@ -596,15 +597,34 @@ fn truncated_tail_keeps_the_valid_prefix() {
     assert_eq!(s.state().rules.len(), 3);
 }
 
+/// Every file of the store directory with its bytes: what a refused open must leave alone.
+fn files_of(dir: &Path) -> BTreeMap<String, Vec<u8>> {
+    fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .map(|p| {
+            let name = p.file_name().unwrap().to_string_lossy().into_owned();
+            (name, fs::read(&p).unwrap())
+        })
+        .collect()
+}
+
+fn refusal(dir: &Path) -> Damaged {
+    match Store::open(dir).unwrap_err() {
+        StoreError::Damaged(d) => *d,
+        e => panic!("expected a refusal for damage, got {e:?}"),
+    }
+}
+
 #[test]
-fn corrupted_middle_line_sets_aside_the_rest() {
+fn corrupted_middle_line_refuses_and_changes_nothing() {
     let tmp = TempDir::new().unwrap();
     let dir = tmp.path();
     let mut s = open(dir);
     add(&mut s, "192.0.2.1");
-    let after_one = s.state().clone();
     add(&mut s, "192.0.2.2");
     add(&mut s, "192.0.2.3");
+    s.snapshot().unwrap();
     drop(s);
     let original = journal(dir);
     let text = String::from_utf8(original.clone()).unwrap();
@@ -612,41 +632,170 @@ fn corrupted_middle_line_sets_aside_the_rest() {
     let corrupted = text.replacen("192.0.2.2", "192.0.2.9", 1);
     assert_ne!(corrupted, text);
     fs::write(dir.join(JOURNAL), &corrupted).unwrap();
+    let before = files_of(dir);
 
-    let (s, warnings) = open_warned(dir);
-    let w = warnings.join("\n");
-    assert!(w.contains("line 2 is damaged (checksum mismatch"), "{w}");
-    assert!(w.contains("1 line after it was not applied"), "{w}");
-    assert!(w.contains("kept the 1 change before it"), "{w}");
-    assert_eq!(*s.state(), after_one);
-    let copies = damaged_copies(dir, JOURNAL);
-    assert_eq!(fs::read(&copies[0]).unwrap(), corrupted.as_bytes());
-    drop(s);
-    open(dir);
+    let d = refusal(dir);
+    assert_eq!((d.line, d.lines, d.intact_after), (2, 3, 1));
+    assert_eq!(
+        d.rules_at_stake, 1,
+        "rule 3, added on line 3, would be lost"
+    );
+    assert_eq!(d.drop_line, Ok(1));
+    let msg = d.to_string();
+    for says in [
+        "journal.jsonl is damaged at line 2 of 3 (checksum mismatch",
+        "1 intact line follows it",
+        "would remove 1 rule in force",
+        "swarmwall rules repair --drop-line 2",
+        "--keep-valid-prefix",
+        "Nothing was changed",
+    ] {
+        assert!(msg.contains(says), "{msg}\nlacks: {says}");
+    }
+    // Refused twice over, and not a byte touched.
+    refusal(dir);
+    assert_eq!(files_of(dir), before);
 }
 
 #[test]
-fn garbage_journal_recovers_to_empty() {
+fn repair_drop_line_keeps_the_changes_after_it() {
+    let tmp = TempDir::new().unwrap();
+    let dir = tmp.path();
+    let mut s = open(dir);
+    for i in 1..=5 {
+        add(&mut s, &format!("192.0.2.{i}"));
+    }
+    drop(s);
+    let text = String::from_utf8(journal(dir)).unwrap();
+    let corrupted = text.replacen("192.0.2.2", "192.0.2.9", 1);
+    fs::write(dir.join(JOURNAL), &corrupted).unwrap();
+
+    let seen = repair(dir, &Repair::Diagnose, "admin").unwrap();
+    assert!(seen.original.is_none() && seen.change.is_none());
+    assert_eq!(seen.before.refusal.as_ref().map(|d| d.line), Some(2));
+    assert_eq!(files_of(dir).get(JOURNAL).unwrap(), corrupted.as_bytes());
+
+    let e = repair(dir, &Repair::DropLines(BTreeSet::from([9])), "admin").unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("line 9: the journal has lines 1 to 5"),
+        "{e}"
+    );
+
+    let done = repair(dir, &Repair::DropLines(BTreeSet::from([2])), "uid 0").unwrap();
+    let original = done.original.unwrap();
+    assert_eq!(fs::read(&original).unwrap(), corrupted.as_bytes());
+    let change = done.change.unwrap();
+    assert_eq!(change.actor, "uid 0");
+    assert!(
+        Store::summary(&change)
+            .contains("journal repair: dropped line 2 of journal.jsonl (line 2: checksum mismatch"),
+        "{}",
+        Store::summary(&change)
+    );
+    assert_eq!(done.rules, 4);
+
+    let s = open(dir);
+    let targets: Vec<String> = s
+        .state()
+        .rules
+        .values()
+        .map(|r| r.target.to_string())
+        .collect();
+    assert_eq!(
+        targets,
+        ["192.0.2.1", "192.0.2.3", "192.0.2.4", "192.0.2.5"]
+    );
+    // The repair is history, not something to undo.
+    let e = s.undo_ops(change.id).unwrap_err();
+    assert!(e.to_string().contains("cannot be undone"), "{e}");
+    assert!(
+        e.to_string().contains(&original.display().to_string()),
+        "{e}"
+    );
+    reopen(dir, s);
+}
+
+#[test]
+fn drop_line_refuses_when_a_later_line_depends_on_it() {
+    let tmp = TempDir::new().unwrap();
+    let dir = tmp.path();
+    let mut s = open(dir);
+    add(&mut s, "192.0.2.1");
+    let c = add(&mut s, "192.0.2.2");
+    let Op::AddRule(r) = &c.ops[0] else { panic!() };
+    s.commit("admin", None, vec![Op::RemoveRule(r.clone())], None)
+        .unwrap();
+    drop(s);
+    let text = String::from_utf8(journal(dir)).unwrap();
+    // Line 2 added the rule that line 3 removes.
+    let mut lines: Vec<&str> = text.split_inclusive('\n').collect();
+    lines[1] = "{\"crc\":1,\"chan\n";
+    let damaged = lines.concat();
+    fs::write(dir.join(JOURNAL), &damaged).unwrap();
+    let d = refusal(dir);
+    assert!(
+        d.drop_line
+            .as_ref()
+            .unwrap_err()
+            .contains("line 3 would then be damaged"),
+        "{d:?}"
+    );
+    assert!(
+        d.to_string()
+            .contains("dropping only that line would not do"),
+        "{d}"
+    );
+    let e = repair(dir, &Repair::DropLines(BTreeSet::from([2])), "admin").unwrap_err();
+    assert!(e.to_string().contains("line 3 is damaged"), "{e}");
+    assert_eq!(journal(dir), damaged.as_bytes());
+    // Both lines out: consistent again.
+    repair(dir, &Repair::DropLines(BTreeSet::from([2, 3])), "admin").unwrap();
+    let s = open(dir);
+    assert_eq!(s.state().rules.len(), 1);
+}
+
+#[test]
+fn garbage_journal_refuses_and_keep_valid_prefix_empties_it() {
     let tmp = TempDir::new().unwrap();
     let dir = tmp.path();
     drop(open(dir));
     let garbage: Vec<u8> = (0..5000u32)
         .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
         .collect();
+    assert!(garbage.iter().filter(|&&b| b == b'\n').count() > 1);
     fs::write(dir.join(JOURNAL), &garbage).unwrap();
-    let (mut s, warnings) = open_warned(dir);
-    assert!(warnings[0].contains("line 1 is damaged"), "{warnings:?}");
+    let d = refusal(dir);
+    assert_eq!(d.line, 1);
+    let done = repair(dir, &Repair::KeepValidPrefix, "admin").unwrap();
+    assert_eq!(fs::read(done.original.unwrap()).unwrap(), garbage);
+    let mut s = open(dir);
     assert_eq!(*s.state(), State::default());
-    assert!(s.changes().is_empty());
-    assert_eq!(fs::read(&damaged_copies(dir, JOURNAL)[0]).unwrap(), garbage);
+    assert_eq!(s.changes().len(), 1, "only the repair itself");
     add(&mut s, "192.0.2.1");
     reopen(dir, s);
+    let e = repair(dir, &Repair::KeepValidPrefix, "admin").unwrap_err();
+    assert!(e.to_string().contains("no damage to repair"), "{e}");
+}
 
-    // Each recovery keeps its own copy.
-    fs::write(dir.join(JOURNAL), b"{\"crc\":1,\"change\":{}}\n").unwrap();
-    let (s, _) = open_warned(dir);
-    assert!(s.changes().is_empty());
-    assert_eq!(damaged_copies(dir, JOURNAL).len(), 2);
+#[test]
+fn an_unreadable_last_line_is_a_torn_tail() {
+    let tmp = TempDir::new().unwrap();
+    let dir = tmp.path();
+    let mut s = open(dir);
+    add(&mut s, "192.0.2.1");
+    let before = image(&s);
+    drop(s);
+    let mut j = journal(dir);
+    j.extend_from_slice(b"{\"crc\":1,\"change\":{}}\n");
+    fs::write(dir.join(JOURNAL), &j).unwrap();
+    let (s, warnings) = open_warned(dir);
+    assert!(
+        warnings[0].contains("line 2, the last, is damaged"),
+        "{warnings:?}"
+    );
+    assert_eq!(image(&s), before);
+    assert_eq!(damaged_copies(dir, JOURNAL).len(), 1);
 }
 
 #[test]
@@ -673,12 +822,15 @@ fn change_that_does_not_apply_is_damage() {
         .unwrap();
     f.write_all(line.as_bytes()).unwrap();
     drop(f);
-    let (s, warnings) = open_warned(dir);
+    // Well-formed and checksummed: no crash writes that, so even as the last line it is refused.
+    let d = refusal(dir);
     assert!(
-        warnings[0].contains("line 2 is damaged (change 2 does not apply: conflict: rule 7"),
-        "{warnings:?}"
+        d.why.contains("change 2 does not apply: conflict: rule 7"),
+        "{d:?}"
     );
-    assert_eq!(image(&s), image1);
+    repair(dir, &Repair::DropLines(BTreeSet::from([2])), "admin").unwrap();
+    let s = open(dir);
+    assert_eq!(s.state(), &image1.state);
 }
 
 #[test]
@@ -801,7 +953,7 @@ fn corrupt_snapshot_is_set_aside_and_rebuilt() {
 }
 
 #[test]
-fn snapshot_ahead_of_the_journal_is_set_aside() {
+fn snapshot_ahead_of_the_journal_refuses_until_repaired() {
     let tmp = TempDir::new().unwrap();
     let dir = tmp.path();
     let mut s = open(dir);
@@ -814,17 +966,21 @@ fn snapshot_ahead_of_the_journal_is_set_aside() {
     let j = journal(dir);
     let first_line = j.iter().position(|&b| b == b'\n').unwrap() + 1;
     fs::write(dir.join(JOURNAL), &j[..first_line]).unwrap();
-    let (mut s, warnings) = open_warned(dir);
-    assert!(
-        warnings[0].contains("includes changes up to 3"),
-        "{warnings:?}"
-    );
-    assert_eq!(*s.state(), after_one);
+    let before = files_of(dir);
+    let d = refusal(dir);
+    assert_eq!(d.line, 0);
+    assert!(d.to_string().contains("shorter than its snapshot"), "{d}");
+    assert!(d.why.contains("includes changes up to 3"), "{d:?}");
+    assert_eq!(files_of(dir), before);
+
+    repair(dir, &Repair::KeepValidPrefix, "admin").unwrap();
+    let mut s = open(dir);
+    assert_eq!(s.state(), &after_one);
     assert_eq!(damaged_copies(dir, SNAPSHOT).len(), 1);
-    // Ids the lost changes used stay used.
+    // Ids the lost changes used stay used: the repair is change 4, the next rule 4.
     assert_eq!(s.next_rule_id(), 4);
     let c = add(&mut s, "192.0.2.4");
-    assert_eq!(c.id, 4);
+    assert_eq!(c.id, 5);
     assert_eq!(c.ops, vec![Op::AddRule(rule(4, "192.0.2.4"))]);
     reopen(dir, s);
 }
@@ -871,9 +1027,8 @@ fn synced_commit_is_on_disk_before_reopen() {
     let c = add(&mut s, "192.0.2.1");
     // Read the file behind the open store's back, as a restart after a crash would.
     let scan = scan_journal(&dir.join(JOURNAL)).unwrap();
-    assert!(scan.damage.is_none());
-    assert_eq!(scan.changes.len(), 1);
-    assert_eq!(scan.changes[0].0, c);
+    assert!(scan.lines.iter().all(|l| l.parsed.is_ok()));
+    assert_eq!(scan.changes().collect::<Vec<_>>(), [&c]);
     reopen(dir, s);
 }
 
