@@ -43,7 +43,7 @@ Examples:
 /// swarmwall: count packets per source with XDP and drop listed sources at line rate.
 ///
 /// `daemon`, `check` and `run` need root (or CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON) and Linux
-/// 5.11 or newer; the other commands talk to a running daemon over its control socket.
+/// 5.18 or newer; the other commands talk to a running daemon over its control socket.
 #[derive(Parser)]
 #[command(version, after_help = EXAMPLES)]
 struct Cli {
