@@ -917,7 +917,7 @@ impl Dataplane {
         if let aya::maps::Map::PerCpuArray(data) = map {
             let ncpus =
                 nr_cpus().map_err(|(_, e)| map_err(names::SRC_CACHE)(MapError::IoError(e)))?;
-            if let Ok(v) = crate::batch::lookup_all_percpu::<u32, SourceSlot>(
+            if let Ok(v) = super::batch::lookup_all_percpu::<u32, SourceSlot>(
                 std::os::fd::AsFd::as_fd(data.fd()),
                 ncpus,
             ) {
@@ -939,7 +939,7 @@ impl Dataplane {
         if let aya::maps::Map::PerCpuLruHashMap(data) = map {
             let ncpus =
                 nr_cpus().map_err(|(_, e)| map_err(names::SOURCES)(MapError::IoError(e)))?;
-            match crate::batch::lookup_all_percpu::<Addr, SourceCounters>(
+            match super::batch::lookup_all_percpu::<Addr, SourceCounters>(
                 std::os::fd::AsFd::as_fd(data.fd()),
                 ncpus,
             ) {
