@@ -6,16 +6,17 @@
 pub mod addr;
 pub mod analyze;
 pub mod api;
-mod batch;
 pub mod daemon;
-pub mod dataplane;
 pub mod detect;
-pub mod filter;
+pub mod kernel;
 pub mod l7;
 pub mod policy;
 pub mod rules;
 pub mod store;
-pub mod table;
+
+// The kernel modules keep their old paths (`swarmwall::dataplane::…`), which tests, benches and
+// xtask use.
+pub use kernel::{dataplane, filter, table};
 
 pub use addr::{AddrError, Target};
 pub use dataplane::{
