@@ -6,6 +6,7 @@
 pub mod addr;
 pub mod analyze;
 pub mod api;
+pub mod backend;
 pub mod daemon;
 pub mod detect;
 pub mod kernel;

@@ -22,6 +22,7 @@ use crate::{
             RuleView, ScopeView, Status, SwarmView, SwarmsView, TopQuery, TopView,
         },
     },
+    backend::{BackendError, Context, Desired, RuleBackend as _},
     daemon::{
         config::Checked,
         swarms::{Book, Counters, Enforcer, PushOutcome, Pushed, Tracked},
@@ -91,55 +92,14 @@ fn scope_view(s: &Scope) -> ScopeView {
     }
 }
 
-/// The kernel rule for a store record, with its expiry turned into a TTL from now. `None` if it
-/// has already expired.
-pub fn spec_of(r: &RuleRecord, now: SystemTime) -> Option<RuleSpec> {
-    let ttl = match r.expires_at {
-        Some(t) => Some(t.duration_since(now).ok().filter(|d| !d.is_zero())?),
-        None => None,
-    };
-    Some(RuleSpec {
-        target: r.target,
-        action: r.action,
-        scope: r.scope,
-        ttl,
-    })
-}
-
 impl Inner {
-    /// Applies committed store operations to the kernel maps.
-    fn apply(&mut self, ops: &[Op]) -> Result<(), crate::DataplaneError> {
-        let now = SystemTime::now();
-        for op in ops {
-            match op {
-                Op::AddRule(r) => {
-                    if let Some(spec) = spec_of(r, now) {
-                        self.dp.add_rule_as(r.id, spec)?;
-                    }
-                }
-                Op::RemoveRule(r) => {
-                    if self.dp.table().get(r.id).is_some() {
-                        self.dp.remove_rule(r.id)?;
-                    }
-                }
-                Op::AddAllow(a) => {
-                    if !self.dp.allowed().contains(&a.target) {
-                        self.dp.allow(a.target)?;
-                    }
-                }
-                Op::RemoveAllow(a) => {
-                    // An entry the config file also lists stays in the kernel.
-                    if !self.config.allow.contains(&a.target)
-                        && self.dp.allowed().contains(&a.target)
-                    {
-                        self.dp.disallow(a.target)?;
-                    }
-                }
-                Op::SetMode { to, .. } => self.dp.set_mode(*to)?,
-                Op::Repair { .. } => {}
-            }
-        }
-        Ok(())
+    /// Applies committed store operations to the kernel maps (the rule backend).
+    fn apply(&mut self, ops: &[Op]) -> Result<(), BackendError> {
+        let ctx = Context {
+            config_allow: &self.config.allow,
+            now: SystemTime::now(),
+        };
+        self.dp.apply(ops, &ctx)
     }
 
     /// Commits `ops` to the journal, then applies them; if the kernel refuses, commits their
@@ -181,51 +141,17 @@ impl Inner {
 
     /// Makes the kernel maps match the store and the config (at start-up, after adopting pinned
     /// maps, and on reload). Returns (rules added, rules removed).
-    pub fn reconcile(&mut self) -> Result<(usize, usize), crate::DataplaneError> {
-        let now = SystemTime::now();
-        let desired: BTreeMap<u64, RuleSpec> = self
-            .store
-            .state()
-            .rules
-            .values()
-            .filter_map(|r| spec_of(r, now).map(|s| (r.id, s)))
-            .collect();
-        let actual: Vec<(u64, RuleSpec)> = self
-            .dp
-            .table()
-            .rules()
-            .map(|(id, e)| (id, e.spec.clone()))
-            .collect();
-        let (mut added, mut removed) = (0, 0);
-        for (id, spec) in &actual {
-            let keep = desired.get(id).is_some_and(|d| {
-                d.target == spec.target && d.action == spec.action && d.scope == spec.scope
-            });
-            if !keep {
-                self.dp.remove_rule(*id)?;
-                removed += 1;
-            }
-        }
-        for (id, spec) in desired {
-            if self.dp.table().get(id).is_none() {
-                self.dp.add_rule_as(id, spec)?;
-                added += 1;
-            }
-        }
-        let mut want: Vec<Target> = self.config.allow.clone();
-        want.extend(self.store.state().allow.keys().copied());
-        for t in self.dp.allowed() {
-            if !want.contains(&t) {
-                self.dp.disallow(t)?;
-            }
-        }
-        for t in want {
-            if !self.dp.allowed().contains(&t) {
-                self.dp.allow(t)?;
-            }
-        }
-        self.dp.set_mode(self.store.state().mode)?;
-        Ok((added, removed))
+    pub fn reconcile(&mut self) -> Result<(usize, usize), BackendError> {
+        let state = self.store.state();
+        let mut allow = self.config.allow.clone();
+        allow.extend(state.allow.keys().copied());
+        let done = self.dp.reconcile(&Desired {
+            rules: &state.rules,
+            allow,
+            mode: state.mode,
+            now: SystemTime::now(),
+        })?;
+        Ok((done.added, done.removed))
     }
 
     /// Removes expired rules from the store (one journal change) and the maps.
