@@ -18,6 +18,7 @@ use serde::Serialize;
 use crate::{
     Target,
     detect::{Detector, DetectorConfig},
+    guard::Guards,
     l7::{RequestEvent, http, http_events},
     policy::{Policy, PolicyConfig},
 };
@@ -203,9 +204,14 @@ pub fn analyze_events(events: impl IntoIterator<Item = RequestEvent>, opts: &Opt
     let mut policy = Policy::new(opts.policy.clone());
     let mut report = Report::default();
     let mut next_tick: Option<u64> = None;
+    let guards = Guards::new(opts.allow.clone(), opts.own.clone());
     let plan_round = |det: &mut Detector, policy: &mut Policy, report: &mut Report, now: u64| {
         for swarm in det.tick(now) {
-            let plan = policy.plan(&swarm, det, &opts.allow, &opts.own, now);
+            let plan = policy.plan(&swarm, det, &guards, now);
+            // Offline, a planned rule is as good as pushed.
+            for r in &plan.rules {
+                policy.landed(r, now);
+            }
             report.rules.extend(plan.rules.iter().map(|r| RuleOut {
                 prefix: r.target.to_string(),
                 scope: ScopeOut {

@@ -11,6 +11,7 @@ pub mod daemon;
 pub mod dataplane;
 pub mod detect;
 pub mod filter;
+pub mod guard;
 pub mod l7;
 pub mod policy;
 pub mod rules;

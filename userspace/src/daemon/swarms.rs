@@ -30,6 +30,7 @@ use crate::{
     Mode, Target,
     dataplane::{L7Reader, monotonic_ns},
     detect::{Detector, DetectorConfig, Site, Swarm},
+    guard::Guards,
     l7::{self, RequestEvent},
     policy::{PlannedRule, Policy, PolicyConfig},
 };
@@ -100,8 +101,8 @@ pub struct PushOutcome {
 pub trait Enforcer: Send + Sync + 'static {
     /// The global mode: rules are pushed only in enforce mode.
     fn mode(&self) -> Mode;
-    /// Addresses never to block: (allow list, own addresses).
-    fn guards(&self) -> (Vec<Target>, Vec<Target>);
+    /// The guards every rule passes, as they stand now (the policy plans within them).
+    fn guards(&self) -> Guards;
     /// Pushes `rules` for `swarm` and removes the swarm rules `superseded` names, as one change.
     fn push(
         &self,
@@ -138,12 +139,20 @@ pub struct Tracked {
     pub blocked_ns: Option<u64>,
     /// The impact preview of its last plan.
     pub impact: f64,
+    /// After a failed push, no new attempt before this (monotonic ns): a kernel that refuses
+    /// costs a journaled change and its revert per attempt.
+    retry_at_ns: u64,
+    /// The last push failed; its plan waits for the retry.
+    push_failed: bool,
 }
 
 const SEC_NS: u64 = 1_000_000_000;
 
 /// Refusals kept per swarm.
 pub const MAX_REFUSED: usize = 100;
+
+/// How long after a failed push the pipeline tries again.
+pub const RETRY_AFTER: Duration = Duration::from_secs(5);
 
 /// A swarm no member has behaved as for this long is retired: dropped from the detector, and
 /// from the book once none of its rules is in force or planned.
@@ -163,6 +172,8 @@ impl Tracked {
             pardoned: 0,
             blocked_ns: None,
             impact: 0.0,
+            retry_at_ns: 0,
+            push_failed: false,
         }
     }
 
@@ -176,6 +187,8 @@ impl Tracked {
     pub fn state(&self) -> &'static str {
         if !self.rules.is_empty() {
             "blocked"
+        } else if self.push_failed {
+            "refused"
         } else if !self.planned.is_empty() {
             "reported"
         } else if self.expired > 0 || self.pardoned > 0 {
@@ -274,7 +287,7 @@ impl Engine {
             self.policy.prune(now_ns);
             self.next_prune_ns = now_ns + 60 * SEC_NS;
         }
-        let (allow, own) = enforcer.guards();
+        let guards = enforcer.guards();
         for s in self.det.swarms() {
             let t = match b.swarms.entry(s.id) {
                 std::collections::btree_map::Entry::Vacant(v) => v.insert(Tracked::new(s.clone())),
@@ -284,10 +297,19 @@ impl Engine {
                     t
                 }
             };
+            // A plan (observe mode) that outlived its TTL would block nobody: its members are
+            // planned afresh if they still attack.
+            t.planned.retain(|(r, at)| {
+                let alive = remaining(r, *at, now_ns).is_some();
+                if !alive {
+                    self.policy.abandon(r);
+                }
+                alive
+            });
             if s.active.is_empty() {
                 continue;
             }
-            let plan = self.policy.plan(s, &self.det, &allow, &own, now_ns);
+            let plan = self.policy.plan(s, &self.det, &guards, now_ns);
             if !plan.rules.is_empty() || !plan.refused.is_empty() {
                 t.impact = plan.impact;
             }
@@ -301,25 +323,37 @@ impl Engine {
             return;
         }
         for t in b.swarms.values_mut() {
-            if t.planned.is_empty() {
+            if t.planned.is_empty() || now_ns < t.retry_at_ns {
                 continue;
             }
-            // Planned in observe mode a while ago: push with what is left of the TTL.
-            let rules: Vec<PlannedRule> = t
-                .planned
-                .drain(..)
-                .filter_map(|(mut r, at)| {
-                    let age = Duration::from_nanos(now_ns.saturating_sub(at));
-                    r.ttl = r.ttl.checked_sub(age).filter(|d| d.as_secs() >= 1)?;
-                    Some(r)
-                })
-                .collect();
+            let planned = std::mem::take(&mut t.planned);
             let superseded = std::mem::take(&mut t.superseded);
+            // Planned in observe mode a while ago: push with what is left of the TTL.
+            let mut rules: Vec<PlannedRule> = Vec::with_capacity(planned.len());
+            for (r, at) in &planned {
+                match remaining(r, *at, now_ns) {
+                    Some(ttl) => rules.push(PlannedRule { ttl, ..r.clone() }),
+                    None => self.policy.abandon(r),
+                }
+            }
             if rules.is_empty() {
                 continue;
             }
             match enforcer.push(&t.swarm, &rules, &superseded) {
                 Ok(out) => {
+                    t.push_failed = false;
+                    // Only what landed is covered; the rest is planned again next tick.
+                    for r in &rules {
+                        if out
+                            .landed
+                            .iter()
+                            .any(|p| p.site == r.site && p.target == r.target)
+                        {
+                            self.policy.landed(r, now_ns);
+                        } else {
+                            self.policy.abandon(r);
+                        }
+                    }
                     t.rules.retain(|p| {
                         !superseded
                             .iter()
@@ -334,8 +368,13 @@ impl Engine {
                     t.refuse(out.refused);
                 }
                 Err(e) => {
+                    // Nothing changed: keep the plan (still pending) and try again later.
                     tracing::error!(swarm = t.swarm.id, "pushing swarm rules: {e}");
                     t.refuse([(format!("swarm {}", t.swarm.id), e)]);
+                    t.planned = planned;
+                    t.superseded = superseded;
+                    t.push_failed = true;
+                    t.retry_at_ns = now_ns.saturating_add(RETRY_AFTER.as_nanos() as u64);
                 }
             }
         }
@@ -365,6 +404,12 @@ impl Engine {
             t.rules = keep;
         }
     }
+}
+
+/// What is left at `now_ns` of the TTL of `rule`, planned at `at_ns`; `None` under a second.
+fn remaining(rule: &PlannedRule, at_ns: u64, now_ns: u64) -> Option<Duration> {
+    let age = Duration::from_nanos(now_ns.saturating_sub(at_ns));
+    rule.ttl.checked_sub(age).filter(|d| d.as_secs() >= 1)
 }
 
 /// The running pipeline; dropping it stops and joins both threads.
@@ -521,14 +566,18 @@ mod tests {
         removed: Mutex<Vec<(Site, Target)>>,
         alive: Mutex<BTreeMap<u64, bool>>,
         allow: Vec<Target>,
+        /// While set, every push fails (as a kernel refusal does).
+        fail: Mutex<bool>,
+        /// Targets the daemon's guards refuse at push time.
+        refuse: Mutex<Vec<Target>>,
     }
 
     impl Enforcer for Fake {
         fn mode(&self) -> Mode {
             self.mode.lock().unwrap().unwrap_or(Mode::Enforce)
         }
-        fn guards(&self) -> (Vec<Target>, Vec<Target>) {
-            (self.allow.clone(), vec![])
+        fn guards(&self) -> Guards {
+            Guards::new(self.allow.clone(), vec![])
         }
         fn push(
             &self,
@@ -536,9 +585,18 @@ mod tests {
             rules: &[PlannedRule],
             superseded: &[(Site, Target)],
         ) -> Result<PushOutcome, String> {
+            if *self.fail.lock().unwrap() {
+                return Err("the kernel refused the change: map full".into());
+            }
             let mut alive = self.alive.lock().unwrap();
             let mut out = PushOutcome::default();
+            let refuse = self.refuse.lock().unwrap();
             for r in rules {
+                if refuse.contains(&r.target) {
+                    out.refused
+                        .push((r.target.to_string(), "guard 'own address'".into()));
+                    continue;
+                }
                 let id = alive.len() as u64 + 1;
                 alive.insert(id, true);
                 out.landed.push(Pushed {
@@ -548,7 +606,13 @@ mod tests {
                     expires: SystemTime::now() + r.ttl,
                 });
             }
-            self.pushes.lock().unwrap().push(rules.to_vec());
+            self.pushes.lock().unwrap().push(
+                rules
+                    .iter()
+                    .filter(|r| !refuse.contains(&r.target))
+                    .cloned()
+                    .collect(),
+            );
             self.removed.lock().unwrap().extend_from_slice(superseded);
             Ok(out)
         }
@@ -752,5 +816,72 @@ mod tests {
             "{:?}",
             b.swarms[&1].refused
         );
+    }
+
+    fn pushed(fake: &Fake) -> Vec<Target> {
+        fake.pushes
+            .lock()
+            .unwrap()
+            .concat()
+            .iter()
+            .map(|r| r.target)
+            .collect()
+    }
+
+    #[test]
+    fn a_failed_push_is_retried_on_a_later_tick() {
+        let (fake, book) = (Fake::default(), Mutex::new(Book::default()));
+        *fake.fail.lock().unwrap() = true;
+        let mut engine = Engine::new(&Settings::default());
+        attack(&mut engine, 0, 8, &fake, &book);
+        assert!(pushed(&fake).is_empty());
+        assert_eq!(book.lock().unwrap().swarms[&1].state(), "refused");
+        // The kernel takes rules again: every member is blocked, each once.
+        *fake.fail.lock().unwrap() = false;
+        attack(&mut engine, 8, 30, &fake, &book);
+        let targets = pushed(&fake);
+        assert_eq!(targets.len(), 12, "{targets:?}");
+        for i in 0..12 {
+            assert!(targets.contains(&Target::Addr(bot(i))));
+        }
+        assert_eq!(book.lock().unwrap().swarms[&1].state(), "blocked");
+    }
+
+    #[test]
+    fn a_rule_refused_at_push_time_is_pushed_once_the_refusal_is_gone() {
+        let (fake, book) = (Fake::default(), Mutex::new(Book::default()));
+        fake.refuse.lock().unwrap().push(Target::Addr(bot(3)));
+        let mut engine = Engine::new(&Settings::default());
+        attack(&mut engine, 0, 8, &fake, &book);
+        assert_eq!(pushed(&fake).len(), 11);
+        assert!(!pushed(&fake).contains(&Target::Addr(bot(3))));
+        fake.refuse.lock().unwrap().clear();
+        attack(&mut engine, 8, 30, &fake, &book);
+        let targets = pushed(&fake);
+        assert_eq!(targets.len(), 12, "{targets:?}");
+        assert!(targets.contains(&Target::Addr(bot(3))));
+    }
+
+    #[test]
+    fn an_observe_plan_that_ages_out_is_planned_again_and_enforce_blocks_it() {
+        let (fake, book) = (Fake::default(), Mutex::new(Book::default()));
+        *fake.mode.lock().unwrap() = Some(Mode::Observe);
+        let mut engine = Engine::new(&Settings::default());
+        attack(&mut engine, 0, 8, &fake, &book);
+        // Long past the plans' TTL the bots attack again, still in observe mode...
+        let later = Settings::default().policy.base_ttl.as_secs() + 100;
+        attack(&mut engine, later, later + 8, &fake, &book);
+        assert!(pushed(&fake).is_empty());
+        {
+            let b = book.lock().unwrap();
+            let t = &b.swarms[&1];
+            assert_eq!(t.state(), "reported");
+            assert_eq!(t.planned.len(), 12, "{:?}", t.planned);
+        }
+        // ...and enforce blocks every one of them.
+        *fake.mode.lock().unwrap() = Some(Mode::Enforce);
+        attack(&mut engine, later + 8, later + 10, &fake, &book);
+        assert_eq!(pushed(&fake).len(), 12, "{:?}", pushed(&fake));
+        assert_eq!(book.lock().unwrap().swarms[&1].state(), "blocked");
     }
 }
