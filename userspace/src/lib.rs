@@ -15,6 +15,7 @@ pub mod guard;
 pub mod l7;
 pub mod policy;
 pub mod rules;
+pub mod sources;
 pub mod store;
 pub mod table;
 

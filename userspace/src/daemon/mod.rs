@@ -179,7 +179,8 @@ pub fn run(args: DaemonArgs, socket: Option<PathBuf>) -> Result<()> {
         Some(reader) => {
             let (book, counters) = daemon.swarm_state();
             let enforcer: Arc<dyn swarms::Enforcer> = daemon.clone();
-            let p = swarms::Pipeline::start(reader, enforcer, settings, book, counters)
+            let source = Box::new(crate::sources::kernel::KernelRing::new(reader));
+            let p = swarms::Pipeline::start(source, enforcer, settings, book, counters)
                 .context("starting the swarm detector threads")?;
             tracing::info!("swarm detection is on");
             Some(p)

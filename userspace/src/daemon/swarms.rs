@@ -1,9 +1,10 @@
 //! Live swarm defence: kernel samples → requests → detector → policy → rules in the kernel.
 //!
 //! Two threads, joined by a bounded lock-free SPSC queue (`ringbuf`):
-//! - the *reader* waits on the kernel's ring buffer (`poll`), parses each sample into request
-//!   events and pushes them; when the queue is full it counts the overflow and drops the event —
-//!   it never blocks, so a slow detector costs samples, never kernel ring-buffer space;
+//! - the *reader* polls an [`EventSource`] (the kernel's ring buffer, parsed into request
+//!   events) and pushes what it hands out; when the queue is full it counts the overflow and
+//!   drops the event — it never blocks, so a slow detector costs samples, never kernel
+//!   ring-buffer space;
 //! - the *detector* drains the queue into the [`Detector`] and, every [`Settings::tick`], asks it
 //!   for swarms, plans rules with the [`Policy`] and hands them to an [`Enforcer`] (the daemon:
 //!   journaled, then in the kernel, as one undoable change per swarm and tick).
@@ -28,11 +29,12 @@ use ringbuf::{HeapRb, traits::Split as _};
 
 use crate::{
     Mode, Target,
-    dataplane::{L7Reader, monotonic_ns},
+    dataplane::monotonic_ns,
     detect::{Detector, DetectorConfig, Site, Swarm},
     guard::Guards,
-    l7::{self, RequestEvent},
+    l7::RequestEvent,
     policy::{PlannedRule, Policy, PolicyConfig},
+    sources::{EventSource, Polled, SourceError},
 };
 
 /// How the pipeline runs.
@@ -419,10 +421,10 @@ pub struct Pipeline {
 }
 
 impl Pipeline {
-    /// Starts the reader on `reader` and the detector feeding `enforcer`, filling `book` and
+    /// Starts the reader on `source` and the detector feeding `enforcer`, filling `book` and
     /// `counters`.
     pub fn start(
-        reader: L7Reader,
+        source: Box<dyn EventSource>,
         enforcer: Arc<dyn Enforcer>,
         settings: Settings,
         book: Arc<Mutex<Book>>,
@@ -441,8 +443,8 @@ impl Pipeline {
                         book: &book,
                         thread: "L7 reader",
                     };
-                    if let Err(e) = read_loop(reader, prod, &counters, &stop) {
-                        Book::fail(&book, format!("waiting on the L7 ring buffer: {e}"));
+                    if let Err(e) = read_loop(source, prod, &counters, &stop) {
+                        Book::fail(&book, e.to_string());
                     }
                 })?
         };
@@ -475,43 +477,28 @@ impl Drop for Pipeline {
 }
 
 /// How long the reader waits in `poll` before looking at the stop flag.
-const POLL_MS: i32 = 100;
+const POLL: Duration = Duration::from_millis(100);
 
 fn read_loop(
-    mut reader: L7Reader,
+    mut source: Box<dyn EventSource>,
     mut queue: impl ringbuf::traits::Producer<Item = RequestEvent>,
     counters: &Counters,
     stop: &AtomicBool,
-) -> std::io::Result<()> {
-    use std::os::fd::AsRawFd as _;
-    let fd = reader.fd().as_raw_fd();
+) -> Result<(), SourceError> {
     while !stop.load(Ordering::Relaxed) {
-        let mut pfd = libc::pollfd {
-            fd,
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        // SAFETY: one valid pollfd for the duration of the call; the ring buffer's fd lives as
-        // long as `reader`.
-        let r = unsafe { libc::poll(&mut pfd, 1, POLL_MS) };
-        if r < 0 {
-            let e = std::io::Error::last_os_error();
-            if e.kind() != std::io::ErrorKind::Interrupted {
-                return Err(e);
+        // A full queue drops the event and counts it: the reader never waits on the detector.
+        let polled = source.poll(POLL, &mut |ev| {
+            if queue.try_push(ev).is_err() {
+                counters.overflow.fetch_add(1, Ordering::Relaxed);
             }
-        }
-        while let Some(sample) = reader.next_event() {
-            counters.samples.fetch_add(1, Ordering::Relaxed);
-            let events = l7::from_sample(&sample);
-            if events.is_empty() {
-                counters.unparsed.fetch_add(1, Ordering::Relaxed);
-            }
-            for ev in events {
-                counters.requests.fetch_add(1, Ordering::Relaxed);
-                if queue.try_push(ev).is_err() {
-                    counters.overflow.fetch_add(1, Ordering::Relaxed);
-                }
-            }
+        })?;
+        let c = source.counters();
+        counters.samples.store(c.read, Ordering::Relaxed);
+        counters.requests.store(c.requests, Ordering::Relaxed);
+        counters.unparsed.store(c.unparsed, Ordering::Relaxed);
+        if polled == Polled::End {
+            tracing::info!(source = source.name(), "event source exhausted");
+            break;
         }
     }
     Ok(())
@@ -883,5 +870,51 @@ mod tests {
         attack(&mut engine, later + 8, later + 10, &fake, &book);
         assert_eq!(pushed(&fake).len(), 12, "{:?}", pushed(&fake));
         assert_eq!(book.lock().unwrap().swarms[&1].state(), "blocked");
+    }
+
+    /// Hands out `n` events on its first poll, then ends.
+    struct Burst {
+        n: u64,
+        counters: crate::sources::SourceCounters,
+    }
+
+    impl EventSource for Burst {
+        fn name(&self) -> &str {
+            "burst"
+        }
+        fn poll(
+            &mut self,
+            _timeout: Duration,
+            out: &mut dyn FnMut(RequestEvent),
+        ) -> Result<Polled, SourceError> {
+            for i in 0..std::mem::take(&mut self.n) {
+                self.counters.read += 1;
+                self.counters.requests += 1;
+                out(ev(i, bot(0), "/", "bot/1.0"));
+            }
+            Ok(Polled::End)
+        }
+        fn counters(&self) -> crate::sources::SourceCounters {
+            self.counters
+        }
+    }
+
+    #[test]
+    fn the_reader_drops_and_counts_what_the_queue_cannot_take_never_waiting() {
+        let (prod, mut cons) = HeapRb::<RequestEvent>::new(8).split();
+        let counters = Counters::default();
+        let source = Box::new(Burst {
+            n: 20,
+            counters: Default::default(),
+        });
+        read_loop(source, prod, &counters, &AtomicBool::new(false)).unwrap();
+        assert_eq!(counters.samples.load(Ordering::Relaxed), 20);
+        assert_eq!(counters.requests.load(Ordering::Relaxed), 20);
+        assert_eq!(counters.overflow.load(Ordering::Relaxed), 12);
+        let mut queued = 0;
+        while ringbuf::traits::Consumer::try_pop(&mut cons).is_some() {
+            queued += 1;
+        }
+        assert_eq!(queued, 8);
     }
 }
