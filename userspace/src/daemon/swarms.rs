@@ -10,7 +10,9 @@
 //!   journaled, then in the kernel, as one undoable change per swarm and tick).
 //!
 //! In observe mode the planned rules are kept and shown, not pushed; switching to enforce pushes
-//! those still within their TTL. When a swarm rule expires, its member may be blocked again (for
+//! those still within their TTL (a plan past its TTL is dropped, and its members planned again
+//! while they attack). Only a rule that reached the kernel covers its members: a push the
+//! kernel refuses is retried after [`RETRY_AFTER`], a rule a guard refused is planned again. When a swarm rule expires, its member may be blocked again (for
 //! twice as long) if it resumes the attack; a rule an admin deleted or undid is a pardon and is
 //! not pushed again for the same swarm.
 
@@ -289,6 +291,17 @@ impl Engine {
             self.policy.prune(now_ns);
             self.next_prune_ns = now_ns + 60 * SEC_NS;
         }
+        // A plan (observe mode) that outlived its TTL would block nobody: its members are
+        // planned afresh if they still attack (and a retired swarm leaves the book).
+        for t in b.swarms.values_mut() {
+            t.planned.retain(|(r, at)| {
+                let alive = remaining(r, *at, now_ns).is_some();
+                if !alive {
+                    self.policy.abandon(r);
+                }
+                alive
+            });
+        }
         let guards = enforcer.guards();
         for s in self.det.swarms() {
             let t = match b.swarms.entry(s.id) {
@@ -299,15 +312,6 @@ impl Engine {
                     t
                 }
             };
-            // A plan (observe mode) that outlived its TTL would block nobody: its members are
-            // planned afresh if they still attack.
-            t.planned.retain(|(r, at)| {
-                let alive = remaining(r, *at, now_ns).is_some();
-                if !alive {
-                    self.policy.abandon(r);
-                }
-                alive
-            });
             if s.active.is_empty() {
                 continue;
             }
