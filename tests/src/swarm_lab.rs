@@ -529,6 +529,36 @@ impl SwarmLab {
         })
     }
 
+    /// Where the daemon pins its maps and links.
+    pub fn pin_dir(&self) -> PathBuf {
+        self.root.join("bpf/sw")
+    }
+
+    /// Rewrites the daemon's config file with `config` and sends the daemon SIGHUP. Returns
+    /// once the daemon has logged the outcome of the reload (at most 10 s).
+    pub fn reload_daemon(&self, config: &str) -> Result<()> {
+        let d = self.daemon.as_ref().context("the daemon is not running")?;
+        fs::write(self.root.join("config.toml"), config).context("rewriting the config")?;
+        let before = self.log().matches("SIGHUP").count();
+        let pid = i32::try_from(d.id()).context("daemon pid")?;
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGHUP,
+        )
+        .context("sending SIGHUP")?;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.log().matches("SIGHUP").count() == before {
+            if Instant::now() > deadline {
+                bail!(
+                    "the daemon logged nothing about SIGHUP; its log:\n{}",
+                    self.log()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(())
+    }
+
     /// Stops the daemon with SIGTERM (it leaves the data plane pinned), waiting up to 10 s.
     pub fn stop_daemon(&mut self) {
         if let Some(mut d) = self.daemon.take() {

@@ -2,24 +2,18 @@
 //! a capture with its own timestamps, so an admin can see what swarmwall would have done with
 //! yesterday's traffic before trusting it to enforce. Needs no root and no daemon.
 
-use std::{fs::File, io::BufReader, net::IpAddr, path::Path};
+use std::{path::Path, time::Duration};
 
-use pcap_file::{DataLink, PcapError, pcap::PcapReader};
-use pnet_packet::{
-    Packet as _,
-    ethernet::{EtherTypes, EthernetPacket},
-    ip::IpNextHeaderProtocols,
-    ipv4::Ipv4Packet,
-    ipv6::Ipv6Packet,
-    tcp::TcpPacket,
-};
 use serde::Serialize;
 
+pub use crate::sources::pcap::requests_in_frame;
 use crate::{
     Target,
     detect::{Detector, DetectorConfig},
-    l7::{RequestEvent, http, http_events},
+    guard::Guards,
+    l7::RequestEvent,
     policy::{Policy, PolicyConfig},
+    sources::{EventSource as _, Polled, SourceError, pcap::PcapSource},
 };
 
 /// What `analyze` needs besides the capture.
@@ -117,84 +111,12 @@ pub struct Report {
     pub warnings: Vec<String>,
 }
 
-/// Errors that stop an analysis (a damaged tail only warns).
-#[derive(Debug, thiserror::Error)]
-pub enum AnalyzeError {
-    /// The file could not be opened.
-    #[error("{path}: {source}")]
-    Open {
-        /// The file.
-        path: String,
-        /// Why.
-        source: std::io::Error,
-    },
-    /// Not a pcap file this reads.
-    #[error("{path} is not a pcap capture swarmwall can read: {why}")]
-    Format {
-        /// The file.
-        path: String,
-        /// Why.
-        why: String,
-    },
-}
+/// Errors that stop an analysis: the capture's (a damaged tail only warns).
+pub type AnalyzeError = SourceError;
 
 fn rfc3339(ns: u64) -> String {
     let t = std::time::UNIX_EPOCH + std::time::Duration::from_nanos(ns);
     humantime::format_rfc3339_micros(t).to_string()
-}
-
-/// The HTTP requests in one Ethernet frame, if it is a TCP segment starting one.
-pub fn requests_in_frame(ts_ns: u64, frame: &[u8]) -> Vec<RequestEvent> {
-    let Some(eth) = EthernetPacket::new(frame) else {
-        return Vec::new();
-    };
-    let (mut ethertype, mut l3) = (eth.get_ethertype(), eth.payload());
-    if ethertype == EtherTypes::Vlan && l3.len() >= 4 {
-        ethertype = pnet_packet::ethernet::EtherType(u16::from_be_bytes([l3[2], l3[3]]));
-        l3 = &l3[4..];
-    }
-    let (src, dst, tcp): (IpAddr, IpAddr, Option<TcpPacket<'_>>) = match ethertype {
-        EtherTypes::Ipv4 => {
-            let Some(ip) = Ipv4Packet::new(l3) else {
-                return Vec::new();
-            };
-            if ip.get_next_level_protocol() != IpNextHeaderProtocols::Tcp
-                || ip.get_fragment_offset() != 0
-            {
-                return Vec::new();
-            }
-            let hl = (ip.get_header_length() as usize) * 4;
-            let total = (ip.get_total_length() as usize).min(l3.len());
-            let body = l3.get(hl..total).unwrap_or(&[]);
-            (
-                ip.get_source().into(),
-                ip.get_destination().into(),
-                TcpPacket::new(body),
-            )
-        }
-        EtherTypes::Ipv6 => {
-            let Some(ip) = Ipv6Packet::new(l3) else {
-                return Vec::new();
-            };
-            if ip.get_next_header() != IpNextHeaderProtocols::Tcp {
-                return Vec::new();
-            }
-            let body = l3.get(40..).unwrap_or(&[]);
-            let len = (ip.get_payload_length() as usize).min(body.len());
-            (
-                ip.get_source().into(),
-                ip.get_destination().into(),
-                TcpPacket::new(&body[..len]),
-            )
-        }
-        _ => return Vec::new(),
-    };
-    let Some(tcp) = tcp else { return Vec::new() };
-    let payload = tcp.payload();
-    if !http::starts_request(payload) {
-        return Vec::new();
-    }
-    http_events(ts_ns, src, dst, tcp.get_destination(), payload)
 }
 
 /// Runs the detector and policy over events in time order; ticks once a second of event time.
@@ -203,9 +125,14 @@ pub fn analyze_events(events: impl IntoIterator<Item = RequestEvent>, opts: &Opt
     let mut policy = Policy::new(opts.policy.clone());
     let mut report = Report::default();
     let mut next_tick: Option<u64> = None;
+    let guards = Guards::new(opts.allow.clone(), opts.own.clone());
     let plan_round = |det: &mut Detector, policy: &mut Policy, report: &mut Report, now: u64| {
         for swarm in det.tick(now) {
-            let plan = policy.plan(&swarm, det, &opts.allow, &opts.own, now);
+            let plan = policy.plan(&swarm, det, &guards, now);
+            // Offline, a planned rule is as good as pushed.
+            for r in &plan.rules {
+                policy.landed(r, now);
+            }
             report.rules.extend(plan.rules.iter().map(|r| RuleOut {
                 prefix: r.target.to_string(),
                 scope: ScopeOut {
@@ -278,58 +205,11 @@ pub fn analyze_events(events: impl IntoIterator<Item = RequestEvent>, opts: &Opt
 /// Analyzes a pcap file (Ethernet link type). A truncated or damaged tail is reported as a
 /// warning and the packets before it are used; a file that is not a pcap is an error.
 pub fn analyze_pcap(path: &Path, opts: &Options) -> Result<Report, AnalyzeError> {
-    let name = path.display().to_string();
-    let file = File::open(path).map_err(|source| AnalyzeError::Open {
-        path: name.clone(),
-        source,
-    })?;
-    let mut reader = PcapReader::new(BufReader::new(file)).map_err(|e| AnalyzeError::Format {
-        path: name.clone(),
-        why: e.to_string(),
-    })?;
-    if reader.header().datalink != DataLink::ETHERNET {
-        return Err(AnalyzeError::Format {
-            path: name,
-            why: format!(
-                "link type {:?}; only Ethernet captures are supported",
-                reader.header().datalink
-            ),
-        });
-    }
+    let mut source = PcapSource::open(path)?;
     let mut events = Vec::new();
-    let mut packets = 0u64;
-    let mut warnings = Vec::new();
-    let mut last_ts = 0u64;
-    while let Some(p) = reader.next_packet() {
-        match p {
-            Ok(p) => {
-                packets += 1;
-                let ts = p.timestamp.as_nanos() as u64;
-                if ts < last_ts {
-                    // Captures from several interfaces can interleave slightly; keep time
-                    // monotonic for the detector.
-                    events.extend(requests_in_frame(last_ts, &p.data));
-                } else {
-                    last_ts = ts;
-                    events.extend(requests_in_frame(ts, &p.data));
-                }
-            }
-            Err(PcapError::IncompleteBuffer) => {
-                warnings.push(format!(
-                    "{name} ends in the middle of a packet (truncated capture); analyzed the {packets} packets before it"
-                ));
-                break;
-            }
-            Err(e) => {
-                warnings.push(format!(
-                    "{name} is damaged or truncated after {packets} packets ({e}); analyzed the packets before it"
-                ));
-                break;
-            }
-        }
-    }
+    while source.poll(Duration::ZERO, &mut |ev| events.push(ev))? == Polled::More {}
     let mut report = analyze_events(events, opts);
-    report.packets = packets;
-    report.warnings = warnings;
+    report.packets = source.counters().read;
+    report.warnings = source.take_warnings();
     Ok(report)
 }

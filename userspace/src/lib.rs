@@ -9,10 +9,12 @@ pub mod api;
 pub mod backend;
 pub mod daemon;
 pub mod detect;
+pub mod guard;
 pub mod kernel;
 pub mod l7;
 pub mod policy;
 pub mod rules;
+pub mod sources;
 pub mod store;
 
 // The kernel modules keep their old paths (`swarmwall::dataplane::…`), which tests, benches and

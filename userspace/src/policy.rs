@@ -1,12 +1,17 @@
 //! Policy: a swarm becomes block rules — each member, scoped to the attacked site, with a TTL
 //! that grows on repeat offences; a whole /24 (IPv4) or /64 (IPv6) only when every source ever
-//! seen from it is a member. Guards: the allow list and the host's own addresses are never
-//! covered, new rules per minute are capped, and an impact preview — the share of recent
+//! seen from it is a member. Guards (the one [`Guards`] every producer of rules passes): the
+//! allow list and the host's own addresses are never covered, nor is a prefix wider than the
+//! bound; new rules per minute are capped, and an impact preview — the share of recent
 //! requests from non-members to the site that the rules would have dropped — over a bound stops
 //! the push (it is reported instead).
+//!
+//! A member is *covered* only once its rule is in the kernel ([`Policy::landed`]). A planned
+//! rule is *pending* until then: not planned twice, and released by [`Policy::abandon`] when
+//! its push fails or is refused, or its plan ages out, so the member is planned again.
 
 use std::{
-    collections::{BTreeMap, HashMap, VecDeque},
+    collections::{BTreeMap, HashMap, HashSet, VecDeque},
     net::IpAddr,
     time::Duration,
 };
@@ -16,6 +21,7 @@ use ipnet::IpNet;
 use crate::{
     Proto, Target,
     detect::{Detector, Site, Swarm},
+    guard::Guards,
 };
 
 /// Tuning of the policy.
@@ -73,15 +79,19 @@ pub struct Plan {
     pub impact: f64,
 }
 
-/// The policy's memory: offences per source, rules already pushed, the rate limit.
+/// The policy's memory: offences per source, rules in the kernel and planned, the rate limit.
 pub struct Policy {
     cfg: PolicyConfig,
-    /// Offences per source, and the event time of the last one.
+    /// Offences per source (rules of theirs that reached the kernel), and the event time of
+    /// the last one.
     offences: HashMap<IpAddr, (u32, u64)>,
-    covered: HashMap<(IpAddr, Site), ()>,
-    /// Single-address rules pushed, per site: a later prefix rule replaces those inside it.
+    /// Members whose rule is in the kernel, per site.
+    covered: HashSet<(IpAddr, Site)>,
+    /// Members whose rule is planned and not yet in the kernel, per site.
+    pending: HashSet<(IpAddr, Site)>,
+    /// Single-address rules in the kernel, per site: a later prefix rule replaces those inside.
     singles: HashMap<Site, Vec<IpAddr>>,
-    /// Prefix rules pushed, per site: members inside them need no rule of their own.
+    /// Prefix rules in the kernel, per site: members inside them need no rule of their own.
     prefixes: HashMap<Site, Vec<IpNet>>,
     recent: VecDeque<u64>,
 }
@@ -99,30 +109,30 @@ impl Policy {
         Self {
             cfg,
             offences: HashMap::new(),
-            covered: HashMap::new(),
+            covered: HashSet::new(),
+            pending: HashSet::new(),
             singles: HashMap::new(),
             prefixes: HashMap::new(),
             recent: VecDeque::new(),
         }
     }
 
-    /// Plans rules for the active members of `swarm` not yet covered. `allow` and `own` are never
-    /// covered. `now_ns` is event time (for the rate limit).
+    /// Plans rules for the active members of `swarm` neither covered nor pending; what
+    /// `guards` refuses is reported, not planned. `now_ns` is event time (for the rate limit).
+    /// Every planned rule must come back through [`Policy::landed`] or [`Policy::abandon`].
     pub fn plan(
         &mut self,
         swarm: &Swarm,
         detector: &Detector,
-        allow: &[Target],
-        own: &[Target],
+        guards: &Guards,
         now_ns: u64,
     ) -> Plan {
         let mut plan = Plan::default();
-        let protected = |ip: IpAddr| allow.iter().chain(own).find(|t| t.contains(ip)).copied();
         let site_of = |m: &IpAddr| swarm.member_site.get(m).copied().unwrap_or(swarm.site);
         let mut fresh: Vec<(Site, IpAddr)> = Vec::new();
         for m in &swarm.active {
             let site = site_of(m);
-            if self.covered.contains_key(&(*m, site)) {
+            if self.covered.contains(&(*m, site)) || self.pending.contains(&(*m, site)) {
                 continue;
             }
             if self
@@ -130,14 +140,11 @@ impl Policy {
                 .get(&site)
                 .is_some_and(|v| v.iter().any(|n| n.contains(m)))
             {
-                self.covered.insert((*m, site), ());
+                self.covered.insert((*m, site));
                 continue;
             }
-            if let Some(t) = protected(*m) {
-                plan.refused.push((
-                    m.to_string(),
-                    format!("covered by the allow list or own address {t}"),
-                ));
+            if let Err(e) = guards.check(&Target::Addr(*m), false) {
+                plan.refused.push((m.to_string(), e.to_string()));
                 continue;
             }
             fresh.push((site, *m));
@@ -173,10 +180,7 @@ impl Policy {
                 .map_or(0, |v| v.iter().filter(|a| net.contains(*a)).count());
             let safe = n_seen == n_members
                 && n_members.max(ms.len() + earlier) >= self.cfg.collapse_min
-                && !allow
-                    .iter()
-                    .chain(own)
-                    .any(|t| net.contains(&t.net()) || t.net().contains(&net));
+                && guards.check(&Target::Net(net), false).is_ok();
             if safe {
                 targets.push((site, Target::Net(net), ms));
             } else {
@@ -245,24 +249,19 @@ impl Policy {
                 .saturating_mul(1u32 << offences.min(16))
                 .min(self.cfg.max_ttl);
             for m in &members {
-                let o = self.offences.entry(*m).or_default();
-                *o = (o.0 + 1, now_ns);
-                self.covered.insert((*m, site), ());
+                self.pending.insert((*m, site));
             }
-            let singles = self.singles.entry(site).or_default();
-            match target {
-                Target::Addr(a) => singles.push(a),
-                Target::Net(net) => {
-                    self.prefixes.entry(site).or_default().push(net);
-                    singles.retain(|a| {
-                        if net.contains(a) {
-                            plan.superseded.push((site, Target::Addr(*a)));
-                            false
-                        } else {
-                            true
-                        }
-                    })
-                }
+            // The single-address rules in the kernel that this prefix replaces (removed with
+            // its push).
+            if let Target::Net(net) = target
+                && let Some(singles) = self.singles.get(&site)
+            {
+                plan.superseded.extend(
+                    singles
+                        .iter()
+                        .filter(|a| net.contains(*a))
+                        .map(|a| (site, Target::Addr(*a))),
+                );
             }
             self.recent.push_back(now_ns);
             plan.rules.push(PlannedRule {
@@ -274,6 +273,39 @@ impl Policy {
             });
         }
         plan
+    }
+
+    /// `rule` is in the kernel (event time `now_ns`): its members are covered and count an
+    /// offence each; a prefix replaces the single-address rules inside it.
+    pub fn landed(&mut self, rule: &PlannedRule, now_ns: u64) {
+        let site = rule.site;
+        let members: Vec<IpAddr> = self
+            .pending
+            .iter()
+            .filter(|(a, s)| *s == site && rule.target.contains(*a))
+            .map(|(a, _)| *a)
+            .collect();
+        for m in members {
+            self.pending.remove(&(m, site));
+            self.covered.insert((m, site));
+            let o = self.offences.entry(m).or_default();
+            *o = (o.0 + 1, now_ns);
+        }
+        let singles = self.singles.entry(site).or_default();
+        match rule.target {
+            Target::Addr(a) => singles.push(a),
+            Target::Net(net) => {
+                singles.retain(|a| !net.contains(a));
+                self.prefixes.entry(site).or_default().push(net);
+            }
+        }
+    }
+
+    /// `rule` will not reach the kernel (its push failed or was refused, or its plan aged out):
+    /// its members are planned again while they keep attacking.
+    pub fn abandon(&mut self, rule: &PlannedRule) {
+        self.pending
+            .retain(|(a, s)| !(*s == rule.site && rule.target.contains(*a)));
     }
 
     /// Forgets offences older than twice the TTL cap (event time `now_ns`): a source that has
@@ -293,7 +325,7 @@ impl Policy {
     /// resumes the attack is blocked again, for longer. Offence counts are kept.
     pub fn uncover(&mut self, site: Site, target: Target) {
         self.covered
-            .retain(|(a, s), _| !(*s == site && target.contains(*a)));
+            .retain(|(a, s)| !(*s == site && target.contains(*a)));
         if let Some(v) = self.singles.get_mut(&site) {
             v.retain(|a| !target.contains(*a));
         }
@@ -334,11 +366,16 @@ mod tests {
         let bot: IpAddr = "192.0.2.7".parse().unwrap();
         let s = swarm(bot);
         let mut ttls = Vec::new();
+        let g = Guards::default();
         for round in 0..3u64 {
-            let plan = p.plan(&s, &det, &[], &[], round * 1_000_000_000);
+            let now = round * 1_000_000_000;
+            let plan = p.plan(&s, &det, &g, now);
             ttls.push(plan.rules[0].ttl);
-            // Covered until its rule expires: nothing new is planned meanwhile.
-            assert!(p.plan(&s, &det, &[], &[], round).rules.is_empty());
+            // Pending until it lands, covered until its rule expires: nothing new is planned
+            // meanwhile.
+            assert!(p.plan(&s, &det, &g, now).rules.is_empty());
+            p.landed(&plan.rules[0], now);
+            assert!(p.plan(&s, &det, &g, now).rules.is_empty());
             p.uncover(s.site, Target::Addr(bot));
         }
         assert_eq!(ttls, vec![base, base * 2, base * 4]);
@@ -346,6 +383,22 @@ mod tests {
         let much_later = cap.saturating_mul(3).as_nanos() as u64;
         p.prune(much_later);
         assert_eq!(p.offenders(), 0);
-        assert_eq!(p.plan(&s, &det, &[], &[], much_later).rules[0].ttl, base);
+        assert_eq!(p.plan(&s, &det, &g, much_later).rules[0].ttl, base);
+    }
+
+    #[test]
+    fn an_abandoned_rule_is_planned_again_with_the_same_ttl() {
+        let mut p = Policy::new(PolicyConfig::default());
+        let det = Detector::new(crate::detect::DetectorConfig::default());
+        let s = swarm("192.0.2.7".parse().unwrap());
+        let g = Guards::default();
+        let first = p.plan(&s, &det, &g, 0);
+        assert_eq!(first.rules.len(), 1);
+        p.abandon(&first.rules[0]);
+        let again = p.plan(&s, &det, &g, 1);
+        assert_eq!(
+            again.rules, first.rules,
+            "no offence counted for a rule never pushed"
+        );
     }
 }

@@ -492,3 +492,41 @@ fn a_damaged_middle_line_refuses_to_start_and_removes_no_rule() {
         vec![10, 0, 0]
     );
 }
+
+// --- The own-address guard follows the host's addresses (issue 8, item 4). ---
+
+#[test]
+fn an_address_added_to_the_host_at_runtime_cannot_be_blocked_until_it_is_removed() {
+    require_root!();
+    let mut lab = Lab::new();
+    lab.start();
+    // Added after start-up (and after any SIGHUP): only a watcher of the host's addresses
+    // knows it.
+    add_addr(&lab.srv, &lab.link.iface_a, "192.0.2.77/24").unwrap();
+    for target in ["192.0.2.77", "192.0.2.0/24"] {
+        let o = lab.cli(&["block", "add", target]);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            !o.status.success() && err.contains("own address") && err.contains("192.0.2.77"),
+            "block add {target}: {} {err}\ndaemon log:\n{}",
+            o.status,
+            lab.log()
+        );
+    }
+    assert!(lab.rule_targets().is_empty());
+    lab.srv
+        .run(&[
+            "ip",
+            "addr",
+            "del",
+            "192.0.2.77/24",
+            "dev",
+            &lab.link.iface_a,
+        ])
+        .unwrap();
+    // Removed: free to block at once (the guard reads the kernel's notifications before it
+    // checks).
+    lab.ok(&["block", "add", "192.0.2.77"]);
+    lab.ok(&["block", "add", "192.0.2.0/24"]);
+    assert_eq!(lab.rule_targets(), vec!["192.0.2.0/24", "192.0.2.77"]);
+}

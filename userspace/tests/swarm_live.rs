@@ -309,3 +309,51 @@ fn a_crowd_of_new_visitors_loading_pages_with_their_assets_is_not_a_swarm() {
     assert_eq!(rules.as_array().map(Vec::len), Some(0), "{rules:#}");
     check_visitors_served(&Tally::of(&traffic.visitors, None), &lab);
 }
+
+/// The kernel's L7 sampling knobs, read from the pinned config map: (HTTP ports, TLS ports,
+/// rate).
+fn kernel_l7(lab: &SwarmLab) -> ([u16; 4], [u16; 2], u32) {
+    use swarmwall_maps::{Config, names};
+    let data = aya::maps::MapData::from_pin(lab.pin_dir().join("maps").join(names::CONFIG))
+        .expect("opening the pinned config map");
+    let map: aya::maps::Array<_, Config> =
+        aya::maps::Array::try_from(aya::maps::Map::Array(data)).unwrap();
+    let c = map.get(&0, 0).unwrap();
+    (c.http_ports, c.tls_ports, c.l7_rate)
+}
+
+#[test]
+fn a_sighup_that_turns_swarm_detection_on_leaves_sampling_and_the_pipeline_in_agreement() {
+    require_root!();
+    let mut lab = SwarmLab::new("swl-hup-", BIN.as_ref(), &plan()).unwrap();
+    let off = format!("{DAEMON_CONFIG}[swarm]\nenabled = false\n");
+    lab.start_daemon(&off).unwrap();
+    let pipeline = |lab: &SwarmLab| lab.cli_json(&["swarms"]).unwrap()["pipeline"].clone();
+    assert_eq!(pipeline(&lab)["enabled"], false);
+    assert_eq!(kernel_l7(&lab), ([0; 4], [0; 2], 0));
+    lab.reload_daemon(&format!("{DAEMON_CONFIG}[swarm]\nenabled = true\n"))
+        .unwrap();
+    // The reader thread cannot be started on reload (the ring buffer is taken once, at
+    // start-up): the change waits for a restart, the daemon says so, and the kernel keeps
+    // sampling nothing — never samples with no reader.
+    let p = pipeline(&lab);
+    let (http, tls, rate) = kernel_l7(&lab);
+    assert_eq!(
+        p["enabled"].as_bool().unwrap(),
+        rate > 0,
+        "pipeline {p} but kernel sampling http {http:?} tls {tls:?} rate {rate}\nlog:\n{}",
+        lab.log()
+    );
+    assert_eq!((http, tls, rate), ([0; 4], [0; 2], 0));
+    assert!(
+        lab.log().contains("[swarm] enabled") && lab.log().contains("restart"),
+        "{}",
+        lab.log()
+    );
+    // And a restart with the new file turns it on, reader and all.
+    lab.stop_daemon();
+    lab.start_daemon(&format!("{DAEMON_CONFIG}[swarm]\nenabled = true\n"))
+        .unwrap();
+    assert_eq!(pipeline(&lab)["enabled"], true);
+    assert!(kernel_l7(&lab).2 > 0);
+}

@@ -4,7 +4,6 @@
 //! on half a configuration.
 
 use std::{
-    net::IpAddr,
     path::{Path, PathBuf},
     time::Duration,
 };
@@ -146,7 +145,7 @@ pub struct Checked {
     pub attach: AttachMode,
     /// `allow`.
     pub allow: Vec<Target>,
-    /// `own_addresses`, plus the host's own if detected.
+    /// `own_addresses` (the host's interface addresses are added live, when detected).
     pub own: Vec<Target>,
     /// `default_ttl`.
     pub default_ttl: Option<Duration>,
@@ -198,10 +197,9 @@ impl Config {
                 .collect()
         };
         let allow = targets("allow", &self.allow)?;
-        let mut own = targets("own_addresses", &self.own_addresses)?;
-        if self.detect_own_addresses {
-            own.extend(host_addresses().into_iter().map(Target::Addr));
-        }
+        // The host's interface addresses (`detect_own_addresses`) are not a snapshot taken
+        // here: the daemon follows them live (`host_addrs`).
+        let own = targets("own_addresses", &self.own_addresses)?;
         let default_ttl = match &self.default_ttl {
             Some(s) => Some(positive_duration(
                 "default_ttl",
@@ -333,23 +331,6 @@ fn positive_duration(key: &str, value: &str, example: &str, if_zero: &str) -> Re
         bail!("{key} = \"{value}\": {if_zero}");
     }
     Ok(d)
-}
-
-/// Every address configured on this host's interfaces (in the daemon's network namespace).
-fn host_addresses() -> Vec<IpAddr> {
-    let Ok(addrs) = nix::ifaddrs::getifaddrs() else {
-        return Vec::new();
-    };
-    addrs
-        .filter_map(|a| a.address)
-        .filter_map(|a| {
-            if let Some(v4) = a.as_sockaddr_in() {
-                Some(IpAddr::V4(v4.ip()))
-            } else {
-                a.as_sockaddr_in6().map(|v6| IpAddr::V6(v6.ip()))
-            }
-        })
-        .collect()
 }
 
 #[cfg(test)]

@@ -25,11 +25,13 @@ use crate::{
     backend::{BackendError, Context, Desired, RuleBackend as _},
     daemon::{
         config::Checked,
+        host_addrs::HostAddrs,
         swarms::{Book, Counters, Enforcer, PushOutcome, Pushed, Tracked},
         top::Top,
     },
     dataplane::monotonic_ns,
     detect::{Site, Swarm},
+    guard::Guards,
     policy::PlannedRule,
     store::{AllowRecord, Change, Op, RuleRecord, Store, StoreError},
 };
@@ -46,6 +48,39 @@ pub struct Inner {
     pub store: Store,
     /// The checked configuration.
     pub config: Checked,
+    /// The addresses on the host's interfaces, kept current (own addresses when the config's
+    /// `detect_own_addresses` is on).
+    pub host: HostAddrs,
+}
+
+/// A rule a producer asks for, in the rule model's types: what the API's wire `NewRule`
+/// becomes, and what the swarm policy, imports and CrowdSec hand over directly.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RuleRequest {
+    /// The rule; its TTL is final (the API applies `default_ttl` when it parses a request).
+    pub spec: RuleSpec,
+    /// Lifts the prefix-width bound (and nothing else).
+    pub force: bool,
+}
+
+/// What [`Inner::commit_rules`] does with a rule a guard (or the duplicate check) refuses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OnRefusal {
+    /// Refuse the whole batch, naming the rule (an admin's request: all or nothing).
+    Abort,
+    /// Commit the others and report the refused ones (the swarm policy).
+    Skip,
+}
+
+/// What [`Inner::commit_rules`] did.
+#[derive(Debug, Default)]
+pub struct Committed {
+    /// The journal change, if anything changed.
+    pub change: Option<Change>,
+    /// The rules added: the index of their request, and the record.
+    pub added: Vec<(usize, RuleRecord)>,
+    /// The requests refused (only with [`OnRefusal::Skip`]): index and why.
+    pub refused: Vec<(usize, Failure)>,
 }
 
 /// The running daemon.
@@ -169,16 +204,23 @@ impl Inner {
         }
     }
 
-    /// Checks a requested rule against the guards and turns it into a record.
-    fn new_record(
-        &self,
-        id: u64,
-        req: &NewRule,
-        force: bool,
-        actor: &str,
-        reason: Option<&str>,
-        now: SystemTime,
-    ) -> Result<RuleRecord, Failure> {
+    /// The guards every producer's rules pass, as they stand now: the allow list (config and
+    /// store), the own addresses (config, and the host's interfaces if detected), the prefix
+    /// bounds.
+    pub fn guards(&self) -> Guards {
+        let mut allow = self.config.allow.clone();
+        allow.extend(self.store.state().allow.keys().copied());
+        let g = Guards::new(allow, self.config.own.clone())
+            .with_prefix_bounds(self.config.raw.max_prefix_v4, self.config.raw.max_prefix_v6);
+        if self.config.raw.detect_own_addresses {
+            g.with_host_addresses(self.host.current())
+        } else {
+            g
+        }
+    }
+
+    /// Parses an API rule into a typed request (applying `default_ttl`).
+    fn rule_request(&self, req: &NewRule, force: bool) -> Result<RuleRequest, Failure> {
         let bad = |m: String| Failure::BadRequest(m);
         let target: Target = req
             .target
@@ -212,49 +254,40 @@ impl Inner {
             Some(s) => Some(Duration::from_secs(s)),
             None => self.config.default_ttl,
         };
-        RuleSpec {
+        Ok(RuleRequest {
+            spec: RuleSpec {
+                target,
+                action,
+                scope,
+                ttl,
+            },
+            force,
+        })
+    }
+
+    /// Checks a typed request against `guards` and the rules in the store, and turns it into
+    /// a record.
+    fn new_record(
+        &self,
+        id: u64,
+        req: &RuleRequest,
+        guards: &Guards,
+        actor: &str,
+        reason: Option<&str>,
+        now: SystemTime,
+    ) -> Result<RuleRecord, Failure> {
+        let RuleSpec {
             target,
             action,
             scope,
             ttl,
-        }
-        .validate()
-        .map_err(|e| bad(e.to_string()))?;
-        if let Target::Net(n) = target {
-            let bound = if n.addr().is_ipv4() {
-                self.config.raw.max_prefix_v4
-            } else {
-                self.config.raw.max_prefix_v6
-            };
-            if n.prefix_len() < bound && !force {
-                return Err(Failure::Conflict(format!(
-                    "{target} is wider than /{bound}, the configured bound; add force (--force) if you mean it"
-                )));
-            }
-        }
-        let overlaps =
-            |t: &Target| t.net().contains(&target.net()) || target.net().contains(&t.net());
-        if let Some(a) = self
-            .config
-            .allow
-            .iter()
-            .chain(self.store.state().allow.keys())
-            .find(|a| overlaps(a))
-        {
-            return Err(Failure::Conflict(format!(
-                "{target} covers allow-listed {a}; remove the allow entry first or narrow the rule"
-            )));
-        }
-        if let Some(own) = self
-            .config
-            .own
-            .iter()
-            .find(|o| target.net().contains(&o.net()))
-        {
-            return Err(Failure::Conflict(format!(
-                "{target} covers this host's own address {own}; refusing"
-            )));
-        }
+        } = req.spec;
+        req.spec
+            .validate()
+            .map_err(|e| Failure::BadRequest(e.to_string()))?;
+        guards
+            .check(&target, req.force)
+            .map_err(|e| Failure::Conflict(e.to_string()))?;
         if let Some(dup) = self
             .store
             .state()
@@ -277,6 +310,54 @@ impl Inner {
             actor: actor.to_owned(),
             reason: reason.map(str::to_owned),
         })
+    }
+
+    /// The one way rules get in: checks every request against the guards (built once for the
+    /// batch), then commits them — with `ops` first, e.g. the removal of rules they replace —
+    /// as one journaled change, and applies it. The API handler and the swarm policy both come
+    /// through here.
+    pub fn commit_rules(
+        &mut self,
+        actor: &str,
+        reason: Option<&str>,
+        requests: &[RuleRequest],
+        mut ops: Vec<Op>,
+        on_refusal: OnRefusal,
+    ) -> Result<Committed, Failure> {
+        let now = SystemTime::now();
+        let guards = self.guards();
+        let mut id = self.store.next_rule_id();
+        let mut out = Committed::default();
+        for (n, req) in requests.iter().enumerate() {
+            match self.new_record(id, req, &guards, actor, reason, now) {
+                Ok(rec) => {
+                    out.added.push((n, rec.clone()));
+                    ops.push(Op::AddRule(rec));
+                    id += 1;
+                }
+                Err(e) if on_refusal == OnRefusal::Skip => out.refused.push((n, e)),
+                Err(e) if requests.len() == 1 => return Err(e),
+                Err(Failure::BadRequest(m)) => {
+                    return Err(Failure::BadRequest(format!(
+                        "rule {} ({}): {m}",
+                        n + 1,
+                        req.spec.target
+                    )));
+                }
+                Err(Failure::Conflict(m)) => {
+                    return Err(Failure::Conflict(format!(
+                        "rule {} ({}): {m}",
+                        n + 1,
+                        req.spec.target
+                    )));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        if !ops.is_empty() {
+            out.change = Some(self.commit_apply(actor, reason, ops, None)?);
+        }
+        Ok(out)
     }
 }
 
@@ -320,9 +401,7 @@ impl Inner {
         rules: &[PlannedRule],
         superseded: &[(Site, Target)],
     ) -> Result<PushOutcome, Failure> {
-        let now = SystemTime::now();
         let reason = swarm_reason(swarm);
-        let mut out = PushOutcome::default();
         let mut ops = Vec::new();
         for (site, t) in superseded {
             if let Some(r) = self.store.state().rules.values().find(|r| {
@@ -334,38 +413,47 @@ impl Inner {
                 ops.push(Op::RemoveRule(r.clone()));
             }
         }
-        let mut id = self.store.next_rule_id();
-        for r in rules {
-            let req = NewRule {
-                target: r.target.to_string(),
-                action: None,
-                scope: ScopeView {
-                    dst: Some(r.site.0.to_string()),
-                    proto: Some(r.proto.to_string()),
-                    port: Some(r.site.1),
+        let requests: Vec<RuleRequest> = rules
+            .iter()
+            .map(|r| RuleRequest {
+                spec: RuleSpec {
+                    target: r.target,
+                    action: Action::Drop,
+                    scope: Scope {
+                        dst: Some(r.site.0),
+                        proto: Some(r.proto),
+                        port: Some(r.site.1),
+                    },
+                    // Whole seconds, as the journal keeps them.
+                    ttl: Some(Duration::from_secs(r.ttl.as_secs().max(1))),
                 },
-                ttl_s: Some(r.ttl.as_secs().max(1)),
-            };
-            match self.new_record(id, &req, false, SWARM_ACTOR, Some(&reason), now) {
-                Ok(rec) => {
-                    out.landed.push(Pushed {
-                        id,
-                        target: r.target,
-                        site: r.site,
-                        expires: rec.expires_at.unwrap_or(now),
-                    });
-                    ops.push(Op::AddRule(rec));
-                    id += 1;
-                }
-                Err(e) => out.refused.push((r.target.to_string(), e.to_string())),
-            }
-        }
-        if !ops.is_empty() {
-            let change = self.commit_apply(SWARM_ACTOR, Some(&reason), ops, None)?;
-            out.change = Some(change.id);
+                force: false,
+            })
+            .collect();
+        let done =
+            self.commit_rules(SWARM_ACTOR, Some(&reason), &requests, ops, OnRefusal::Skip)?;
+        let out = PushOutcome {
+            landed: done
+                .added
+                .iter()
+                .map(|(n, rec)| Pushed {
+                    id: rec.id,
+                    target: rules[*n].target,
+                    site: rules[*n].site,
+                    expires: rec.expires_at.unwrap_or(rec.created_at),
+                })
+                .collect(),
+            refused: done
+                .refused
+                .into_iter()
+                .map(|(n, e)| (rules[n].target.to_string(), e.to_string()))
+                .collect(),
+            change: done.change.as_ref().map(|c| c.id),
+        };
+        if let Some(change) = out.change {
             tracing::info!(
                 swarm = swarm.id,
-                change = change.id,
+                change,
                 rules = out.landed.len(),
                 removed = superseded.len(),
                 "swarm rules in the kernel"
@@ -380,12 +468,8 @@ impl Enforcer for Daemon {
         self.with(|i| i.store.state().mode)
     }
 
-    fn guards(&self) -> (Vec<Target>, Vec<Target>) {
-        self.with(|i| {
-            let mut allow = i.config.allow.clone();
-            allow.extend(i.store.state().allow.keys().copied());
-            (allow, i.config.own.clone())
-        })
+    fn guards(&self) -> Guards {
+        self.with(|i| i.guards())
     }
 
     fn push(
@@ -658,33 +742,31 @@ impl Control for Daemon {
             return Err(Failure::BadRequest("no rules given".into()));
         }
         self.with(|i| {
-            let now = SystemTime::now();
-            let first = i.store.next_rule_id();
-            let who = actor.name();
-            let mut ops = Vec::with_capacity(req.rules.len());
-            for (n, r) in req.rules.iter().enumerate() {
-                let rec = i
-                    .new_record(
-                        first + n as u64,
-                        r,
-                        req.force,
-                        &who,
-                        req.reason.as_deref(),
-                        now,
-                    )
-                    .map_err(|e| match e {
+            let requests = req
+                .rules
+                .iter()
+                .enumerate()
+                .map(|(n, r)| {
+                    i.rule_request(r, req.force).map_err(|e| match e {
                         Failure::BadRequest(m) if req.rules.len() > 1 => {
                             Failure::BadRequest(format!("rule {} ({}): {m}", n + 1, r.target))
                         }
-                        Failure::Conflict(m) if req.rules.len() > 1 => {
-                            Failure::Conflict(format!("rule {} ({}): {m}", n + 1, r.target))
-                        }
                         e => e,
-                    })?;
-                ops.push(Op::AddRule(rec));
-            }
-            let ids: Vec<u64> = (first..first + ops.len() as u64).collect();
-            let change = i.commit_apply(&who, req.reason.as_deref(), ops, None)?;
+                    })
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            let who = actor.name();
+            let done = i.commit_rules(
+                &who,
+                req.reason.as_deref(),
+                &requests,
+                Vec::new(),
+                OnRefusal::Abort,
+            )?;
+            let ids = done.added.iter().map(|(_, r)| r.id).collect();
+            let change = done
+                .change
+                .ok_or_else(|| Failure::Internal("no change committed".into()))?;
             Ok(result(&change, ids))
         })
     }

@@ -8,6 +8,7 @@
 
 pub mod config;
 pub mod controller;
+pub mod host_addrs;
 pub mod swarms;
 pub mod top;
 
@@ -130,7 +131,13 @@ pub fn run(args: DaemonArgs, socket: Option<PathBuf>) -> Result<()> {
             "adopted the data plane a previous daemon left running"
         );
     }
-    let mut inner = Inner { dp, store, config };
+    let host = host_addrs::HostAddrs::open().context("following the host's addresses")?;
+    let mut inner = Inner {
+        dp,
+        store,
+        config,
+        host,
+    };
     inner.expire().map_err(|e| anyhow::anyhow!("{e}"))?;
     let (added, removed) = inner
         .reconcile()
@@ -178,7 +185,8 @@ pub fn run(args: DaemonArgs, socket: Option<PathBuf>) -> Result<()> {
         Some(reader) => {
             let (book, counters) = daemon.swarm_state();
             let enforcer: Arc<dyn swarms::Enforcer> = daemon.clone();
-            let p = swarms::Pipeline::start(reader, enforcer, settings, book, counters)
+            let source = Box::new(crate::sources::kernel::KernelRing::new(reader));
+            let p = swarms::Pipeline::start(source, enforcer, settings, book, counters)
                 .context("starting the swarm detector threads")?;
             tracing::info!("swarm detection is on");
             Some(p)
@@ -274,8 +282,15 @@ async fn housekeeping(daemon: Arc<Daemon>) {
     }
 }
 
-/// SIGHUP: re-read the config file. The allow list, own addresses, default TTL and prefix
-/// bounds take effect at once; interfaces, sizes, paths and the socket need a restart.
+/// SIGHUP: re-read the config file. The allow list, own addresses, default TTL, prefix
+/// bounds and `[l7]` take effect at once; interfaces, sizes, paths, the socket and `[swarm]`
+/// need a restart.
+///
+/// `[swarm]` waits for a restart because its reader owns the kernel's ring buffer, which the
+/// daemon takes once, at start-up: turning detection on here would make the kernel sample into
+/// a ring nobody reads, and off-then-on would need the ring back from a stopped reader. So the
+/// running `[swarm]` settings (and with them the L7 sampling on or off) are kept, and the log
+/// says what waits.
 async fn reload_on_hup(daemon: Arc<Daemon>, args: DaemonArgs, socket: Option<PathBuf>) {
     let Ok(mut hup) = signal(SignalKind::hangup()) else {
         tracing::error!("cannot install the SIGHUP handler; config reload is off");
@@ -283,7 +298,7 @@ async fn reload_on_hup(daemon: Arc<Daemon>, args: DaemonArgs, socket: Option<Pat
     };
     while hup.recv().await.is_some() {
         match load_config(&args, socket.as_ref()) {
-            Ok(new) => {
+            Ok(mut new) => {
                 let r = daemon.with(|i| {
                     if new.raw.interfaces != i.config.raw.interfaces
                         || new.sizes != i.config.sizes
@@ -293,6 +308,7 @@ async fn reload_on_hup(daemon: Arc<Daemon>, args: DaemonArgs, socket: Option<Pat
                             "interfaces, map sizes and the socket change only on restart"
                         );
                     }
+                    keep_running_swarm(&mut new, &i.config);
                     i.config = new;
                     i.reconcile()?;
                     apply_l7(i)
@@ -307,4 +323,28 @@ async fn reload_on_hup(daemon: Arc<Daemon>, args: DaemonArgs, socket: Option<Pat
             Err(e) => tracing::error!("SIGHUP: keeping the old configuration: {e:#}"),
         }
     }
+}
+
+/// Keeps the running `[swarm]` settings in a reloaded `new` config, warning if the file
+/// changed them (they take effect on restart).
+fn keep_running_swarm(new: &mut config::Checked, running: &config::Checked) {
+    if new.raw.swarm == running.raw.swarm {
+        return;
+    }
+    if new.raw.swarm.enabled != running.raw.swarm.enabled {
+        tracing::warn!(
+            "SIGHUP: [swarm] enabled = {} takes effect on restart; detection stays {} until then",
+            new.raw.swarm.enabled,
+            if running.raw.swarm.enabled {
+                "on"
+            } else {
+                "off"
+            }
+        );
+    } else {
+        tracing::warn!("SIGHUP: [swarm] settings take effect on restart");
+    }
+    new.raw.swarm = running.raw.swarm.clone();
+    new.detector = running.detector.clone();
+    new.policy = running.policy.clone();
 }

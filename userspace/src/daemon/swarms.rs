@@ -1,15 +1,18 @@
 //! Live swarm defence: kernel samples → requests → detector → policy → rules in the kernel.
 //!
 //! Two threads, joined by a bounded lock-free SPSC queue (`ringbuf`):
-//! - the *reader* waits on the kernel's ring buffer (`poll`), parses each sample into request
-//!   events and pushes them; when the queue is full it counts the overflow and drops the event —
-//!   it never blocks, so a slow detector costs samples, never kernel ring-buffer space;
+//! - the *reader* polls an [`EventSource`] (the kernel's ring buffer, parsed into request
+//!   events) and pushes what it hands out; when the queue is full it counts the overflow and
+//!   drops the event — it never blocks, so a slow detector costs samples, never kernel
+//!   ring-buffer space;
 //! - the *detector* drains the queue into the [`Detector`] and, every [`Settings::tick`], asks it
 //!   for swarms, plans rules with the [`Policy`] and hands them to an [`Enforcer`] (the daemon:
 //!   journaled, then in the kernel, as one undoable change per swarm and tick).
 //!
 //! In observe mode the planned rules are kept and shown, not pushed; switching to enforce pushes
-//! those still within their TTL. When a swarm rule expires, its member may be blocked again (for
+//! those still within their TTL (a plan past its TTL is dropped, and its members planned again
+//! while they attack). Only a rule that reached the kernel covers its members: a push the
+//! kernel refuses is retried after [`RETRY_AFTER`], a rule a guard refused is planned again. When a swarm rule expires, its member may be blocked again (for
 //! twice as long) if it resumes the attack; a rule an admin deleted or undid is a pardon and is
 //! not pushed again for the same swarm.
 
@@ -28,10 +31,12 @@ use ringbuf::{HeapRb, traits::Split as _};
 
 use crate::{
     Mode, Target,
-    dataplane::{L7Reader, monotonic_ns},
+    dataplane::monotonic_ns,
     detect::{Detector, DetectorConfig, Site, Swarm},
-    l7::{self, RequestEvent},
+    guard::Guards,
+    l7::RequestEvent,
     policy::{PlannedRule, Policy, PolicyConfig},
+    sources::{EventSource, Polled, SourceError},
 };
 
 /// How the pipeline runs.
@@ -100,8 +105,8 @@ pub struct PushOutcome {
 pub trait Enforcer: Send + Sync + 'static {
     /// The global mode: rules are pushed only in enforce mode.
     fn mode(&self) -> Mode;
-    /// Addresses never to block: (allow list, own addresses).
-    fn guards(&self) -> (Vec<Target>, Vec<Target>);
+    /// The guards every rule passes, as they stand now (the policy plans within them).
+    fn guards(&self) -> Guards;
     /// Pushes `rules` for `swarm` and removes the swarm rules `superseded` names, as one change.
     fn push(
         &self,
@@ -138,12 +143,20 @@ pub struct Tracked {
     pub blocked_ns: Option<u64>,
     /// The impact preview of its last plan.
     pub impact: f64,
+    /// After a failed push, no new attempt before this (monotonic ns): a kernel that refuses
+    /// costs a journaled change and its revert per attempt.
+    retry_at_ns: u64,
+    /// The last push failed; its plan waits for the retry.
+    push_failed: bool,
 }
 
 const SEC_NS: u64 = 1_000_000_000;
 
 /// Refusals kept per swarm.
 pub const MAX_REFUSED: usize = 100;
+
+/// How long after a failed push the pipeline tries again.
+pub const RETRY_AFTER: Duration = Duration::from_secs(5);
 
 /// A swarm no member has behaved as for this long is retired: dropped from the detector, and
 /// from the book once none of its rules is in force or planned.
@@ -163,6 +176,8 @@ impl Tracked {
             pardoned: 0,
             blocked_ns: None,
             impact: 0.0,
+            retry_at_ns: 0,
+            push_failed: false,
         }
     }
 
@@ -176,6 +191,8 @@ impl Tracked {
     pub fn state(&self) -> &'static str {
         if !self.rules.is_empty() {
             "blocked"
+        } else if self.push_failed {
+            "refused"
         } else if !self.planned.is_empty() {
             "reported"
         } else if self.expired > 0 || self.pardoned > 0 {
@@ -274,7 +291,18 @@ impl Engine {
             self.policy.prune(now_ns);
             self.next_prune_ns = now_ns + 60 * SEC_NS;
         }
-        let (allow, own) = enforcer.guards();
+        // A plan (observe mode) that outlived its TTL would block nobody: its members are
+        // planned afresh if they still attack (and a retired swarm leaves the book).
+        for t in b.swarms.values_mut() {
+            t.planned.retain(|(r, at)| {
+                let alive = remaining(r, *at, now_ns).is_some();
+                if !alive {
+                    self.policy.abandon(r);
+                }
+                alive
+            });
+        }
+        let guards = enforcer.guards();
         for s in self.det.swarms() {
             let t = match b.swarms.entry(s.id) {
                 std::collections::btree_map::Entry::Vacant(v) => v.insert(Tracked::new(s.clone())),
@@ -287,7 +315,7 @@ impl Engine {
             if s.active.is_empty() {
                 continue;
             }
-            let plan = self.policy.plan(s, &self.det, &allow, &own, now_ns);
+            let plan = self.policy.plan(s, &self.det, &guards, now_ns);
             if !plan.rules.is_empty() || !plan.refused.is_empty() {
                 t.impact = plan.impact;
             }
@@ -301,25 +329,37 @@ impl Engine {
             return;
         }
         for t in b.swarms.values_mut() {
-            if t.planned.is_empty() {
+            if t.planned.is_empty() || now_ns < t.retry_at_ns {
                 continue;
             }
-            // Planned in observe mode a while ago: push with what is left of the TTL.
-            let rules: Vec<PlannedRule> = t
-                .planned
-                .drain(..)
-                .filter_map(|(mut r, at)| {
-                    let age = Duration::from_nanos(now_ns.saturating_sub(at));
-                    r.ttl = r.ttl.checked_sub(age).filter(|d| d.as_secs() >= 1)?;
-                    Some(r)
-                })
-                .collect();
+            let planned = std::mem::take(&mut t.planned);
             let superseded = std::mem::take(&mut t.superseded);
+            // Planned in observe mode a while ago: push with what is left of the TTL.
+            let mut rules: Vec<PlannedRule> = Vec::with_capacity(planned.len());
+            for (r, at) in &planned {
+                match remaining(r, *at, now_ns) {
+                    Some(ttl) => rules.push(PlannedRule { ttl, ..r.clone() }),
+                    None => self.policy.abandon(r),
+                }
+            }
             if rules.is_empty() {
                 continue;
             }
             match enforcer.push(&t.swarm, &rules, &superseded) {
                 Ok(out) => {
+                    t.push_failed = false;
+                    // Only what landed is covered; the rest is planned again next tick.
+                    for r in &rules {
+                        if out
+                            .landed
+                            .iter()
+                            .any(|p| p.site == r.site && p.target == r.target)
+                        {
+                            self.policy.landed(r, now_ns);
+                        } else {
+                            self.policy.abandon(r);
+                        }
+                    }
                     t.rules.retain(|p| {
                         !superseded
                             .iter()
@@ -334,8 +374,13 @@ impl Engine {
                     t.refuse(out.refused);
                 }
                 Err(e) => {
+                    // Nothing changed: keep the plan (still pending) and try again later.
                     tracing::error!(swarm = t.swarm.id, "pushing swarm rules: {e}");
                     t.refuse([(format!("swarm {}", t.swarm.id), e)]);
+                    t.planned = planned;
+                    t.superseded = superseded;
+                    t.push_failed = true;
+                    t.retry_at_ns = now_ns.saturating_add(RETRY_AFTER.as_nanos() as u64);
                 }
             }
         }
@@ -367,6 +412,12 @@ impl Engine {
     }
 }
 
+/// What is left at `now_ns` of the TTL of `rule`, planned at `at_ns`; `None` under a second.
+fn remaining(rule: &PlannedRule, at_ns: u64, now_ns: u64) -> Option<Duration> {
+    let age = Duration::from_nanos(now_ns.saturating_sub(at_ns));
+    rule.ttl.checked_sub(age).filter(|d| d.as_secs() >= 1)
+}
+
 /// The running pipeline; dropping it stops and joins both threads.
 pub struct Pipeline {
     stop: Arc<AtomicBool>,
@@ -374,10 +425,10 @@ pub struct Pipeline {
 }
 
 impl Pipeline {
-    /// Starts the reader on `reader` and the detector feeding `enforcer`, filling `book` and
+    /// Starts the reader on `source` and the detector feeding `enforcer`, filling `book` and
     /// `counters`.
     pub fn start(
-        reader: L7Reader,
+        source: Box<dyn EventSource>,
         enforcer: Arc<dyn Enforcer>,
         settings: Settings,
         book: Arc<Mutex<Book>>,
@@ -396,8 +447,8 @@ impl Pipeline {
                         book: &book,
                         thread: "L7 reader",
                     };
-                    if let Err(e) = read_loop(reader, prod, &counters, &stop) {
-                        Book::fail(&book, format!("waiting on the L7 ring buffer: {e}"));
+                    if let Err(e) = read_loop(source, prod, &counters, &stop) {
+                        Book::fail(&book, e.to_string());
                     }
                 })?
         };
@@ -430,43 +481,28 @@ impl Drop for Pipeline {
 }
 
 /// How long the reader waits in `poll` before looking at the stop flag.
-const POLL_MS: i32 = 100;
+const POLL: Duration = Duration::from_millis(100);
 
 fn read_loop(
-    mut reader: L7Reader,
+    mut source: Box<dyn EventSource>,
     mut queue: impl ringbuf::traits::Producer<Item = RequestEvent>,
     counters: &Counters,
     stop: &AtomicBool,
-) -> std::io::Result<()> {
-    use std::os::fd::AsRawFd as _;
-    let fd = reader.fd().as_raw_fd();
+) -> Result<(), SourceError> {
     while !stop.load(Ordering::Relaxed) {
-        let mut pfd = libc::pollfd {
-            fd,
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        // SAFETY: one valid pollfd for the duration of the call; the ring buffer's fd lives as
-        // long as `reader`.
-        let r = unsafe { libc::poll(&mut pfd, 1, POLL_MS) };
-        if r < 0 {
-            let e = std::io::Error::last_os_error();
-            if e.kind() != std::io::ErrorKind::Interrupted {
-                return Err(e);
+        // A full queue drops the event and counts it: the reader never waits on the detector.
+        let polled = source.poll(POLL, &mut |ev| {
+            if queue.try_push(ev).is_err() {
+                counters.overflow.fetch_add(1, Ordering::Relaxed);
             }
-        }
-        while let Some(sample) = reader.next_event() {
-            counters.samples.fetch_add(1, Ordering::Relaxed);
-            let events = l7::from_sample(&sample);
-            if events.is_empty() {
-                counters.unparsed.fetch_add(1, Ordering::Relaxed);
-            }
-            for ev in events {
-                counters.requests.fetch_add(1, Ordering::Relaxed);
-                if queue.try_push(ev).is_err() {
-                    counters.overflow.fetch_add(1, Ordering::Relaxed);
-                }
-            }
+        })?;
+        let c = source.counters();
+        counters.samples.store(c.read, Ordering::Relaxed);
+        counters.requests.store(c.requests, Ordering::Relaxed);
+        counters.unparsed.store(c.unparsed, Ordering::Relaxed);
+        if polled == Polled::End {
+            tracing::info!(source = source.name(), "event source exhausted");
+            break;
         }
     }
     Ok(())
@@ -521,14 +557,18 @@ mod tests {
         removed: Mutex<Vec<(Site, Target)>>,
         alive: Mutex<BTreeMap<u64, bool>>,
         allow: Vec<Target>,
+        /// While set, every push fails (as a kernel refusal does).
+        fail: Mutex<bool>,
+        /// Targets the daemon's guards refuse at push time.
+        refuse: Mutex<Vec<Target>>,
     }
 
     impl Enforcer for Fake {
         fn mode(&self) -> Mode {
             self.mode.lock().unwrap().unwrap_or(Mode::Enforce)
         }
-        fn guards(&self) -> (Vec<Target>, Vec<Target>) {
-            (self.allow.clone(), vec![])
+        fn guards(&self) -> Guards {
+            Guards::new(self.allow.clone(), vec![])
         }
         fn push(
             &self,
@@ -536,9 +576,18 @@ mod tests {
             rules: &[PlannedRule],
             superseded: &[(Site, Target)],
         ) -> Result<PushOutcome, String> {
+            if *self.fail.lock().unwrap() {
+                return Err("the kernel refused the change: map full".into());
+            }
             let mut alive = self.alive.lock().unwrap();
             let mut out = PushOutcome::default();
+            let refuse = self.refuse.lock().unwrap();
             for r in rules {
+                if refuse.contains(&r.target) {
+                    out.refused
+                        .push((r.target.to_string(), "guard 'own address'".into()));
+                    continue;
+                }
                 let id = alive.len() as u64 + 1;
                 alive.insert(id, true);
                 out.landed.push(Pushed {
@@ -548,7 +597,13 @@ mod tests {
                     expires: SystemTime::now() + r.ttl,
                 });
             }
-            self.pushes.lock().unwrap().push(rules.to_vec());
+            self.pushes.lock().unwrap().push(
+                rules
+                    .iter()
+                    .filter(|r| !refuse.contains(&r.target))
+                    .cloned()
+                    .collect(),
+            );
             self.removed.lock().unwrap().extend_from_slice(superseded);
             Ok(out)
         }
@@ -752,5 +807,118 @@ mod tests {
             "{:?}",
             b.swarms[&1].refused
         );
+    }
+
+    fn pushed(fake: &Fake) -> Vec<Target> {
+        fake.pushes
+            .lock()
+            .unwrap()
+            .concat()
+            .iter()
+            .map(|r| r.target)
+            .collect()
+    }
+
+    #[test]
+    fn a_failed_push_is_retried_on_a_later_tick() {
+        let (fake, book) = (Fake::default(), Mutex::new(Book::default()));
+        *fake.fail.lock().unwrap() = true;
+        let mut engine = Engine::new(&Settings::default());
+        attack(&mut engine, 0, 8, &fake, &book);
+        assert!(pushed(&fake).is_empty());
+        assert_eq!(book.lock().unwrap().swarms[&1].state(), "refused");
+        // The kernel takes rules again: every member is blocked, each once.
+        *fake.fail.lock().unwrap() = false;
+        attack(&mut engine, 8, 30, &fake, &book);
+        let targets = pushed(&fake);
+        assert_eq!(targets.len(), 12, "{targets:?}");
+        for i in 0..12 {
+            assert!(targets.contains(&Target::Addr(bot(i))));
+        }
+        assert_eq!(book.lock().unwrap().swarms[&1].state(), "blocked");
+    }
+
+    #[test]
+    fn a_rule_refused_at_push_time_is_pushed_once_the_refusal_is_gone() {
+        let (fake, book) = (Fake::default(), Mutex::new(Book::default()));
+        fake.refuse.lock().unwrap().push(Target::Addr(bot(3)));
+        let mut engine = Engine::new(&Settings::default());
+        attack(&mut engine, 0, 8, &fake, &book);
+        assert_eq!(pushed(&fake).len(), 11);
+        assert!(!pushed(&fake).contains(&Target::Addr(bot(3))));
+        fake.refuse.lock().unwrap().clear();
+        attack(&mut engine, 8, 30, &fake, &book);
+        let targets = pushed(&fake);
+        assert_eq!(targets.len(), 12, "{targets:?}");
+        assert!(targets.contains(&Target::Addr(bot(3))));
+    }
+
+    #[test]
+    fn an_observe_plan_that_ages_out_is_planned_again_and_enforce_blocks_it() {
+        let (fake, book) = (Fake::default(), Mutex::new(Book::default()));
+        *fake.mode.lock().unwrap() = Some(Mode::Observe);
+        let mut engine = Engine::new(&Settings::default());
+        attack(&mut engine, 0, 8, &fake, &book);
+        // Long past the plans' TTL the bots attack again, still in observe mode...
+        let later = Settings::default().policy.base_ttl.as_secs() + 100;
+        attack(&mut engine, later, later + 8, &fake, &book);
+        assert!(pushed(&fake).is_empty());
+        {
+            let b = book.lock().unwrap();
+            let t = &b.swarms[&1];
+            assert_eq!(t.state(), "reported");
+            assert_eq!(t.planned.len(), 12, "{:?}", t.planned);
+        }
+        // ...and enforce blocks every one of them.
+        *fake.mode.lock().unwrap() = Some(Mode::Enforce);
+        attack(&mut engine, later + 8, later + 10, &fake, &book);
+        assert_eq!(pushed(&fake).len(), 12, "{:?}", pushed(&fake));
+        assert_eq!(book.lock().unwrap().swarms[&1].state(), "blocked");
+    }
+
+    /// Hands out `n` events on its first poll, then ends.
+    struct Burst {
+        n: u64,
+        counters: crate::sources::SourceCounters,
+    }
+
+    impl EventSource for Burst {
+        fn name(&self) -> &str {
+            "burst"
+        }
+        fn poll(
+            &mut self,
+            _timeout: Duration,
+            out: &mut dyn FnMut(RequestEvent),
+        ) -> Result<Polled, SourceError> {
+            for i in 0..std::mem::take(&mut self.n) {
+                self.counters.read += 1;
+                self.counters.requests += 1;
+                out(ev(i, bot(0), "/", "bot/1.0"));
+            }
+            Ok(Polled::End)
+        }
+        fn counters(&self) -> crate::sources::SourceCounters {
+            self.counters
+        }
+    }
+
+    #[test]
+    fn the_reader_drops_and_counts_what_the_queue_cannot_take_never_waiting() {
+        let (prod, mut cons) = HeapRb::<RequestEvent>::new(8).split();
+        let counters = Counters::default();
+        let source = Box::new(Burst {
+            n: 20,
+            counters: Default::default(),
+        });
+        read_loop(source, prod, &counters, &AtomicBool::new(false)).unwrap();
+        assert_eq!(counters.samples.load(Ordering::Relaxed), 20);
+        assert_eq!(counters.requests.load(Ordering::Relaxed), 20);
+        assert_eq!(counters.overflow.load(Ordering::Relaxed), 12);
+        let mut queued = 0;
+        while ringbuf::traits::Consumer::try_pop(&mut cons).is_some() {
+            queued += 1;
+        }
+        assert_eq!(queued, 8);
     }
 }

@@ -166,10 +166,9 @@ impl RuleTable {
 
     /// True if an allow-list entry covers any part of `target`.
     pub fn allow_overlaps(&self, target: &Target) -> bool {
-        let net = target.net();
         self.allow
             .values()
-            .any(|(a, _)| a.net().contains(&net) || net.contains(&a.net()))
+            .any(|(a, _)| crate::guard::overlaps(a, target))
     }
 
     /// Rules whose expiry is at or before `now_ns`.

@@ -14,6 +14,9 @@
 //! 3. a cluster with at least `min_members` sources whose pages are hot (rate well above their
 //!    baseline) is a swarm. Swarms keep their id across ticks and only gain members.
 //!
+//! One submodule per step: `pages` (rates, baselines, hot pages), `candidates`, `clustering`,
+//! `evidence` (a cluster becomes a swarm, new or merged).
+//!
 //! What this deliberately does not call a swarm: a flash crowd (each visitor loads a page once,
 //! with its assets), a NAT (one address, many pages, with assets), a crawler (one source, many
 //! distinct pages, each once), a visitor reloading a page now and then (too few requests).
@@ -21,7 +24,7 @@
 //! recently active are evicted.
 
 use std::{
-    collections::{BTreeMap, BTreeSet, HashMap},
+    collections::{BTreeMap, BTreeSet},
     net::IpAddr,
     time::Duration,
 };
@@ -31,6 +34,11 @@ use rustc_hash::FxHashMap;
 use smallvec::SmallVec;
 
 use crate::l7::{Kind, RequestEvent};
+
+mod candidates;
+mod clustering;
+mod evidence;
+mod pages;
 
 /// Pages remembered per source; a source with more distinct pages is not concentrated anyway.
 pub const MAX_TRACKED_PAGES: usize = 6;
@@ -488,294 +496,22 @@ impl Detector {
 
     /// Re-evaluates at event time `now_ns`; returns the swarms that are new or gained members.
     pub fn tick(&mut self, now_ns: u64) -> Vec<Swarm> {
-        let tau = self.cfg.window.as_nanos() as f64;
         let dt = self
             .last_tick_ns
             .map_or(0.0, |l| now_ns.saturating_sub(l) as f64 / 1e9);
         self.last_tick_ns = Some(now_ns);
-        // Page rates and baselines.
-        let btau = self.cfg.baseline_window.as_secs_f64();
-        let mut hot = vec![false; self.pages.len()];
-        for (i, p) in self.pages.iter_mut().enumerate() {
-            decay(&mut p.count, p.last_ns, now_ns, tau);
-            p.last_ns = p.last_ns.max(now_ns);
-            let rate = p.count / self.cfg.window.as_secs_f64();
-            let is_hot = rate >= self.cfg.hot_factor * p.baseline_rps
-                || p.baseline_rps < self.cfg.cold_baseline_rps;
-            hot[i] = is_hot && rate > 0.0;
-            if hot[i] {
-                p.hot_since_ns.get_or_insert(now_ns);
-            } else {
-                p.hot_since_ns = None;
-            }
-            if dt > 0.0 {
-                // The baseline follows the rate slowly, and not at all while the page is hot:
-                // a long attack must not become the new normal.
-                if !hot[i] || p.baseline_rps < self.cfg.cold_baseline_rps {
-                    let a = 1.0 - (-dt / btau).exp();
-                    p.baseline_rps += a
-                        * (rate.min(
-                            p.baseline_rps.max(self.cfg.cold_baseline_rps) * self.cfg.hot_factor,
-                        ) - p.baseline_rps);
-                }
-            }
-        }
-
-        // 1. Candidates.
-        struct Candidate {
-            addr: IpAddr,
-            site: Site,
-            pages: Vec<u32>,
-            requests: f64,
-            ua: u64,
-        }
-        let mut cands: Vec<Candidate> = Vec::new();
-        for (addr, s) in &mut self.sources {
-            let f = if now_ns > s.last_ns {
-                (-((now_ns - s.last_ns) as f64) / tau).exp()
-            } else {
-                1.0
-            };
-            let requests = s.requests * f;
-            if requests < self.cfg.min_requests {
-                continue;
-            }
-            let all_pages = &self.pages;
-            let mut pages: Vec<(u32, f64)> = s
-                .pages
-                .iter()
-                .filter(|pc| {
-                    all_pages
-                        .get(pc.page as usize)
-                        .is_some_and(|p| p.generation == pc.generation)
-                })
-                .map(|pc| (pc.page, pc.count * f))
-                .collect();
-            pages.sort_by(|a, b| b.1.total_cmp(&a.1));
-            pages.truncate(self.cfg.max_pages);
-            let top: f64 = pages.iter().map(|p| p.1).sum();
-            // Pages that matter (a stray request to another page does not count).
-            pages.retain(|p| p.1 >= 1.0);
-            if pages.is_empty() {
-                continue;
-            }
-            let concentration = top / requests;
-            let repeat = top / pages.len() as f64;
-            let assets = s.assets * f / requests;
-            if concentration >= self.cfg.concentration
-                && repeat >= self.cfg.min_repeat
-                && assets <= self.cfg.max_asset_ratio
-                && pages
-                    .iter()
-                    .any(|p| hot.get(p.0 as usize).copied().unwrap_or(false))
-                && let Some(site) = s.site
-            {
-                cands.push(Candidate {
-                    addr: *addr,
-                    site,
-                    pages: pages.iter().map(|p| p.0).collect(),
-                    requests,
-                    ua: s.user_agent,
-                });
-            }
-        }
-
-        // 2. Cluster per site by shared pages (union-find over page ids).
-        let mut parent: HashMap<u32, u32> = HashMap::new();
-        fn find(parent: &mut HashMap<u32, u32>, x: u32) -> u32 {
-            let mut r = x;
-            while let Some(&p) = parent.get(&r) {
-                if p == r {
-                    break;
-                }
-                r = p;
-            }
-            parent.insert(x, r);
-            r
-        }
-        for c in &cands {
-            for p in &c.pages {
-                parent.entry(*p).or_insert(*p);
-            }
-            let root = find(&mut parent, c.pages[0]);
-            for p in &c.pages[1..] {
-                let r = find(&mut parent, *p);
-                parent.insert(r, root);
-            }
-        }
-        // One site on several addresses (IPv4 and IPv6, or ports): its pages share `Host` and
-        // path, and the sources hammering them are one swarm. Pages without a `Host` stay apart.
-        let mut by_name: HashMap<(&str, &str), u32> = HashMap::new();
-        let ids: Vec<u32> = parent.keys().copied().collect();
-        for id in ids {
-            let page = &self.pages[id as usize].page;
-            let Some(host) = page.host.as_deref() else {
-                continue;
-            };
-            match by_name.entry((host, page.path.as_str())) {
-                std::collections::hash_map::Entry::Vacant(v) => {
-                    v.insert(id);
-                }
-                std::collections::hash_map::Entry::Occupied(o) => {
-                    let (a, b) = (find(&mut parent, id), find(&mut parent, *o.get()));
-                    parent.insert(a, b);
-                }
-            }
-        }
-        let mut clusters: HashMap<u32, Vec<usize>> = HashMap::new();
-        for (i, c) in cands.iter().enumerate() {
-            let root = find(&mut parent, c.pages[0]);
-            clusters.entry(root).or_default().push(i);
-        }
-
-        // 3. Clusters big enough are swarms: new, or merged into the swarm sharing a page.
+        let hot = self.update_pages(now_ns, dt);
+        let cands = self.candidates(now_ns, &hot);
+        let clusters = self.cluster(&cands);
         let mut changed = Vec::new();
         for s in &mut self.swarms {
             s.active.clear();
         }
-        for idx in clusters.into_values() {
-            let members: BTreeSet<IpAddr> = idx.iter().map(|i| cands[*i].addr).collect();
-            if members.len() < self.cfg.min_members {
-                continue;
-            }
-            let member_site: BTreeMap<IpAddr, Site> = idx
-                .iter()
-                .map(|i| (cands[*i].addr, cands[*i].site))
-                .collect();
-            let sites = sites_by_members(&member_site);
-            let names: Vec<String> = sites
-                .iter()
-                .map(|s| std::net::SocketAddr::from(*s).to_string())
-                .collect();
-            let page_ids: BTreeSet<u32> = idx
-                .iter()
-                .flat_map(|i| cands[*i].pages.iter().copied())
-                .collect();
-            let pages: Vec<Page> = page_ids
-                .iter()
-                .map(|p| self.pages[*p as usize].page.clone())
-                .collect();
-            let rate: f64 = page_ids
-                .iter()
-                .map(|p| self.pages[*p as usize].count / self.cfg.window.as_secs_f64())
-                .sum();
-            let baseline: f64 = page_ids
-                .iter()
-                .map(|p| self.pages[*p as usize].baseline_rps)
-                .sum();
-            let onset = idx
-                .iter()
-                .filter_map(|i| {
-                    let s = &self.sources[&cands[*i].addr];
-                    s.pages
-                        .iter()
-                        .filter(|pc| page_ids.contains(&pc.page))
-                        .map(|pc| pc.first_ns)
-                        .min()
-                })
-                .min()
-                .unwrap_or(now_ns);
-            let mut uas: HashMap<u64, usize> = HashMap::new();
-            for i in &idx {
-                *uas.entry(cands[*i].ua).or_default() += 1;
-            }
-            let top_ua = uas.values().copied().max().unwrap_or(0) as f64 / idx.len() as f64;
-            let mean_req = idx.iter().map(|i| cands[*i].requests).sum::<f64>() / idx.len() as f64;
-            let spike = if baseline > 0.0 {
-                rate / baseline
-            } else {
-                f64::INFINITY
-            };
-            let confidence = (0.55
-                + 0.15 * (members.len() as f64 / (5.0 * self.cfg.min_members as f64)).min(1.0)
-                + 0.15 * (spike / (2.0 * self.cfg.hot_factor)).min(1.0)
-                + 0.15 * top_ua)
-                .clamp(0.0, 1.0);
-            let evidence = vec![
-                format!(
-                    "{} sources each sent >= {:.0} requests in the last {}s (mean {:.0}) to <= {} pages of {}",
-                    members.len(),
-                    self.cfg.min_requests,
-                    self.cfg.window.as_secs(),
-                    mean_req,
-                    self.cfg.max_pages,
-                    names.join(" and ")
-                ),
-                format!(
-                    ">= {:.0}% of each source's requests go to those pages, >= {:.0} repeats per page, <= {:.0}% sub-resource requests",
-                    self.cfg.concentration * 100.0,
-                    self.cfg.min_repeat,
-                    self.cfg.max_asset_ratio * 100.0
-                ),
-                if baseline > 0.0 {
-                    format!(
-                        "the pages get {rate:.1} req/s, {spike:.0}x their baseline of {baseline:.2} req/s"
-                    )
-                } else {
-                    format!("the pages get {rate:.1} req/s and had no traffic before")
-                },
-                format!(
-                    "{:.0}% of the members send the same User-Agent",
-                    top_ua * 100.0
-                ),
-            ];
-            let existing = self
-                .swarms
-                .iter()
-                .position(|s| s.pages.iter().any(|p| pages.contains(p)));
-            match existing {
-                Some(k) => {
-                    let s = &mut self.swarms[k];
-                    let before = s.members.len();
-                    s.members.extend(members.iter().copied());
-                    s.active.extend(members.iter().copied());
-                    s.member_site.extend(member_site);
-                    s.sites = sites_by_members(&s.member_site);
-                    if let Some(first) = s.sites.first() {
-                        s.site = *first;
-                    }
-                    s.last_active_ns = now_ns;
-                    for p in pages {
-                        if !s.pages.contains(&p) {
-                            s.pages.push(p);
-                        }
-                    }
-                    s.rate_rps = rate;
-                    s.confidence = s.confidence.max(confidence);
-                    s.evidence = evidence;
-                    // The first line speaks of this tick's cluster; the swarm is all its members.
-                    if let Some(first) = s.evidence.first_mut() {
-                        *first = format!(
-                            "{} sources in all; in the last tick {}",
-                            s.members.len(),
-                            first
-                        );
-                    }
-                    s.onset_ns = s.onset_ns.min(onset);
-                    if s.members.len() != before {
-                        changed.push(s.clone());
-                    }
-                }
-                None => {
-                    let s = Swarm {
-                        id: self.next_swarm,
-                        site: sites[0],
-                        sites,
-                        member_site,
-                        pages,
-                        active: members.clone(),
-                        members,
-                        onset_ns: onset,
-                        detected_ns: now_ns,
-                        last_active_ns: now_ns,
-                        rate_rps: rate,
-                        confidence,
-                        evidence,
-                    };
-                    self.next_swarm += 1;
-                    changed.push(s.clone());
-                    self.swarms.push(s);
-                }
+        for idx in clusters {
+            if let Some(found) = self.evidence(now_ns, &cands, &idx)
+                && let Some(s) = self.merge(found, now_ns)
+            {
+                changed.push(s);
             }
         }
         changed

@@ -1,0 +1,77 @@
+//! Candidates: sources that, within the window, hammer a few hot pages like a bot would.
+
+use std::net::IpAddr;
+
+use super::{Detector, Site};
+
+/// A source that behaves like a swarm member at this tick.
+pub(super) struct Candidate {
+    pub(super) addr: IpAddr,
+    pub(super) site: Site,
+    /// The pages it concentrates on, most requested first (never empty).
+    pub(super) pages: Vec<u32>,
+    /// Its decayed request count.
+    pub(super) requests: f64,
+    /// Hash of its User-Agent.
+    pub(super) ua: u64,
+}
+
+impl Detector {
+    /// The sources that at `now_ns` made at least `min_requests` requests, at least
+    /// `concentration` of them to at most `max_pages` pages, at least `min_repeat` per page,
+    /// almost no asset requests, and hit at least one `hot` page.
+    pub(super) fn candidates(&self, now_ns: u64, hot: &[bool]) -> Vec<Candidate> {
+        let tau = self.cfg.window.as_nanos() as f64;
+        let mut cands: Vec<Candidate> = Vec::new();
+        for (addr, s) in &self.sources {
+            let f = if now_ns > s.last_ns {
+                (-((now_ns - s.last_ns) as f64) / tau).exp()
+            } else {
+                1.0
+            };
+            let requests = s.requests * f;
+            if requests < self.cfg.min_requests {
+                continue;
+            }
+            let all_pages = &self.pages;
+            let mut pages: Vec<(u32, f64)> = s
+                .pages
+                .iter()
+                .filter(|pc| {
+                    all_pages
+                        .get(pc.page as usize)
+                        .is_some_and(|p| p.generation == pc.generation)
+                })
+                .map(|pc| (pc.page, pc.count * f))
+                .collect();
+            pages.sort_by(|a, b| b.1.total_cmp(&a.1));
+            pages.truncate(self.cfg.max_pages);
+            let top: f64 = pages.iter().map(|p| p.1).sum();
+            // Pages that matter (a stray request to another page does not count).
+            pages.retain(|p| p.1 >= 1.0);
+            if pages.is_empty() {
+                continue;
+            }
+            let concentration = top / requests;
+            let repeat = top / pages.len() as f64;
+            let assets = s.assets * f / requests;
+            if concentration >= self.cfg.concentration
+                && repeat >= self.cfg.min_repeat
+                && assets <= self.cfg.max_asset_ratio
+                && pages
+                    .iter()
+                    .any(|p| hot.get(p.0 as usize).copied().unwrap_or(false))
+                && let Some(site) = s.site
+            {
+                cands.push(Candidate {
+                    addr: *addr,
+                    site,
+                    pages: pages.iter().map(|p| p.0).collect(),
+                    requests,
+                    ua: s.user_agent,
+                });
+            }
+        }
+        cands
+    }
+}

@@ -1,0 +1,199 @@
+//! Evidence: a cluster big enough is a swarm — its members, sites, pages, rate, onset,
+//! confidence and the reasons, for humans — new, or merged into the swarm sharing a page.
+
+use std::{
+    collections::{BTreeMap, BTreeSet, HashMap},
+    net::IpAddr,
+};
+
+use super::{Detector, Page, Site, Swarm, candidates::Candidate, sites_by_members};
+
+/// What one cluster of candidates amounts to.
+pub(super) struct Found {
+    members: BTreeSet<IpAddr>,
+    member_site: BTreeMap<IpAddr, Site>,
+    sites: Vec<Site>,
+    pages: Vec<Page>,
+    rate: f64,
+    onset: u64,
+    confidence: f64,
+    evidence: Vec<String>,
+}
+
+impl Detector {
+    /// The swarm the cluster `idx` of `cands` makes at `now_ns`; `None` with fewer than
+    /// `min_members` sources.
+    pub(super) fn evidence(
+        &self,
+        now_ns: u64,
+        cands: &[Candidate],
+        idx: &[usize],
+    ) -> Option<Found> {
+        let members: BTreeSet<IpAddr> = idx.iter().map(|i| cands[*i].addr).collect();
+        if members.len() < self.cfg.min_members {
+            return None;
+        }
+        let member_site: BTreeMap<IpAddr, Site> = idx
+            .iter()
+            .map(|i| (cands[*i].addr, cands[*i].site))
+            .collect();
+        let sites = sites_by_members(&member_site);
+        let names: Vec<String> = sites
+            .iter()
+            .map(|s| std::net::SocketAddr::from(*s).to_string())
+            .collect();
+        let page_ids: BTreeSet<u32> = idx
+            .iter()
+            .flat_map(|i| cands[*i].pages.iter().copied())
+            .collect();
+        let pages: Vec<Page> = page_ids
+            .iter()
+            .map(|p| self.pages[*p as usize].page.clone())
+            .collect();
+        let rate: f64 = page_ids
+            .iter()
+            .map(|p| self.pages[*p as usize].count / self.cfg.window.as_secs_f64())
+            .sum();
+        let baseline: f64 = page_ids
+            .iter()
+            .map(|p| self.pages[*p as usize].baseline_rps)
+            .sum();
+        let onset = idx
+            .iter()
+            .filter_map(|i| {
+                let s = &self.sources[&cands[*i].addr];
+                s.pages
+                    .iter()
+                    .filter(|pc| page_ids.contains(&pc.page))
+                    .map(|pc| pc.first_ns)
+                    .min()
+            })
+            .min()
+            .unwrap_or(now_ns);
+        let mut uas: HashMap<u64, usize> = HashMap::new();
+        for i in idx {
+            *uas.entry(cands[*i].ua).or_default() += 1;
+        }
+        let top_ua = uas.values().copied().max().unwrap_or(0) as f64 / idx.len() as f64;
+        let mean_req = idx.iter().map(|i| cands[*i].requests).sum::<f64>() / idx.len() as f64;
+        let spike = if baseline > 0.0 {
+            rate / baseline
+        } else {
+            f64::INFINITY
+        };
+        let confidence = (0.55
+            + 0.15 * (members.len() as f64 / (5.0 * self.cfg.min_members as f64)).min(1.0)
+            + 0.15 * (spike / (2.0 * self.cfg.hot_factor)).min(1.0)
+            + 0.15 * top_ua)
+            .clamp(0.0, 1.0);
+        let evidence = vec![
+            format!(
+                "{} sources each sent >= {:.0} requests in the last {}s (mean {:.0}) to <= {} pages of {}",
+                members.len(),
+                self.cfg.min_requests,
+                self.cfg.window.as_secs(),
+                mean_req,
+                self.cfg.max_pages,
+                names.join(" and ")
+            ),
+            format!(
+                ">= {:.0}% of each source's requests go to those pages, >= {:.0} repeats per page, <= {:.0}% sub-resource requests",
+                self.cfg.concentration * 100.0,
+                self.cfg.min_repeat,
+                self.cfg.max_asset_ratio * 100.0
+            ),
+            if baseline > 0.0 {
+                format!(
+                    "the pages get {rate:.1} req/s, {spike:.0}x their baseline of {baseline:.2} req/s"
+                )
+            } else {
+                format!("the pages get {rate:.1} req/s and had no traffic before")
+            },
+            format!(
+                "{:.0}% of the members send the same User-Agent",
+                top_ua * 100.0
+            ),
+        ];
+        Some(Found {
+            members,
+            member_site,
+            sites,
+            pages,
+            rate,
+            onset,
+            confidence,
+            evidence,
+        })
+    }
+
+    /// Records `found`: merged into the swarm sharing a page with it, or a new swarm. Returns
+    /// the swarm if it is new or gained members.
+    pub(super) fn merge(&mut self, found: Found, now_ns: u64) -> Option<Swarm> {
+        let Found {
+            members,
+            member_site,
+            sites,
+            pages,
+            rate,
+            onset,
+            confidence,
+            evidence,
+        } = found;
+        let existing = self
+            .swarms
+            .iter()
+            .position(|s| s.pages.iter().any(|p| pages.contains(p)));
+        match existing {
+            Some(k) => {
+                let s = &mut self.swarms[k];
+                let before = s.members.len();
+                s.members.extend(members.iter().copied());
+                s.active.extend(members.iter().copied());
+                s.member_site.extend(member_site);
+                s.sites = sites_by_members(&s.member_site);
+                if let Some(first) = s.sites.first() {
+                    s.site = *first;
+                }
+                s.last_active_ns = now_ns;
+                for p in pages {
+                    if !s.pages.contains(&p) {
+                        s.pages.push(p);
+                    }
+                }
+                s.rate_rps = rate;
+                s.confidence = s.confidence.max(confidence);
+                s.evidence = evidence;
+                // The first line speaks of this tick's cluster; the swarm is all its members.
+                if let Some(first) = s.evidence.first_mut() {
+                    *first = format!(
+                        "{} sources in all; in the last tick {}",
+                        s.members.len(),
+                        first
+                    );
+                }
+                s.onset_ns = s.onset_ns.min(onset);
+                (s.members.len() != before).then(|| s.clone())
+            }
+            None => {
+                let s = Swarm {
+                    id: self.next_swarm,
+                    site: sites[0],
+                    sites,
+                    member_site,
+                    pages,
+                    active: members.clone(),
+                    members,
+                    onset_ns: onset,
+                    detected_ns: now_ns,
+                    last_active_ns: now_ns,
+                    rate_rps: rate,
+                    confidence,
+                    evidence,
+                };
+                self.next_swarm += 1;
+                self.swarms.push(s.clone());
+                Some(s)
+            }
+        }
+    }
+}
