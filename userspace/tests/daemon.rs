@@ -373,3 +373,106 @@ fn garbage_on_the_socket_gets_400_and_others_are_still_served() {
     assert_eq!(lab.rule_targets(), vec!["198.51.100.12"]);
     drop(slow);
 }
+
+// ---- One owner of the pinned data plane; start-up and shutdown (issue 8: items 5, 6, 8, 10) ----
+
+impl Lab {
+    fn pins(&self) -> PathBuf {
+        self.root.join("bpf/sw")
+    }
+
+    /// Every file under the pin directory (map and link pins, and anything a start left behind),
+    /// relative to it, sorted.
+    fn pin_files(&self) -> Vec<String> {
+        fn walk(dir: &std::path::Path, base: &std::path::Path, out: &mut Vec<String>) {
+            let Ok(entries) = std::fs::read_dir(dir) else {
+                return;
+            };
+            for e in entries.flatten() {
+                let p = e.path();
+                if p.is_dir() {
+                    walk(&p, base, out);
+                } else {
+                    out.push(p.strip_prefix(base).unwrap().display().to_string());
+                }
+            }
+        }
+        let mut out = Vec::new();
+        walk(&self.pins(), &self.pins(), &mut out);
+        out.sort();
+        out
+    }
+}
+
+#[test]
+fn down_refuses_while_a_daemon_owns_the_pins_whatever_the_socket() {
+    require_root!();
+    let mut lab = Lab::new();
+    lab.start();
+    lab.ok(&["block", "add", "198.51.100.12"]);
+    let pid = lab.daemon.as_ref().unwrap().id();
+    let before = lab.pin_files();
+    assert!(!before.is_empty());
+
+    // Another socket than the daemon's: nothing answers there, and still `down` must refuse.
+    let out = Command::new(BIN)
+        .arg("--socket")
+        .arg(lab.root.join("other.sock"))
+        .arg("down")
+        .arg("--pin-dir")
+        .arg(lab.pins())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "down succeeded: {err}");
+    assert!(err.contains(&format!("pid {pid}")), "{err}");
+    assert_eq!(
+        lab.pin_files(),
+        before,
+        "down removed pins of a running daemon"
+    );
+    assert_eq!(
+        lab.traffic(&["198.51.100.10", "198.51.100.12"], 20),
+        vec![20, 0]
+    );
+    assert_eq!(
+        lab.json(&["status"])["interfaces"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+}
+
+#[test]
+fn a_daemon_waits_for_a_predecessor_that_still_holds_the_locks() {
+    require_root!();
+    let mut lab = Lab::new();
+    // What a killed daemon still exiting holds: the store's lock and the pin directory's.
+    let state = lab.root.join("state");
+    std::fs::create_dir_all(&state).unwrap();
+    std::fs::create_dir_all(lab.pins()).unwrap();
+    let mut held = Vec::new();
+    for dir in [&state, &lab.pins()] {
+        let f = std::fs::File::open(dir).unwrap();
+        // SAFETY: flock(2) on a descriptor we own.
+        let rc = unsafe {
+            libc::flock(
+                std::os::fd::AsRawFd::as_raw_fd(&f),
+                libc::LOCK_EX | libc::LOCK_NB,
+            )
+        };
+        assert_eq!(rc, 0);
+        held.push(f);
+    }
+    let release = std::thread::spawn(move || {
+        sleep(Duration::from_millis(1500));
+        drop(held);
+    });
+    let t = Instant::now();
+    lab.start();
+    release.join().unwrap();
+    assert!(t.elapsed() >= Duration::from_millis(1000));
+    assert!(lab.log().contains("waiting"), "{}", lab.log());
+    lab.ok(&["block", "add", "198.51.100.12"]);
+}

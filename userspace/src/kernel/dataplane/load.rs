@@ -11,7 +11,7 @@ use swarmwall_maps::{ABI_VERSION, Addr, Config, Rule, names, programs};
 
 use super::{
     Dataplane, DataplaneError, OBJECT, PERM_HINT, Prog, RunResult, Sizes, map_err, monotonic_ns,
-    pins::{MAP_LAYOUT, adopted_sizes, ensure_bpffs, pin_err},
+    pins::{LOCK_WAIT, MAP_LAYOUT, PinLock, adopted_sizes, ensure_bpffs, pin_err},
     program_err,
 };
 use crate::table::RuleTable;
@@ -38,8 +38,11 @@ impl Dataplane {
         let mut warnings = Vec::new();
         let mut adopted = false;
         let mut pin_paths = Vec::new();
+        let mut lock = None;
         if let Some(dir) = dir {
             ensure_bpffs(dir)?;
+            std::fs::create_dir_all(dir).map_err(pin_err("creating", dir))?;
+            lock = Some(PinLock::acquire(dir, LOCK_WAIT)?);
             let maps = dir.join("maps");
             std::fs::create_dir_all(&maps).map_err(pin_err("creating", &maps))?;
             for mode in ["driver", "generic"] {
@@ -125,6 +128,7 @@ impl Dataplane {
             table: RuleTable::new(sizes.rules),
             links: Vec::new(),
             pin_dir: dir.map(Path::to_path_buf),
+            _lock: lock,
             adopted,
             warnings: Vec::new(),
         };

@@ -3,8 +3,11 @@
 
 use std::{
     collections::HashMap as StdHashMap,
+    fs::File,
     mem::size_of,
+    os::unix::fs::MetadataExt as _,
     path::{Path, PathBuf},
+    time::{Duration, Instant},
 };
 
 use aya::{maps::MapInfo, programs::XdpMode};
@@ -33,6 +36,103 @@ pub(super) const MAP_LAYOUT: [(&str, usize, usize); 16] = [
     (names::L7_META, 4, size_of::<swarmwall_maps::L7Meta>()),
     (names::JUMP, 4, 4),
 ];
+
+/// How long a start waits for the pin directory's lock: a predecessor killed a moment ago may
+/// still be exiting.
+pub const LOCK_WAIT: Duration = Duration::from_secs(10);
+
+/// An exclusive `flock` on a pin directory, held by the one process that owns the data plane
+/// pinned there, for its whole life (as cloudflare/tubular locks its bpffs directory). The
+/// kernel drops it when the process dies, however it dies.
+pub struct PinLock {
+    _dir: nix::fcntl::Flock<File>,
+}
+
+impl PinLock {
+    /// Locks the existing directory `dir`, waiting up to `wait` (polling) while another process
+    /// holds it; [`DataplaneError::Busy`] names that process when the wait runs out.
+    pub fn acquire(dir: &Path, wait: Duration) -> Result<PinLock, DataplaneError> {
+        let deadline = Instant::now() + wait;
+        let mut said = false;
+        loop {
+            let file = File::open(dir).map_err(pin_err("opening", dir))?;
+            match nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock) {
+                Ok(locked) => {
+                    // `down` may have removed the directory while we waited: then the lock is on
+                    // an orphan, and whoever recreates the path could lock it too.
+                    let same = std::fs::metadata(dir).is_ok_and(|m| {
+                        locked
+                            .metadata()
+                            .is_ok_and(|l| (l.dev(), l.ino()) == (m.dev(), m.ino()))
+                    });
+                    if same {
+                        return Ok(PinLock { _dir: locked });
+                    }
+                    if Instant::now() >= deadline {
+                        return Err(pin_err("locking", dir)(std::io::Error::other(
+                            "the directory was removed each time it was locked",
+                        )));
+                    }
+                    std::fs::create_dir_all(dir).map_err(pin_err("creating", dir))?;
+                }
+                Err((file, nix::errno::Errno::EWOULDBLOCK)) => {
+                    let holder = lock_holder(&file)
+                        .map_or_else(|| "pid unknown".to_owned(), |pid| format!("pid {pid}"));
+                    if Instant::now() >= deadline {
+                        return Err(DataplaneError::Busy {
+                            dir: dir.display().to_string(),
+                            holder,
+                        });
+                    }
+                    if !said {
+                        tracing::info!(
+                            dir = %dir.display(),
+                            "pin directory locked by {holder}; waiting up to {wait:?} for it to exit"
+                        );
+                        said = true;
+                    }
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                Err((_, e)) => return Err(pin_err("locking", dir)(std::io::Error::from(e))),
+            }
+        }
+    }
+}
+
+/// The pid holding a `flock` on `file`, from `/proc/locks` (lines like
+/// `1: FLOCK  ADVISORY  WRITE 1234 00:28:30383 0 EOF`, the device as hex major:minor).
+fn lock_holder(file: &File) -> Option<u32> {
+    let m = file.metadata().ok()?;
+    let dev = m.dev();
+    let id = format!(
+        "{:02x}:{:02x}:{}",
+        libc::major(dev),
+        libc::minor(dev),
+        m.ino()
+    );
+    holder_in(&std::fs::read_to_string("/proc/locks").ok()?, &id)
+}
+
+/// The holder of the flock on file `id` (`maj:min:inode`) in the text of `/proc/locks`.
+fn holder_in(locks: &str, id: &str) -> Option<u32> {
+    locks.lines().find_map(|line| {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        // Waiters are listed as `1: -> FLOCK …`; only the holder has FLOCK second.
+        (f.get(1) == Some(&"FLOCK") && f.get(5) == Some(&id))
+            .then(|| f.get(4)?.parse().ok())
+            .flatten()
+    })
+}
+
+/// `down`: detaches and removes the data plane pinned under `dir`, unless a process owns it
+/// (holds its lock), whatever socket that process serves. Returns what it removed.
+pub fn remove_unowned(dir: &Path) -> Result<Vec<String>, DataplaneError> {
+    if !dir.exists() {
+        return Ok(Vec::new());
+    }
+    let _lock = PinLock::acquire(dir, Duration::ZERO)?;
+    remove_pins(dir)
+}
 
 /// Where an interface's link is pinned: `links/<mode>/<iface>`. bpffs refuses names with a dot
 /// (EPERM), and interface names may have one (`eth0.100`) but never a colon, so dots become
@@ -146,4 +246,42 @@ pub(super) fn adopted_sizes(dir: &Path, maps: &Path) -> Result<Sizes, DataplaneE
         rules: entries[names::RULES],
         cache: entries[names::SRC_CACHE],
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_lock_holder_is_found_in_proc_locks() {
+        let locks = "1: FLOCK  ADVISORY  WRITE 26349 fe:00:5629565 0 EOF\n\
+                     2: FLOCK  ADVISORY  WRITE 26480 00:28:30383 0 EOF\n\
+                     2: -> FLOCK  ADVISORY  WRITE 26999 00:28:30383 0 EOF\n\
+                     3: POSIX  ADVISORY  WRITE 1 00:28:777 0 EOF\n";
+        assert_eq!(holder_in(locks, "00:28:30383"), Some(26480));
+        assert_eq!(
+            holder_in(locks, "00:28:777"),
+            None,
+            "only flock locks count"
+        );
+        assert_eq!(holder_in(locks, "00:28:1"), None);
+    }
+
+    #[test]
+    fn a_second_lock_is_refused_naming_the_holder() {
+        let tmp = tempfile::TempDir::new().unwrap();
+        let held = PinLock::acquire(tmp.path(), Duration::ZERO).unwrap();
+        let t = Instant::now();
+        let e = PinLock::acquire(tmp.path(), Duration::from_millis(300))
+            .err()
+            .expect("the directory is locked");
+        assert!(t.elapsed() >= Duration::from_millis(300), "it waited first");
+        let pid = format!("pid {}", std::process::id());
+        assert!(
+            matches!(&e, DataplaneError::Busy { holder, .. } if *holder == pid),
+            "{e}"
+        );
+        drop(held);
+        PinLock::acquire(tmp.path(), Duration::ZERO).unwrap();
+    }
 }
