@@ -381,6 +381,37 @@ impl Lab {
         self.root.join("bpf/sw")
     }
 
+    /// The daemon's usual command line on `socket`, plus `extra`, started in the server
+    /// namespace without waiting for it; its log goes to `log` under the lab root.
+    fn spawn_daemon(&self, socket: &std::path::Path, extra: &[&str], log: &str) -> ChildGuard {
+        let log = std::fs::File::create(self.root.join(log)).unwrap();
+        let mut argv = vec![
+            BIN,
+            "--socket",
+            socket.to_str().unwrap(),
+            "daemon",
+            "-i",
+            &self.link.iface_a,
+            "--state-dir",
+            self.root.join("state").to_str().unwrap(),
+            "--pin-dir",
+            self.pins().to_str().unwrap(),
+        ]
+        .into_iter()
+        .map(String::from)
+        .collect::<Vec<_>>();
+        argv.extend(extra.iter().map(|s| s.to_string()));
+        let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+        let child = self
+            .srv
+            .command(&argv)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        ChildGuard::new(child)
+    }
+
     /// Every file under the pin directory (map and link pins, and anything a start left behind),
     /// relative to it, sorted.
     fn pin_files(&self) -> Vec<String> {
@@ -401,6 +432,18 @@ impl Lab {
         walk(&self.pins(), &self.pins(), &mut out);
         out.sort();
         out
+    }
+}
+
+/// Waits (bounded) for `child` to exit; returns its status.
+fn wait_exit(child: &mut ChildGuard, limit: Duration) -> std::process::ExitStatus {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        assert!(Instant::now() < deadline, "the process did not exit");
+        sleep(Duration::from_millis(20));
     }
 }
 
@@ -441,6 +484,67 @@ fn down_refuses_while_a_daemon_owns_the_pins_whatever_the_socket() {
             .unwrap()
             .len(),
         1
+    );
+}
+
+#[test]
+fn a_bad_interface_is_refused_before_anything_is_pinned() {
+    require_root!();
+    let mut lab = Lab::new();
+    let mut bad = lab.spawn_daemon(&lab.socket(), &["-i", "nosuchif0"], "bad.log");
+    let status = wait_exit(&mut bad, Duration::from_secs(30));
+    let log = std::fs::read_to_string(lab.root.join("bad.log")).unwrap();
+    assert!(!status.success(), "{log}");
+    assert!(log.contains("nosuchif0"), "{log}");
+    assert_eq!(lab.pin_files(), Vec::<String>::new(), "{log}");
+    lab.start();
+    lab.ok(&["block", "add", "198.51.100.12"]);
+    assert_eq!(lab.traffic(&["198.51.100.12"], 10), vec![0]);
+}
+
+#[test]
+fn a_start_killed_at_any_point_is_followed_by_a_start_that_works() {
+    require_root!();
+    let mut lab = Lab::new();
+    lab.start();
+    lab.ok(&["block", "add", "198.51.100.12"]);
+    lab.kill();
+    // None: kill as soon as the first pin appears (maps half created); Some(ms): after a delay.
+    let points = [None, Some(0), Some(20), Some(60), Some(150), Some(400)];
+    for (i, point) in points.into_iter().enumerate() {
+        for sig in [libc::SIGKILL, libc::SIGTERM] {
+            // Half the runs build a fresh data plane, half adopt the one left pinned.
+            if i % 2 == 0 {
+                swarmwall::dataplane::remove_pins(&lab.pins()).unwrap();
+            }
+            let mut d = lab.spawn_daemon(&lab.socket(), &[], "killed.log");
+            match point {
+                None => {
+                    let deadline = Instant::now() + Duration::from_secs(10);
+                    while lab.pin_files().is_empty() && Instant::now() < deadline {
+                        std::thread::yield_now();
+                    }
+                }
+                Some(ms) => sleep(Duration::from_millis(ms)),
+            }
+            // SAFETY: kill(2) on the pid of a child we spawned and have not reaped.
+            unsafe { libc::kill(d.id() as i32, sig) };
+            wait_exit(&mut d, Duration::from_secs(30));
+            drop(d);
+            let _ = std::fs::remove_file(lab.socket());
+            lab.start();
+            assert_eq!(
+                lab.rule_targets(),
+                vec!["198.51.100.12"],
+                "after a start killed ({sig}) at {point:?}"
+            );
+            lab.kill();
+        }
+    }
+    lab.start();
+    assert_eq!(
+        lab.traffic(&["198.51.100.10", "198.51.100.12"], 10),
+        vec![10, 0]
     );
 }
 

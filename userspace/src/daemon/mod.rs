@@ -106,6 +106,10 @@ fn load_config(args: &DaemonArgs, socket: Option<&PathBuf>) -> Result<config::Ch
 pub fn run(args: DaemonArgs, socket: Option<PathBuf>) -> Result<()> {
     init_logging();
     let config = load_config(&args, socket.as_ref())?;
+    // Before anything is created: a typo in an interface name must leave no state behind.
+    for iface in &config.raw.interfaces {
+        crate::dataplane::ifindex(iface).with_context(|| format!("checking interface {iface}"))?;
+    }
     let (store, warnings) = Store::open(&config.raw.state_dir).with_context(|| {
         format!(
             "opening the rule store in {}",

@@ -105,6 +105,12 @@ pub enum DataplaneError {
         /// Who holds the lock: `pid N`, or a description when the pid is unknown.
         holder: String,
     },
+    /// An interface to attach to does not exist (in this network namespace).
+    #[error("no interface named '{iface}' here (see `ip link`)")]
+    NoInterface {
+        /// The name given.
+        iface: String,
+    },
     /// A size that cannot work.
     #[error("source cache size {value} is not a power of two of at least 2")]
     CacheSize {
@@ -229,6 +235,7 @@ mod rules;
 
 pub use counters::L7Reader;
 use links::Attachment;
+pub use links::ifindex;
 pub use pins::{PinLock, remove_pins};
 
 /// The loaded data plane.

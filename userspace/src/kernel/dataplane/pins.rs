@@ -10,7 +10,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use aya::{maps::MapInfo, programs::XdpMode};
+use aya::{
+    maps::{Array, MapData, MapInfo},
+    programs::XdpMode,
+};
 use swarmwall_maps::{Config, GlobalStats, Rule, RuleHits, SourceCounters, SourceSlot, names};
 
 use super::{DataplaneError, Sizes};
@@ -36,6 +39,11 @@ pub(super) const MAP_LAYOUT: [(&str, usize, usize); 16] = [
     (names::L7_META, 4, size_of::<swarmwall_maps::L7Meta>()),
     (names::JUMP, 4, 4),
 ];
+
+/// Where a fresh data plane's maps are pinned while it is being built; renamed to `maps` once
+/// complete and configured, so a start interrupted at any point leaves either no `maps` or a
+/// whole one. (bpffs refuses names with a dot.)
+pub(super) const BUILD_DIR: &str = "maps-new";
 
 /// How long a start waits for the pin directory's lock: a predecessor killed a moment ago may
 /// still be exiting.
@@ -134,6 +142,64 @@ pub fn remove_unowned(dir: &Path) -> Result<Vec<String>, DataplaneError> {
     remove_pins(dir)
 }
 
+/// Removes what an interrupted start can leave under `dir`, which the caller has locked: a
+/// half-built `maps-new`, and (from builds before it existed) a `maps` that was never configured
+/// — some maps missing or its config never written — with no link pinned to run it. A set with
+/// a link, or with a written config, is a real data plane and is left alone. Returns what it
+/// removed, for the log.
+pub(super) fn clear_leftovers(dir: &Path) -> Result<Vec<String>, DataplaneError> {
+    let mut removed = remove_tree(&dir.join(BUILD_DIR))?;
+    let maps = dir.join("maps");
+    let present = MAP_LAYOUT
+        .iter()
+        .filter(|(n, _, _)| maps.join(n).exists())
+        .count();
+    if present == 0 {
+        return Ok(removed);
+    }
+    let linked = ["driver", "generic"].iter().any(|m| {
+        std::fs::read_dir(dir.join("links").join(m)).is_ok_and(|mut d| d.next().is_some())
+    });
+    // A config that cannot be read as this build's (another ABI's layout) counts as written.
+    let configured = match pinned_abi(&maps) {
+        Ok(abi) => abi != 0,
+        Err(_) => maps.join(names::CONFIG).exists(),
+    };
+    if !linked && !configured {
+        removed.extend(remove_tree(&maps)?);
+    }
+    Ok(removed)
+}
+
+/// Removes every pin in `dir` and the directory itself, if it exists.
+fn remove_tree(dir: &Path) -> Result<Vec<String>, DataplaneError> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(pin_err("reading", dir)(e)),
+    };
+    let mut removed = Vec::new();
+    for entry in entries {
+        let path = entry.map_err(pin_err("reading", dir))?.path();
+        std::fs::remove_file(&path).map_err(pin_err("removing", &path))?;
+        removed.push(path.display().to_string());
+    }
+    std::fs::remove_dir(dir).map_err(pin_err("removing", dir))?;
+    Ok(removed)
+}
+
+/// The ABI version in the config map pinned in `maps`, read without loading anything.
+pub(super) fn pinned_abi(maps: &Path) -> Result<u32, String> {
+    let data = MapData::from_pin(maps.join(names::CONFIG))
+        .map_err(|e| format!("cannot open pinned map {}: {e}", names::CONFIG))?;
+    let config: Array<MapData, Config> = Array::try_from(aya::maps::Map::Array(data))
+        .map_err(|e| format!("pinned map {} is not the config array: {e}", names::CONFIG))?;
+    config
+        .get(&0, 0)
+        .map(|c| c.abi_version)
+        .map_err(|e| format!("cannot read pinned map {}: {e}", names::CONFIG))
+}
+
 /// Where an interface's link is pinned: `links/<mode>/<iface>`. bpffs refuses names with a dot
 /// (EPERM), and interface names may have one (`eth0.100`) but never a colon, so dots become
 /// colons.
@@ -158,7 +224,7 @@ pub(super) fn pin_err(
 /// removed. Works without loading anything, so it also clears a data plane whose daemon is gone.
 pub fn remove_pins(dir: &Path) -> Result<Vec<String>, DataplaneError> {
     let mut removed = Vec::new();
-    for sub in ["links/driver", "links/generic", "links", "maps"] {
+    for sub in ["links/driver", "links/generic", "links", "maps", BUILD_DIR] {
         let d = dir.join(sub);
         let entries = match std::fs::read_dir(&d) {
             Ok(e) => e,
