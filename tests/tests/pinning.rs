@@ -236,6 +236,40 @@ fn a_refused_adoption_changes_nothing_pinned() {
 }
 
 #[test]
+fn a_counter_reader_reads_what_the_data_plane_reads() {
+    require_root!();
+    let pins = PinDir::new();
+    let dp = Dataplane::open_pinned(small(), &pins.0).unwrap();
+    {
+        use aya::maps::{Map, MapData, PerCpuHashMap, PerCpuValues};
+        let data = MapData::from_pin(pins.0.join("maps").join(names::SOURCES)).unwrap();
+        let mut lru: PerCpuHashMap<MapData, [u8; 16], swarmwall_maps::SourceCounters> =
+            PerCpuHashMap::try_from(Map::PerCpuLruHashMap(data)).unwrap();
+        let cpus = aya::util::nr_cpus().unwrap();
+        for i in 0..100u8 {
+            let mut per_cpu = vec![swarmwall_maps::SourceCounters::default(); cpus];
+            per_cpu[0].packets = 1 + u64::from(i);
+            lru.insert(
+                swarmwall_maps::v4_mapped([10, 0, 0, i]),
+                PerCpuValues::try_from(per_cpu).unwrap(),
+                0,
+            )
+            .unwrap();
+        }
+    }
+    let reader = dp.counter_reader().unwrap();
+    let mut direct = dp.sources().unwrap();
+    let mut read = reader.sources().unwrap();
+    direct.sort_by_key(|s| s.addr);
+    read.sort_by_key(|s| s.addr);
+    assert_eq!(direct.len(), 100);
+    assert_eq!(read, direct);
+    // The reader outlives the data plane value (its descriptors are its own).
+    drop(dp);
+    assert_eq!(reader.sources().unwrap().len(), 100);
+}
+
+#[test]
 fn maps_an_interrupted_start_left_are_cleared_not_refused() {
     require_root!();
     let pins = PinDir::new();

@@ -549,6 +549,85 @@ fn a_start_killed_at_any_point_is_followed_by_a_start_that_works() {
 }
 
 #[test]
+fn block_add_is_not_delayed_by_a_counter_sample_over_a_million_sources() {
+    require_root!();
+    let mut lab = Lab::new();
+    lab.start();
+    // Fill the daemon's LRU through its pin (one test run per source would take hours).
+    let n: u32 = swarmwall_maps::defaults::SOURCES;
+    {
+        use aya::maps::{Map, MapData, PerCpuHashMap, PerCpuValues};
+        let data = MapData::from_pin(lab.pins().join("maps").join(swarmwall_maps::names::SOURCES))
+            .unwrap();
+        let mut lru: PerCpuHashMap<MapData, [u8; 16], swarmwall_maps::SourceCounters> =
+            PerCpuHashMap::try_from(Map::PerCpuLruHashMap(data)).unwrap();
+        let cpus = aya::util::nr_cpus().unwrap();
+        for i in 0..n {
+            let o = std::net::Ipv4Addr::from((10 << 24) + i).octets();
+            let mut per_cpu = vec![swarmwall_maps::SourceCounters::default(); cpus];
+            per_cpu[0] = swarmwall_maps::SourceCounters {
+                packets: 1,
+                bytes: 64,
+                dropped: 0,
+                first_seen_ns: 1,
+                last_seen_ns: 1,
+            };
+            lru.insert(
+                swarmwall_maps::v4_mapped(o),
+                PerCpuValues::try_from(per_cpu).unwrap(),
+                0,
+            )
+            .unwrap();
+        }
+    }
+    // A sample of that many takes seconds (read, then fold), and the next one starts a second
+    // after it ends: mutating for 15 s overlaps several.
+    let mut worst = Duration::ZERO;
+    let mut took = Vec::new();
+    let start = Instant::now();
+    for i in 0..250u32 {
+        if start.elapsed() > Duration::from_secs(15) {
+            break;
+        }
+        let t = Instant::now();
+        lab.ok(&[
+            "block",
+            "add",
+            &format!("192.0.{}.{}", 2 + i / 250, 1 + i % 250),
+        ]);
+        let d = t.elapsed();
+        took.push(d.as_millis());
+        worst = worst.max(d);
+        sleep(Duration::from_millis(50));
+    }
+    took.sort();
+    eprintln!(
+        "block add while sampling {n} sources: {} adds, median {} ms, worst {} ms",
+        took.len(),
+        took[took.len() / 2],
+        worst.as_millis()
+    );
+    // The samples did read the million (else the mutations overlapped nothing).
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let tracked = loop {
+        let tracked = lab.json(&["top"])["tracked"].as_u64().unwrap();
+        if tracked > u64::from(n) / 2 || Instant::now() > deadline {
+            break tracked;
+        }
+        sleep(Duration::from_millis(500));
+    };
+    assert!(
+        tracked > u64::from(n) / 2,
+        "the sampler saw {tracked} sources; daemon log:\n{}",
+        lab.log()
+    );
+    assert!(
+        worst < Duration::from_millis(700),
+        "a block add waited {worst:?} behind the counter sampler"
+    );
+}
+
+#[test]
 fn a_daemon_waits_for_a_predecessor_that_still_holds_the_locks() {
     require_root!();
     let mut lab = Lab::new();
