@@ -91,7 +91,8 @@ enum Command {
         own: Vec<swarmwall::Target>,
     },
     /// Detach XDP everywhere and remove the pinned data plane (maps, counters, links). Stop the
-    /// daemon first; the rule journal is kept, so a new daemon starts with the same rules.
+    /// daemon first (it refuses while a daemon owns the pin directory); the rule journal is
+    /// kept, so a new daemon starts with the same rules.
     #[command(after_help = "Examples:\n  \
         systemctl stop swarmwall && swarmwall down\n  \
         swarmwall down --pin-dir /sys/fs/bpf/swarmwall")]
