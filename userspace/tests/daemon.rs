@@ -632,6 +632,7 @@ fn a_daemon_waits_for_a_predecessor_that_still_holds_the_locks() {
     require_root!();
     let mut lab = Lab::new();
     // What a killed daemon still exiting holds: the store's lock and the pin directory's.
+    // Declared after the lab, so a failing test closes them before the lab unmounts its bpffs.
     let state = lab.root.join("state");
     std::fs::create_dir_all(&state).unwrap();
     std::fs::create_dir_all(lab.pins()).unwrap();
@@ -648,14 +649,24 @@ fn a_daemon_waits_for_a_predecessor_that_still_holds_the_locks() {
         assert_eq!(rc, 0);
         held.push(f);
     }
-    let release = std::thread::spawn(move || {
-        sleep(Duration::from_millis(1500));
-        drop(held);
-    });
-    let t = Instant::now();
-    lab.start();
-    release.join().unwrap();
-    assert!(t.elapsed() >= Duration::from_millis(1000));
+    lab.daemon = Some(lab.spawn_daemon(&lab.socket(), &[], "daemon.log"));
+    sleep(Duration::from_millis(1500));
+    let gave_up = lab.daemon.as_mut().unwrap().try_wait().unwrap();
+    assert!(
+        gave_up.is_none(),
+        "the daemon quit while the locks were held: {}",
+        lab.log()
+    );
+    drop(held);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while UnixStream::connect(lab.socket()).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "daemon did not come up:\n{}",
+            lab.log()
+        );
+        sleep(Duration::from_millis(100));
+    }
     assert!(lab.log().contains("waiting"), "{}", lab.log());
     lab.ok(&["block", "add", "198.51.100.12"]);
 }
