@@ -293,3 +293,21 @@ fn maps_an_interrupted_start_left_are_cleared_not_refused() {
     assert!(dp.adopted());
     assert!(!pins.0.join("maps-new").exists());
 }
+
+#[test]
+fn a_failed_fresh_build_leaves_no_pins() {
+    require_root!();
+    let pins = PinDir::new();
+    // The kernel refuses a map of zero entries: the load fails with some maps already pinned.
+    let bad = swarmwall::Sizes {
+        sources: 0,
+        ..small()
+    };
+    assert!(Dataplane::open_pinned(bad, &pins.0).is_err());
+    for sub in ["maps", "maps-new"] {
+        let left = std::fs::read_dir(pins.0.join(sub)).map_or(0, |d| d.count());
+        assert_eq!(left, 0, "{sub} has pins after a failed build");
+    }
+    let dp = Dataplane::open_pinned(small(), &pins.0).unwrap();
+    assert!(!dp.adopted());
+}

@@ -12,7 +12,7 @@ use swarmwall_maps::{ABI_VERSION, Addr, Config, Rule, names, programs};
 use super::{
     Dataplane, DataplaneError, OBJECT, PERM_HINT, Prog, RunResult, Sizes, map_err, monotonic_ns,
     pins::{
-        BUILD_DIR, LOCK_WAIT, MAP_LAYOUT, PinLock, adopted_sizes, clear_leftovers, ensure_bpffs,
+        Building, LOCK_WAIT, MAP_LAYOUT, PinLock, adopted_sizes, clear_leftovers, ensure_bpffs,
         pin_err, pinned_abi,
     },
     program_err,
@@ -44,6 +44,7 @@ impl Dataplane {
         // Where the maps are pinned while loading: `maps` when adopting, `maps-new` for a fresh
         // data plane, renamed to `maps` once it is complete and configured.
         let mut pin_to = None;
+        let mut building = None;
         if let Some(dir) = dir {
             ensure_bpffs(dir)?;
             std::fs::create_dir_all(dir).map_err(pin_err("creating", dir))?;
@@ -88,9 +89,9 @@ impl Dataplane {
                 }
                 pin_to = Some(maps);
             } else {
-                let build = dir.join(BUILD_DIR);
-                std::fs::create_dir(&build).map_err(pin_err("creating", &build))?;
-                pin_to = Some(build);
+                let b = Building::start(dir)?;
+                pin_to = Some(b.path().to_path_buf());
+                building = Some(b);
             }
         }
         let mut loader = EbpfLoader::new();
@@ -151,12 +152,9 @@ impl Dataplane {
         // Accepted: only now (re)point the tail-call slot of a running program at this build's
         // sampling program.
         dp.set_jump()?;
-        if let Some(dir) = dir
-            && !adopted
-        {
+        if let (Some(dir), Some(b)) = (dir, building) {
             // Complete and configured: from here on it is the data plane.
-            let (build, maps) = (dir.join(BUILD_DIR), dir.join("maps"));
-            std::fs::rename(&build, &maps).map_err(pin_err("renaming", &build))?;
+            b.commit(dir)?;
         }
         dp.warnings = warnings;
         Ok(dp)

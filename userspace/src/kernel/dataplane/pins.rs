@@ -171,6 +171,47 @@ pub(super) fn clear_leftovers(dir: &Path) -> Result<Vec<String>, DataplaneError>
     Ok(removed)
 }
 
+/// A `maps-new` being built: removed again if the build fails (a crash leaves it to the next
+/// start's [`clear_leftovers`]).
+pub(super) struct Building {
+    path: PathBuf,
+    committed: bool,
+}
+
+impl Building {
+    /// Creates the build directory under `dir`.
+    pub(super) fn start(dir: &Path) -> Result<Building, DataplaneError> {
+        let path = dir.join(BUILD_DIR);
+        std::fs::create_dir(&path).map_err(pin_err("creating", &path))?;
+        Ok(Building {
+            path,
+            committed: false,
+        })
+    }
+
+    /// The build directory.
+    pub(super) fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Renames the finished build to `dir/maps`: from here on it is the data plane.
+    pub(super) fn commit(mut self, dir: &Path) -> Result<(), DataplaneError> {
+        std::fs::rename(&self.path, dir.join("maps")).map_err(pin_err("renaming", &self.path))?;
+        self.committed = true;
+        Ok(())
+    }
+}
+
+impl Drop for Building {
+    fn drop(&mut self) {
+        if !self.committed
+            && let Err(e) = remove_tree(&self.path)
+        {
+            tracing::warn!("removing the unfinished {}: {e}", self.path.display());
+        }
+    }
+}
+
 /// Removes every pin in `dir` and the directory itself, if it exists.
 fn remove_tree(dir: &Path) -> Result<Vec<String>, DataplaneError> {
     let entries = match std::fs::read_dir(dir) {
