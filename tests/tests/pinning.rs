@@ -4,6 +4,7 @@
 mod common;
 
 use std::{
+    mem::size_of,
     net::IpAddr,
     path::PathBuf,
     sync::atomic::{AtomicU32, Ordering},
@@ -173,4 +174,140 @@ fn a_partial_pin_directory_is_refused() {
         "{msg}"
     );
     let _: IpAddr = ip("192.0.2.1");
+}
+
+/// The id of the program in the pinned tail-call slot (a prog array answers lookups with ids).
+fn jump_slot(pins: &PinDir) -> u32 {
+    let data = aya::maps::MapData::from_pin(pins.0.join("maps").join(names::JUMP)).unwrap();
+    let slots: aya::maps::Array<_, u32> =
+        aya::maps::Array::try_from(aya::maps::Map::Array(data)).unwrap();
+    slots.get(&swarmwall_maps::JUMP_L7, 0).unwrap()
+}
+
+/// Every pinned map's id and the config: what a refused adoption must leave as it found it.
+fn pinned_state(pins: &PinDir) -> (Vec<(String, u32)>, Vec<u8>, u32) {
+    let mut ids = Vec::new();
+    for e in std::fs::read_dir(pins.0.join("maps")).unwrap() {
+        let e = e.unwrap();
+        let info = aya::maps::MapInfo::from_pin(e.path()).unwrap();
+        ids.push((e.file_name().to_string_lossy().into_owned(), info.id()));
+    }
+    ids.sort();
+    let data = aya::maps::MapData::from_pin(pins.0.join("maps").join(names::CONFIG)).unwrap();
+    let config: aya::maps::Array<_, Config> =
+        aya::maps::Array::try_from(aya::maps::Map::Array(data)).unwrap();
+    let c = config.get(&0, 0).unwrap();
+    // SAFETY: Config is a plain #[repr(C)] struct without padding (asserted in maps/); reading
+    // its bytes is reading initialised memory.
+    let bytes = unsafe {
+        std::slice::from_raw_parts((&c as *const Config).cast::<u8>(), size_of::<Config>())
+    }
+    .to_vec();
+    (ids, bytes, jump_slot(pins))
+}
+
+#[test]
+fn a_refused_adoption_changes_nothing_pinned() {
+    require_root!();
+    let pins = PinDir::new();
+    drop(Dataplane::open_pinned(small(), &pins.0).unwrap());
+    {
+        let data = aya::maps::MapData::from_pin(pins.0.join("maps").join(names::CONFIG)).unwrap();
+        let mut config: aya::maps::Array<_, Config> =
+            aya::maps::Array::try_from(aya::maps::Map::Array(data)).unwrap();
+        let mut c = config.get(&0, 0).unwrap();
+        c.abi_version = swarmwall_maps::ABI_VERSION + 1;
+        config.set(0, c, 0).unwrap();
+    }
+    let before = pinned_state(&pins);
+    assert_ne!(
+        before.2, 0,
+        "the tail-call slot holds the first load's program"
+    );
+    let err = Dataplane::open_pinned(small(), &pins.0)
+        .err()
+        .expect("an adoption of another ABI must be refused");
+    assert!(err.to_string().contains("ABI version"), "{err}");
+    assert_eq!(
+        pinned_state(&pins),
+        before,
+        "the refused adoption changed pinned state (maps, config or the tail-call slot)"
+    );
+}
+
+#[test]
+fn a_counter_reader_reads_what_the_data_plane_reads() {
+    require_root!();
+    let pins = PinDir::new();
+    let dp = Dataplane::open_pinned(small(), &pins.0).unwrap();
+    {
+        use aya::maps::{Map, MapData, PerCpuHashMap, PerCpuValues};
+        let data = MapData::from_pin(pins.0.join("maps").join(names::SOURCES)).unwrap();
+        let mut lru: PerCpuHashMap<MapData, [u8; 16], swarmwall_maps::SourceCounters> =
+            PerCpuHashMap::try_from(Map::PerCpuLruHashMap(data)).unwrap();
+        let cpus = aya::util::nr_cpus().unwrap();
+        for i in 0..100u8 {
+            let mut per_cpu = vec![swarmwall_maps::SourceCounters::default(); cpus];
+            per_cpu[0].packets = 1 + u64::from(i);
+            lru.insert(
+                swarmwall_maps::v4_mapped([10, 0, 0, i]),
+                PerCpuValues::try_from(per_cpu).unwrap(),
+                0,
+            )
+            .unwrap();
+        }
+    }
+    let reader = dp.counter_reader().unwrap();
+    let mut direct = dp.sources().unwrap();
+    let mut read = reader.sources().unwrap();
+    direct.sort_by_key(|s| s.addr);
+    read.sort_by_key(|s| s.addr);
+    assert_eq!(direct.len(), 100);
+    assert_eq!(read, direct);
+    // The reader outlives the data plane value (its descriptors are its own).
+    drop(dp);
+    assert_eq!(reader.sources().unwrap().len(), 100);
+}
+
+#[test]
+fn maps_an_interrupted_start_left_are_cleared_not_refused() {
+    require_root!();
+    let pins = PinDir::new();
+    // What a start killed before the config was written leaves (builds before `maps-new`):
+    // some maps, no config, no link.
+    drop(Dataplane::open_pinned(small(), &pins.0).unwrap());
+    for name in [names::CONFIG, names::RULES, names::SOURCES] {
+        std::fs::remove_file(pins.0.join("maps").join(name)).unwrap();
+    }
+    let mut dp = Dataplane::open_pinned(small(), &pins.0).unwrap();
+    assert!(!dp.adopted(), "a fresh data plane replaces the leftovers");
+    let warnings = dp.take_warnings();
+    assert!(
+        warnings.iter().any(|w| w.contains("interrupted")),
+        "{warnings:?}"
+    );
+    drop(dp);
+    // And a half-built new-style set is cleared too, while a complete one is adopted.
+    std::fs::create_dir(pins.0.join("maps-new")).unwrap();
+    let dp = Dataplane::open_pinned(small(), &pins.0).unwrap();
+    assert!(dp.adopted());
+    assert!(!pins.0.join("maps-new").exists());
+}
+
+#[test]
+fn a_failed_fresh_build_leaves_no_pins() {
+    require_root!();
+    let pins = PinDir::new();
+    // The kernel refuses a map of zero entries: the load fails with some maps already pinned.
+    let bad = swarmwall::Sizes {
+        sources: 0,
+        ..small()
+    };
+    assert!(Dataplane::open_pinned(bad, &pins.0).is_err());
+    for sub in ["maps", "maps-new"] {
+        let left = std::fs::read_dir(pins.0.join(sub)).map_or(0, |d| d.count());
+        assert_eq!(left, 0, "{sub} has pins after a failed build");
+    }
+    let dp = Dataplane::open_pinned(small(), &pins.0).unwrap();
+    assert!(!dp.adopted());
 }

@@ -530,3 +530,300 @@ fn an_address_added_to_the_host_at_runtime_cannot_be_blocked_until_it_is_removed
     lab.ok(&["block", "add", "192.0.2.0/24"]);
     assert_eq!(lab.rule_targets(), vec!["192.0.2.0/24", "192.0.2.77"]);
 }
+
+// ---- One owner of the pinned data plane; start-up and shutdown (issue 8: items 5, 6, 8, 10) ----
+
+impl Lab {
+    fn pins(&self) -> PathBuf {
+        self.root.join("bpf/sw")
+    }
+
+    /// The daemon's usual command line on `socket`, plus `extra`, started in the server
+    /// namespace without waiting for it; its log goes to `log` under the lab root.
+    fn spawn_daemon(&self, socket: &std::path::Path, extra: &[&str], log: &str) -> ChildGuard {
+        let log = std::fs::File::create(self.root.join(log)).unwrap();
+        let mut argv = vec![
+            BIN,
+            "--socket",
+            socket.to_str().unwrap(),
+            "daemon",
+            "-i",
+            &self.link.iface_a,
+            "--state-dir",
+            self.root.join("state").to_str().unwrap(),
+            "--pin-dir",
+            self.pins().to_str().unwrap(),
+        ]
+        .into_iter()
+        .map(String::from)
+        .collect::<Vec<_>>();
+        argv.extend(extra.iter().map(|s| s.to_string()));
+        let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+        let child = self
+            .srv
+            .command(&argv)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        ChildGuard::new(child)
+    }
+
+    /// Every file under the pin directory (map and link pins, and anything a start left behind),
+    /// relative to it, sorted.
+    fn pin_files(&self) -> Vec<String> {
+        fn walk(dir: &std::path::Path, base: &std::path::Path, out: &mut Vec<String>) {
+            let Ok(entries) = std::fs::read_dir(dir) else {
+                return;
+            };
+            for e in entries.flatten() {
+                let p = e.path();
+                if p.is_dir() {
+                    walk(&p, base, out);
+                } else {
+                    out.push(p.strip_prefix(base).unwrap().display().to_string());
+                }
+            }
+        }
+        let mut out = Vec::new();
+        walk(&self.pins(), &self.pins(), &mut out);
+        out.sort();
+        out
+    }
+}
+
+/// Waits (bounded) for `child` to exit; returns its status.
+fn wait_exit(child: &mut ChildGuard, limit: Duration) -> std::process::ExitStatus {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        assert!(Instant::now() < deadline, "the process did not exit");
+        sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn down_refuses_while_a_daemon_owns_the_pins_whatever_the_socket() {
+    require_root!();
+    let mut lab = Lab::new();
+    lab.start();
+    lab.ok(&["block", "add", "198.51.100.12"]);
+    let pid = lab.daemon.as_ref().unwrap().id();
+    let before = lab.pin_files();
+    assert!(!before.is_empty());
+
+    // Another socket than the daemon's: nothing answers there, and still `down` must refuse.
+    let out = Command::new(BIN)
+        .arg("--socket")
+        .arg(lab.root.join("other.sock"))
+        .arg("down")
+        .arg("--pin-dir")
+        .arg(lab.pins())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "down succeeded: {err}");
+    assert!(err.contains(&format!("pid {pid}")), "{err}");
+    assert_eq!(
+        lab.pin_files(),
+        before,
+        "down removed pins of a running daemon"
+    );
+    assert_eq!(
+        lab.traffic(&["198.51.100.10", "198.51.100.12"], 20),
+        vec![20, 0]
+    );
+    assert_eq!(
+        lab.json(&["status"])["interfaces"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+}
+
+#[test]
+fn a_bad_interface_is_refused_before_anything_is_pinned() {
+    require_root!();
+    let mut lab = Lab::new();
+    let mut bad = lab.spawn_daemon(&lab.socket(), &["-i", "nosuchif0"], "bad.log");
+    let status = wait_exit(&mut bad, Duration::from_secs(30));
+    let log = std::fs::read_to_string(lab.root.join("bad.log")).unwrap();
+    assert!(!status.success(), "{log}");
+    assert!(log.contains("nosuchif0"), "{log}");
+    assert_eq!(lab.pin_files(), Vec::<String>::new(), "{log}");
+    lab.start();
+    lab.ok(&["block", "add", "198.51.100.12"]);
+    assert_eq!(lab.traffic(&["198.51.100.12"], 10), vec![0]);
+}
+
+#[test]
+fn a_start_killed_at_any_point_is_followed_by_a_start_that_works() {
+    require_root!();
+    let mut lab = Lab::new();
+    lab.start();
+    lab.ok(&["block", "add", "198.51.100.12"]);
+    lab.kill();
+    // None: kill as soon as the first pin appears (maps half created); Some(ms): after a delay.
+    let points = [None, Some(0), Some(20), Some(60), Some(150), Some(400)];
+    for (i, point) in points.into_iter().enumerate() {
+        for sig in [libc::SIGKILL, libc::SIGTERM] {
+            // Half the runs build a fresh data plane, half adopt the one left pinned.
+            if i % 2 == 0 {
+                swarmwall::dataplane::remove_pins(&lab.pins()).unwrap();
+            }
+            let mut d = lab.spawn_daemon(&lab.socket(), &[], "killed.log");
+            match point {
+                None => {
+                    let deadline = Instant::now() + Duration::from_secs(10);
+                    while lab.pin_files().is_empty() && Instant::now() < deadline {
+                        std::thread::yield_now();
+                    }
+                }
+                Some(ms) => sleep(Duration::from_millis(ms)),
+            }
+            // SAFETY: kill(2) on the pid of a child we spawned and have not reaped.
+            unsafe { libc::kill(d.id() as i32, sig) };
+            wait_exit(&mut d, Duration::from_secs(30));
+            drop(d);
+            let _ = std::fs::remove_file(lab.socket());
+            lab.start();
+            assert_eq!(
+                lab.rule_targets(),
+                vec!["198.51.100.12"],
+                "after a start killed ({sig}) at {point:?}"
+            );
+            lab.kill();
+        }
+    }
+    lab.start();
+    assert_eq!(
+        lab.traffic(&["198.51.100.10", "198.51.100.12"], 10),
+        vec![10, 0]
+    );
+}
+
+#[test]
+fn block_add_is_not_delayed_by_a_counter_sample_over_a_million_sources() {
+    require_root!();
+    let mut lab = Lab::new();
+    lab.start();
+    // Fill the daemon's LRU through its pin (one test run per source would take hours).
+    let n: u32 = swarmwall_maps::defaults::SOURCES;
+    {
+        use aya::maps::{Map, MapData, PerCpuHashMap, PerCpuValues};
+        let data = MapData::from_pin(lab.pins().join("maps").join(swarmwall_maps::names::SOURCES))
+            .unwrap();
+        let mut lru: PerCpuHashMap<MapData, [u8; 16], swarmwall_maps::SourceCounters> =
+            PerCpuHashMap::try_from(Map::PerCpuLruHashMap(data)).unwrap();
+        let cpus = aya::util::nr_cpus().unwrap();
+        for i in 0..n {
+            let o = std::net::Ipv4Addr::from((10 << 24) + i).octets();
+            let mut per_cpu = vec![swarmwall_maps::SourceCounters::default(); cpus];
+            per_cpu[0] = swarmwall_maps::SourceCounters {
+                packets: 1,
+                bytes: 64,
+                dropped: 0,
+                first_seen_ns: 1,
+                last_seen_ns: 1,
+            };
+            lru.insert(
+                swarmwall_maps::v4_mapped(o),
+                PerCpuValues::try_from(per_cpu).unwrap(),
+                0,
+            )
+            .unwrap();
+        }
+    }
+    // A sample of that many takes seconds (read, then fold), and the next one starts a second
+    // after it ends: mutating for 15 s overlaps several.
+    let mut worst = Duration::ZERO;
+    let mut took = Vec::new();
+    let start = Instant::now();
+    for i in 0..250u32 {
+        if start.elapsed() > Duration::from_secs(15) {
+            break;
+        }
+        let t = Instant::now();
+        lab.ok(&[
+            "block",
+            "add",
+            &format!("192.0.{}.{}", 2 + i / 250, 1 + i % 250),
+        ]);
+        let d = t.elapsed();
+        took.push(d.as_millis());
+        worst = worst.max(d);
+        sleep(Duration::from_millis(50));
+    }
+    took.sort();
+    eprintln!(
+        "block add while sampling {n} sources: {} adds, median {} ms, worst {} ms",
+        took.len(),
+        took[took.len() / 2],
+        worst.as_millis()
+    );
+    // The samples did read the million (else the mutations overlapped nothing).
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let tracked = loop {
+        let tracked = lab.json(&["top"])["tracked"].as_u64().unwrap();
+        if tracked > u64::from(n) / 2 || Instant::now() > deadline {
+            break tracked;
+        }
+        sleep(Duration::from_millis(500));
+    };
+    assert!(
+        tracked > u64::from(n) / 2,
+        "the sampler saw {tracked} sources; daemon log:\n{}",
+        lab.log()
+    );
+    assert!(
+        worst < Duration::from_millis(700),
+        "a block add waited {worst:?} behind the counter sampler"
+    );
+}
+
+#[test]
+fn a_daemon_waits_for_a_predecessor_that_still_holds_the_locks() {
+    require_root!();
+    let mut lab = Lab::new();
+    // What a killed daemon still exiting holds: the store's lock and the pin directory's.
+    // Declared after the lab, so a failing test closes them before the lab unmounts its bpffs.
+    let state = lab.root.join("state");
+    std::fs::create_dir_all(&state).unwrap();
+    std::fs::create_dir_all(lab.pins()).unwrap();
+    let mut held = Vec::new();
+    for dir in [&state, &lab.pins()] {
+        let f = std::fs::File::open(dir).unwrap();
+        // SAFETY: flock(2) on a descriptor we own.
+        let rc = unsafe {
+            libc::flock(
+                std::os::fd::AsRawFd::as_raw_fd(&f),
+                libc::LOCK_EX | libc::LOCK_NB,
+            )
+        };
+        assert_eq!(rc, 0);
+        held.push(f);
+    }
+    lab.daemon = Some(lab.spawn_daemon(&lab.socket(), &[], "daemon.log"));
+    sleep(Duration::from_millis(1500));
+    let gave_up = lab.daemon.as_mut().unwrap().try_wait().unwrap();
+    assert!(
+        gave_up.is_none(),
+        "the daemon quit while the locks were held: {}",
+        lab.log()
+    );
+    drop(held);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while UnixStream::connect(lab.socket()).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "daemon did not come up:\n{}",
+            lab.log()
+        );
+        sleep(Duration::from_millis(100));
+    }
+    assert!(lab.log().contains("waiting"), "{}", lab.log());
+    lab.ok(&["block", "add", "198.51.100.12"]);
+}

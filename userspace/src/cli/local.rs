@@ -2,6 +2,7 @@
 //! daemon (a foreground test run; the daemon is the long-running form).
 
 use std::{
+    path::Path,
     sync::{
         Arc,
         atomic::{AtomicBool, Ordering},
@@ -91,6 +92,29 @@ pub fn check(json: bool) -> Result<()> {
         println!(
             "capacity: {} sources, {} exact keys, {} prefixes, {} allow prefixes, {} rules",
             sizes.sources, sizes.exact, sizes.prefix, sizes.allow, sizes.rules
+        );
+    }
+    Ok(())
+}
+
+/// `swarmwall down`: detaches and removes the pinned data plane, unless a daemon owns it. The
+/// pin directory's lock decides, whatever socket the daemon serves; the socket check before it
+/// only gives the usual case a clearer message.
+pub fn down(pin_dir: &Path, socket: &Path) -> Result<()> {
+    if std::os::unix::net::UnixStream::connect(socket).is_ok() {
+        anyhow::bail!(
+            "a daemon is still serving {}; stop it first (its pins would be recreated)",
+            socket.display()
+        );
+    }
+    let removed = swarmwall::dataplane::pins::remove_unowned(pin_dir)?;
+    if removed.is_empty() {
+        println!("nothing pinned under {}", pin_dir.display());
+    } else {
+        println!(
+            "detached and removed {} pins under {}",
+            removed.len(),
+            pin_dir.display()
         );
     }
     Ok(())

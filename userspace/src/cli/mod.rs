@@ -92,7 +92,8 @@ enum Command {
         own: Vec<swarmwall::Target>,
     },
     /// Detach XDP everywhere and remove the pinned data plane (maps, counters, links). Stop the
-    /// daemon first; the rule journal is kept, so a new daemon starts with the same rules.
+    /// daemon first (it refuses while a daemon owns the pin directory); the rule journal is
+    /// kept, so a new daemon starts with the same rules.
     #[command(after_help = "Examples:\n  \
         systemctl stop swarmwall && swarmwall down\n  \
         swarmwall down --pin-dir /sys/fs/bpf/swarmwall")]
@@ -522,25 +523,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
             allow,
             own,
         } => analyze(&file, json, allow, own),
-        Command::Down { pin_dir } => {
-            if std::os::unix::net::UnixStream::connect(client().path()).is_ok() {
-                anyhow::bail!(
-                    "a daemon is still serving {}; stop it first (its pins would be recreated)",
-                    client().path().display()
-                );
-            }
-            let removed = swarmwall::dataplane::remove_pins(&pin_dir)?;
-            if removed.is_empty() {
-                println!("nothing pinned under {}", pin_dir.display());
-            } else {
-                println!(
-                    "detached and removed {} pins under {}",
-                    removed.len(),
-                    pin_dir.display()
-                );
-            }
-            Ok(())
-        }
+        Command::Down { pin_dir } => local::down(&pin_dir, client().path()),
         Command::Completions { shell } => {
             let mut out = Vec::new();
             clap_complete::generate(shell, &mut Cli::command(), "swarmwall", &mut out);

@@ -613,9 +613,12 @@ impl Daemon {
         f(&mut g)
     }
 
-    /// Takes a counter sample for `top` (called periodically).
+    /// Takes a counter sample for `top` (called periodically). Reads on handles of its own,
+    /// outside the controller's lock: a million sources take seconds to read, and a mutation
+    /// (a swarm push, an admin's `block add`) must not wait for that.
     pub fn sample(&self) -> Result<(), crate::DataplaneError> {
-        let sources = self.with(|i| i.dp.sources())?;
+        let reader = self.with(|i| i.dp.counter_reader())?;
+        let sources = reader.sources()?;
         self.top
             .lock()
             .unwrap_or_else(|p| p.into_inner())

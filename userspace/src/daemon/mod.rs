@@ -1,10 +1,13 @@
 //! `swarmwall daemon`: owns the pinned data plane and the rule store, serves the control API.
 //!
-//! Start-up: read the config, open the store (recovering a damaged journal), open the pinned
-//! data plane (adopting one a previous daemon left running, or creating it), reconcile the maps
-//! with the store, attach (or swap the new program into pinned links), then serve the control
-//! socket. SIGHUP re-reads the config; SIGTERM/SIGINT stop serving and leave the data plane
-//! pinned and enforcing (or remove it with `--detach-on-exit`).
+//! Start-up: read the config, check that every interface exists, open the store (recovering a
+//! damaged journal), open the pinned data plane (locking its directory for the daemon's life;
+//! adopting one a previous daemon left running, or building a new one that appears only once
+//! complete), reconcile the maps with the store, attach (or swap the new program into pinned
+//! links), then serve the control socket. Both locks are waited for a few seconds, for a
+//! predecessor still exiting; a start killed at any point leaves nothing the next one trips on.
+//! SIGHUP re-reads the config; SIGTERM/SIGINT stop serving and leave the data plane pinned and
+//! enforcing (or remove it with `--detach-on-exit`).
 
 pub mod config;
 pub mod controller;
@@ -107,6 +110,10 @@ fn load_config(args: &DaemonArgs, socket: Option<&PathBuf>) -> Result<config::Ch
 pub fn run(args: DaemonArgs, socket: Option<PathBuf>) -> Result<()> {
     init_logging();
     let config = load_config(&args, socket.as_ref())?;
+    // Before anything is created: a typo in an interface name must leave no state behind.
+    for iface in &config.raw.interfaces {
+        crate::dataplane::ifindex(iface).with_context(|| format!("checking interface {iface}"))?;
+    }
     let (store, warnings) = Store::open(&config.raw.state_dir).with_context(|| {
         format!(
             "opening the rule store in {}",

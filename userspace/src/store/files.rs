@@ -7,7 +7,7 @@ use std::{
     os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt},
     os::unix::io::AsRawFd,
     path::{Path, PathBuf},
-    time::{SystemTime, UNIX_EPOCH},
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
 use super::StoreError;
@@ -38,22 +38,44 @@ pub(super) fn prepare_dir(dir: &Path) -> Result<Option<String>, StoreError> {
     }))
 }
 
+/// How long opening the store waits for its lock: a predecessor killed a moment ago may still be
+/// exiting. (Short in unit tests, which check the refusal.)
+#[cfg(not(test))]
+const LOCK_WAIT: Duration = Duration::from_secs(10);
+#[cfg(test)]
+const LOCK_WAIT: Duration = Duration::from_millis(200);
+
 /// Opens `dir` and takes an exclusive lock on it for as long as the returned handle lives, so
-/// two processes never append to one journal. The handle also serves to fsync the directory.
+/// two processes never append to one journal. Waits up to [`LOCK_WAIT`] for another holder to
+/// let go. The handle also serves to fsync the directory.
 pub(super) fn lock_dir(dir: &Path) -> Result<File, StoreError> {
     let handle = File::open(dir).map_err(io_err(dir))?;
-    // SAFETY: flock(2) on a descriptor we own; no memory is shared with the kernel.
-    let rc = unsafe { libc::flock(handle.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-    if rc != 0 {
+    let deadline = Instant::now() + LOCK_WAIT;
+    let mut said = false;
+    loop {
+        // SAFETY: flock(2) on a descriptor we own; no memory is shared with the kernel.
+        let rc = unsafe { libc::flock(handle.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+        if rc == 0 {
+            return Ok(handle);
+        }
         let e = io::Error::last_os_error();
-        if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
+        if e.raw_os_error() != Some(libc::EWOULDBLOCK) {
+            return Err(io_err(dir)(e));
+        }
+        if Instant::now() >= deadline {
             return Err(StoreError::Locked {
                 path: dir.to_owned(),
             });
         }
-        return Err(io_err(dir)(e));
+        if !said {
+            tracing::info!(
+                dir = %dir.display(),
+                "rule store locked by another process; waiting up to {LOCK_WAIT:?} for it to exit"
+            );
+            said = true;
+        }
+        std::thread::sleep(Duration::from_millis(100));
     }
-    Ok(handle)
 }
 
 /// Removes `path` if it exists.

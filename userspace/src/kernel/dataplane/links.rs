@@ -32,6 +32,14 @@ pub(super) struct Attachment {
     pin: Option<PathBuf>,
 }
 
+/// The index of interface `iface` in this network namespace: what a start checks for every
+/// configured interface before it creates anything.
+pub fn ifindex(iface: &str) -> Result<u32, DataplaneError> {
+    nix::net::if_::if_nametoindex(iface).map_err(|_| DataplaneError::NoInterface {
+        iface: iface.to_owned(),
+    })
+}
+
 impl Dataplane {
     /// Attaches the data plane to an interface; returns the mode it got. With pins, an interface
     /// that already has a pinned swarmwall link gets the new program swapped in atomically (no

@@ -11,7 +11,10 @@ use swarmwall_maps::{ABI_VERSION, Addr, Config, Rule, names, programs};
 
 use super::{
     Dataplane, DataplaneError, OBJECT, PERM_HINT, Prog, RunResult, Sizes, map_err, monotonic_ns,
-    pins::{MAP_LAYOUT, adopted_sizes, ensure_bpffs, pin_err},
+    pins::{
+        Building, LOCK_WAIT, MAP_LAYOUT, PinLock, adopted_sizes, clear_leftovers, ensure_bpffs,
+        pin_err, pinned_abi,
+    },
     program_err,
 };
 use crate::table::RuleTable;
@@ -37,35 +40,65 @@ impl Dataplane {
         }
         let mut warnings = Vec::new();
         let mut adopted = false;
-        let mut pin_paths = Vec::new();
+        let mut lock = None;
+        // Where the maps are pinned while loading: `maps` when adopting, `maps-new` for a fresh
+        // data plane, renamed to `maps` once it is complete and configured.
+        let mut pin_to = None;
+        let mut building = None;
         if let Some(dir) = dir {
             ensure_bpffs(dir)?;
-            let maps = dir.join("maps");
-            std::fs::create_dir_all(&maps).map_err(pin_err("creating", &maps))?;
+            std::fs::create_dir_all(dir).map_err(pin_err("creating", dir))?;
+            lock = Some(PinLock::acquire(dir, LOCK_WAIT)?);
+            // Nobody else builds here while we hold the lock: what a build left is a leftover.
+            for path in clear_leftovers(dir)? {
+                warnings.push(format!(
+                    "removed {path}, left by a start that was interrupted"
+                ));
+            }
             for mode in ["driver", "generic"] {
                 let d = dir.join("links").join(mode);
                 std::fs::create_dir_all(&d).map_err(pin_err("creating", &d))?;
             }
-            let present: Vec<bool> = MAP_LAYOUT
+            let maps = dir.join("maps");
+            let present = MAP_LAYOUT
                 .iter()
-                .map(|(n, _, _)| maps.join(n).exists())
-                .collect();
-            adopted = present.iter().all(|p| *p);
-            if !adopted && present.iter().any(|p| *p) {
+                .filter(|(n, _, _)| maps.join(n).exists())
+                .count();
+            adopted = present == MAP_LAYOUT.len();
+            if !adopted && present > 0 {
                 return Err(DataplaneError::Pins {
                     dir: dir.display().to_string(),
                     problem: "some maps are pinned and others are missing".into(),
                 });
             }
             if adopted {
+                // Everything is checked before anything is loaded against the pins: a refused
+                // adoption must leave the running data plane exactly as it was.
                 sizes = adopted_sizes(dir, &maps)?;
+                let abi = pinned_abi(&maps).map_err(|problem| DataplaneError::Pins {
+                    dir: dir.display().to_string(),
+                    problem,
+                })?;
+                if abi != ABI_VERSION {
+                    return Err(DataplaneError::Pins {
+                        dir: dir.display().to_string(),
+                        problem: format!(
+                            "its maps have ABI version {abi} and this build needs {ABI_VERSION}"
+                        ),
+                    });
+                }
+                pin_to = Some(maps);
+            } else {
+                let b = Building::start(dir)?;
+                pin_to = Some(b.path().to_path_buf());
+                building = Some(b);
             }
-            pin_paths = MAP_LAYOUT
-                .iter()
-                .map(|(n, _, _)| (*n, maps.join(n)))
-                .collect();
         }
         let mut loader = EbpfLoader::new();
+        let pin_paths: Vec<_> = pin_to
+            .iter()
+            .flat_map(|d| MAP_LAYOUT.iter().map(move |(n, _, _)| (*n, d.join(n))))
+            .collect();
         for (name, path) in &pin_paths {
             loader.map_pin_path(name, path.as_path());
         }
@@ -99,46 +132,16 @@ impl Dataplane {
                 .map_err(|source| program_err(name, source))?;
             prog.load().map_err(|source| program_err(name, source))?;
         }
-        // The sampling program is reached by tail call; (re)point the slot at this build's.
-        {
-            let fd = ebpf
-                .program(programs::L7)
-                .ok_or(DataplaneError::Missing {
-                    what: "program",
-                    name: programs::L7,
-                })?
-                .fd()
-                .map_err(|source| program_err(programs::L7, source))?
-                .try_clone()
-                .map_err(|e| map_err(names::JUMP)(MapError::IoError(e)))?;
-            let map = ebpf.map_mut(names::JUMP).ok_or(DataplaneError::Missing {
-                what: "map",
-                name: names::JUMP,
-            })?;
-            let mut jump: aya::maps::ProgramArray<&mut MapData> =
-                aya::maps::ProgramArray::try_from(map).map_err(map_err(names::JUMP))?;
-            jump.set(swarmwall_maps::JUMP_L7, &fd, 0)
-                .map_err(map_err(names::JUMP))?;
-        }
         let mut dp = Self {
             ebpf,
             table: RuleTable::new(sizes.rules),
             links: Vec::new(),
             pin_dir: dir.map(Path::to_path_buf),
+            _lock: lock,
             adopted,
             warnings: Vec::new(),
         };
         if adopted {
-            let c = dp.config()?;
-            if c.abi_version != ABI_VERSION {
-                return Err(DataplaneError::Pins {
-                    dir: dir.map_or(String::new(), |d| d.display().to_string()),
-                    problem: format!(
-                        "its maps have ABI version {} and this build needs {ABI_VERSION}",
-                        c.abi_version
-                    ),
-                });
-            }
             warnings.extend(dp.restore_table(sizes.rules)?);
         } else {
             let mut config = Config::new();
@@ -146,8 +149,35 @@ impl Dataplane {
             config.cache_mask = sizes.cache - 1;
             dp.write_config(config)?;
         }
+        // Accepted: only now (re)point the tail-call slot of a running program at this build's
+        // sampling program.
+        dp.set_jump()?;
+        if let (Some(dir), Some(b)) = (dir, building) {
+            // Complete and configured: from here on it is the data plane.
+            b.commit(dir)?;
+        }
         dp.warnings = warnings;
         Ok(dp)
+    }
+
+    /// Points the tail-call slot at this object's sampling program.
+    fn set_jump(&mut self) -> Result<(), DataplaneError> {
+        let fd = self
+            .ebpf
+            .program(programs::L7)
+            .ok_or(DataplaneError::Missing {
+                what: "program",
+                name: programs::L7,
+            })?
+            .fd()
+            .map_err(|source| program_err(programs::L7, source))?
+            .try_clone()
+            .map_err(|e| map_err(names::JUMP)(MapError::IoError(e)))?;
+        let mut jump: aya::maps::ProgramArray<&mut MapData> =
+            aya::maps::ProgramArray::try_from(self.map_mut(names::JUMP)?)
+                .map_err(map_err(names::JUMP))?;
+        jump.set(swarmwall_maps::JUMP_L7, &fd, 0)
+            .map_err(map_err(names::JUMP))
     }
 
     /// Runs a program once per `repeat` over `frame` with `BPF_PROG_TEST_RUN`.

@@ -94,6 +94,23 @@ pub enum DataplaneError {
         /// The error.
         source: std::io::Error,
     },
+    /// Another process owns the pin directory (holds its lock): a running daemon, or one still
+    /// exiting.
+    #[error(
+        "the pinned data plane in {dir} is owned by a running swarmwall daemon ({holder}); stop it first"
+    )]
+    Busy {
+        /// The pin directory.
+        dir: String,
+        /// Who holds the lock: `pid N`, or a description when the pid is unknown.
+        holder: String,
+    },
+    /// An interface to attach to does not exist (in this network namespace).
+    #[error("no interface named '{iface}' here (see `ip link`)")]
+    NoInterface {
+        /// The name given.
+        iface: String,
+    },
     /// A size that cannot work.
     #[error("source cache size {value} is not a power of two of at least 2")]
     CacheSize {
@@ -218,7 +235,8 @@ mod rules;
 
 pub use counters::L7Reader;
 use links::Attachment;
-pub use pins::remove_pins;
+pub use links::ifindex;
+pub use pins::{PinLock, remove_pins};
 
 /// The loaded data plane.
 pub struct Dataplane {
@@ -226,6 +244,8 @@ pub struct Dataplane {
     table: RuleTable,
     links: Vec<Attachment>,
     pin_dir: Option<PathBuf>,
+    /// The pin directory's lock, held for this value's life: one owner of pinned state.
+    _lock: Option<pins::PinLock>,
     adopted: bool,
     warnings: Vec<String>,
 }
