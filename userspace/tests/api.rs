@@ -736,6 +736,93 @@ fn malformed_requests_are_400_json_naming_the_problem() {
 }
 
 #[test]
+fn unknown_fields_are_400_naming_the_field_and_change_nothing() {
+    // Each of these typos, ignored, would widen a rule: no TTL (permanent), no scope (all
+    // traffic from the source), no protocol (the port for every protocol).
+    let h = Harness::start();
+    h.block_on(async {
+        let cases: [(&str, &str, &[u8], &str); 7] = [
+            (
+                "POST",
+                "/v1/rules",
+                br#"{"rules":[{"target":"192.0.2.123","ttl":600}]}"#,
+                "rules[0]: unknown field `ttl`, expected one of `target`, `action`, `scope`, \
+                 `ttl_s`",
+            ),
+            (
+                "POST",
+                "/v1/rules",
+                br#"{"rules":[{"target":"192.0.2.123","scop":{"dst":"203.0.113.5"}}]}"#,
+                "rules[0]: unknown field `scop`",
+            ),
+            (
+                "POST",
+                "/v1/rules",
+                br#"{"rules":[{"target":"192.0.2.123","scope":{"port":443,"protocol":"tcp"}}]}"#,
+                "rules[0].scope: unknown field `protocol`",
+            ),
+            (
+                "POST",
+                "/v1/rules",
+                br#"{"rules":[{"target":"192.0.2.1"}],"forse":true}"#,
+                "unknown field `forse`",
+            ),
+            (
+                "POST",
+                "/v1/rules/delete",
+                br#"{"ids":[1],"yess":true}"#,
+                "unknown field `yess`",
+            ),
+            (
+                "POST",
+                "/v1/allow",
+                br#"{"target":"192.0.2.9","why":"x"}"#,
+                "unknown field `why`",
+            ),
+            (
+                "PUT",
+                "/v1/mode",
+                br#"{"mode":"observe","reasn":"x"}"#,
+                "unknown field `reasn`",
+            ),
+        ];
+        for (method, path, body, needle) in cases {
+            let (s, b) = raw(&h.socket, post(method, path, body)).await;
+            assert_eq!(s, 400, "{method} {path}: {b}");
+            let e = api_error(&b);
+            assert_eq!(e.code, "bad_request");
+            assert!(
+                e.message.contains(needle),
+                "{needle:?} not in {:?}",
+                e.message
+            );
+        }
+        for (path, needle) in [
+            ("/v1/top?limt=5", "unknown field `limt`"),
+            ("/v1/history?limits=5", "unknown field `limits`"),
+        ] {
+            let (s, b) = raw(&h.socket, get(path)).await;
+            assert_eq!(s, 400, "{path}: {b}");
+            assert!(
+                api_error(&b).message.contains(needle),
+                "{needle:?} not in {b}"
+            );
+        }
+    });
+    for call in [
+        "add_rules",
+        "delete_rules",
+        "allow_add",
+        "set_mode",
+        "top",
+        "history",
+    ] {
+        assert_eq!(h.fake.calls(call), 0, "{call} was called");
+    }
+    assert_eq!(h.fake.state.lock().unwrap().rules.len(), 2);
+}
+
+#[test]
 fn oversized_bodies_are_413() {
     let h = Harness::start();
     h.block_on(async {

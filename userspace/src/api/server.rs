@@ -11,7 +11,8 @@
 //!   else the connection is dropped;
 //! - a body must arrive within [`BODY_TIMEOUT`] (408) and fit in [`MAX_BODY`] (413; rule imports,
 //!   `POST /v1/rules`, may be up to [`MAX_RULES_BODY`]);
-//! - malformed JSON, wrong types and bad query strings are 400 with a message naming the problem;
+//! - malformed JSON, wrong types, unknown fields and bad query strings are 400 with a message
+//!   naming the problem and where it is (`rules[0].scope: unknown field `protocol``);
 //!   unknown routes 404, wrong methods 405; bytes that aren't HTTP get hyper's 400.
 
 use std::{
@@ -28,7 +29,7 @@ use std::{
 use axum::{
     Extension, Router,
     body::Body,
-    extract::{FromRequest, FromRequestParts, Path as UrlPath, Query, Request, State},
+    extract::{FromRequest, FromRequestParts, Path as UrlPath, Request, State},
     http::{HeaderValue, StatusCode, header, request::Parts},
     response::{IntoResponse, Response},
     routing::{get, post},
@@ -428,6 +429,7 @@ async fn set_mode(
 
 /// `GET /v1/history` query.
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct HistoryQuery {
     limit: Option<usize>,
 }
@@ -611,9 +613,108 @@ impl<S: Send + Sync, T: DeserializeOwned, const BULK: bool> FromRequest<S> for J
                 "the request needs a JSON body (none was sent)",
             ));
         }
-        serde_json::from_slice(&bytes)
+        let mut de = serde_json::Deserializer::from_slice(&bytes);
+        strict(&mut de)
+            .and_then(|v| de.end().map(|()| v).map_err(|e| e.to_string()))
             .map(JsonBody)
             .map_err(|e| ApiFail::bad_request(format!("invalid JSON body: {e}")))
+    }
+}
+
+/// Deserializes a request, refusing every field `T` does not know, at any depth: a typo in a
+/// request must not be dropped silently (it would widen a rule). Errors name where they are,
+/// e.g. `rules[0].scope: unknown field `protocol``.
+///
+/// Types only requests use also refuse unknown fields themselves (`deny_unknown_fields`, whose
+/// message lists the known ones); this catches the rest: types answers share (tolerant there)
+/// and any request type that forgets the attribute.
+fn strict<'de, T, D>(de: D) -> Result<T, String>
+where
+    T: Deserialize<'de>,
+    D: serde::Deserializer<'de>,
+    D::Error: std::fmt::Display,
+{
+    let mut unknown = None;
+    let value = {
+        let mut note = |path: serde_ignored::Path<'_>| {
+            unknown.get_or_insert_with(|| {
+                let mut steps = Vec::new();
+                ignored_steps(&path, &mut steps);
+                match steps.pop() {
+                    Some(Step::Key(key)) => located(&steps, &format!("unknown field `{key}`")),
+                    // Not a field: an element of a sequence nobody reads.
+                    last => {
+                        steps.extend(last);
+                        located(&steps, "unexpected value")
+                    }
+                }
+            });
+        };
+        serde_path_to_error::deserialize(serde_ignored::Deserializer::new(de, &mut note))
+    };
+    match (value, unknown) {
+        (Err(e), _) => {
+            let message = e.inner().to_string();
+            let mut steps: Vec<Step> = e
+                .path()
+                .iter()
+                .map(|s| match s {
+                    serde_path_to_error::Segment::Seq { index } => Step::Index(*index),
+                    other => Step::Key(other.to_string()),
+                })
+                .collect();
+            // An unknown field's own name ends the path; the message names it already.
+            if let Some(Step::Key(key)) = steps.last()
+                && message.starts_with(&format!("unknown field `{key}`"))
+            {
+                steps.pop();
+            }
+            Err(located(&steps, &message))
+        }
+        (Ok(_), Some(unknown)) => Err(unknown),
+        (Ok(v), None) => Ok(v),
+    }
+}
+
+/// One step into a request: an element of a sequence or a field.
+enum Step {
+    Index(usize),
+    Key(String),
+}
+
+/// `message`, prefixed with where in the request it applies (`rules[0].scope: ...`).
+fn located(steps: &[Step], message: &str) -> String {
+    let mut at = String::new();
+    for step in steps {
+        match step {
+            Step::Index(i) => at.push_str(&format!("[{i}]")),
+            Step::Key(k) if at.is_empty() => at.push_str(k),
+            Step::Key(k) => at.push_str(&format!(".{k}")),
+        }
+    }
+    if at.is_empty() {
+        message.to_string()
+    } else {
+        format!("{at}: {message}")
+    }
+}
+
+/// The steps to a value `serde_ignored` reports, outermost first.
+fn ignored_steps(path: &serde_ignored::Path<'_>, out: &mut Vec<Step>) {
+    use serde_ignored::Path as P;
+    match path {
+        P::Root => {}
+        P::Seq { parent, index } => {
+            ignored_steps(parent, out);
+            out.push(Step::Index(*index));
+        }
+        P::Map { parent, key } => {
+            ignored_steps(parent, out);
+            out.push(Step::Key(key.clone()));
+        }
+        P::Some { parent } | P::NewtypeStruct { parent } | P::NewtypeVariant { parent } => {
+            ignored_steps(parent, out)
+        }
     }
 }
 
@@ -624,9 +725,12 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for QueryArg<T> {
     type Rejection = ApiFail;
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, ApiFail> {
-        Query::try_from_uri(&parts.uri)
-            .map(|Query(q)| QueryArg(q))
-            .map_err(|e| ApiFail::bad_request(format!("invalid query string: {}", e.body_text())))
+        let query = parts.uri.query().unwrap_or_default().as_bytes();
+        strict(serde_urlencoded::Deserializer::new(form_urlencoded::parse(
+            query,
+        )))
+        .map(QueryArg)
+        .map_err(|e| ApiFail::bad_request(format!("invalid query string: {e}")))
     }
 }
 
