@@ -21,6 +21,7 @@ use swarmwall::api::{
     server::{self, Auth, Limits, Perm, permission},
     types::*,
 };
+use swarmwall_integration::netns::ChildGuard;
 use tokio::{
     io::{AsyncReadExt as _, AsyncWriteExt as _},
     net::UnixStream,
@@ -963,27 +964,152 @@ fn slow_headers_are_dropped_and_slow_bodies_are_408() {
 }
 
 #[test]
-fn excess_connections_are_closed() {
-    let h = Harness::with(Fake::with_rules(0), Auth::default(), short_limits());
+fn connections_over_the_limit_wait_for_a_slot() {
+    // Every slot (the shared ones and root's reserved one) is held by an idle connection: a
+    // new request waits for the first to time out, and is answered then, not refused.
+    let limits = Limits {
+        max_connections: 2,
+        reserved_connections: 1,
+        ..short_limits()
+    };
+    let h = Harness::with(Fake::with_rules(0), Auth::default(), limits);
     let c = h.client();
     h.block_on(async {
         let mut idle = Vec::new();
-        for _ in 0..4 {
+        for _ in 0..3 {
             idle.push(UnixStream::connect(&h.socket).await.unwrap());
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
-        // The fifth is accepted and closed at once.
-        let mut fifth = UnixStream::connect(&h.socket).await.unwrap();
-        let mut buf = [0u8; 16];
-        let n = tokio::time::timeout(Duration::from_millis(500), fifth.read(&mut buf))
-            .await
-            .expect("closed at once")
-            .unwrap_or(0);
-        assert_eq!(n, 0);
-        // Idle connections time out and free their slots.
-        tokio::time::sleep(Duration::from_millis(1200)).await;
+        let start = Instant::now();
         c.status().await.unwrap();
+        assert!(
+            start.elapsed() >= Duration::from_millis(500),
+            "answered before a slot was free: {:?}",
+            start.elapsed()
+        );
     });
+
+    // A connection that waits longer than the queue allows is answered 503 `busy`.
+    let limits = Limits {
+        max_connections: 1,
+        reserved_connections: 0,
+        header_timeout: Duration::from_secs(5),
+        queue_timeout: Duration::from_millis(300),
+        ..Limits::default()
+    };
+    let h = Harness::with(Fake::with_rules(0), Auth::default(), limits);
+    h.block_on(async {
+        let _idle = UnixStream::connect(&h.socket).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        match h.client().status().await.unwrap_err() {
+            ClientError::Api {
+                status,
+                code,
+                message,
+            } => {
+                assert_eq!((status, code.as_str()), (503, "busy"), "{message}");
+                assert!(message.contains("none was free within 300ms"), "{message}");
+            }
+            e => panic!("expected 503, got {e:?}"),
+        }
+    });
+    assert_eq!(h.fake.calls("status"), 0);
+}
+
+/// Opens `n` connections to `socket` as uid/gid 65534, each sending half a request line, and
+/// keeps them open, unanswered, in a `sleep` process until the guard drops.
+fn stall_as_nobody(socket: &Path, n: usize) -> ChildGuard {
+    use std::os::unix::ffi::OsStrExt as _;
+    // SAFETY: an all-zero `sockaddr_un` is a valid (empty) address.
+    let mut addr: libc::sockaddr_un = unsafe { std::mem::zeroed() };
+    addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
+    let path = socket.as_os_str().as_bytes();
+    assert!(path.len() < addr.sun_path.len(), "socket path too long");
+    for (d, s) in addr.sun_path.iter_mut().zip(path) {
+        *d = *s as libc::c_char;
+    }
+    let mut cmd = Command::new("sleep");
+    cmd.arg("60").uid(65534).gid(65534).stdin(Stdio::null());
+    // SAFETY: the closure runs in the forked child before exec, after std has set the uid (so
+    // the kernel records uid 65534 as the peer); it calls only async-signal-safe functions
+    // (socket, connect, write) on memory it owns, and allocates nothing. The sockets are made
+    // without SOCK_CLOEXEC, so they stay open in `sleep`.
+    unsafe {
+        cmd.pre_exec(move || {
+            const HALF: &[u8] = b"GET /v1/sta";
+            for _ in 0..n {
+                let fd = libc::socket(libc::AF_UNIX, libc::SOCK_STREAM, 0);
+                if fd < 0
+                    || libc::connect(
+                        fd,
+                        (&raw const addr).cast(),
+                        size_of::<libc::sockaddr_un>() as libc::socklen_t,
+                    ) != 0
+                    || libc::write(fd, HALF.as_ptr().cast(), HALF.len()) < 0
+                {
+                    return Err(io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        });
+    }
+    ChildGuard::new(cmd.spawn().expect("stalling clients as uid 65534"))
+}
+
+#[test]
+fn stalled_clients_of_another_user_do_not_lock_root_out() {
+    if euid() != 0 {
+        eprintln!("skipping: needs root to run clients as uid 65534");
+        return;
+    }
+    assert!(server::HEADER_TIMEOUT <= Duration::from_secs(2));
+    // The case: a member of the read-only group holds 100 connections with half a
+    // request each, with the server's real limits.
+    let h = Harness::with(
+        Fake::with_rules(0),
+        Auth {
+            read_group: Some(65534),
+        },
+        Limits::default(),
+    );
+    std::fs::set_permissions(&h.socket, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let start = Instant::now();
+    let mut stalled = stall_as_nobody(&h.socket, 100);
+
+    // Root still gets through, at once: a change through the real CLI, then reads.
+    let o = h.cli(&["block", "add", "192.0.2.50", "--reason", "under a stall"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    assert_eq!(h.fake.calls("add_rules"), 1);
+    for _ in 0..5 {
+        h.block_on(h.client().status()).unwrap();
+    }
+    assert!(
+        start.elapsed() < Duration::from_secs(2),
+        "root waited {:?}",
+        start.elapsed()
+    );
+
+    // The staller's own uid is held to its share while those connections are open (refused:
+    // answered 503, or closed while the staller's own excess keeps the refusals busy)...
+    let o = cli_as_nobody(&h.socket, &["status"]);
+    assert!(start.elapsed() < server::HEADER_TIMEOUT, "too slow to tell");
+    assert_ne!(
+        o.status.code(),
+        Some(0),
+        "{} {:?} {:?}",
+        text(&o.stdout),
+        stalled.try_wait(),
+        start.elapsed()
+    ); //DBG
+    assert_eq!(h.fake.calls("status"), 5);
+    // ...and once the header timeout has dropped them, it gets through again, although the
+    // stalling process still holds every one of its sockets.
+    std::thread::sleep(
+        (start + server::HEADER_TIMEOUT + Duration::from_millis(500)) - Instant::now(),
+    );
+    assert!(stalled.try_wait().unwrap().is_none(), "the staller exited");
+    let o = cli_as_nobody(&h.socket, &["status"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
 }
 
 #[test]

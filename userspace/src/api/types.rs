@@ -278,7 +278,7 @@ pub struct ApiError {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ErrorBody {
     /// Machine-readable: `bad_request`, `not_found`, `conflict`, `forbidden`, `too_large`,
-    /// `timeout`, `internal`.
+    /// `timeout`, `busy` (too many connections: retry), `internal`.
     pub code: String,
     /// For humans; names the bad value.
     pub message: String,
