@@ -163,11 +163,6 @@ impl RuleSpec {
         if self.ttl == Some(Duration::ZERO) {
             return Err(RuleError::ZeroTtl);
         }
-        if let Some(ttl) = self.ttl
-            && ttl > MAX_TTL
-        {
-            return Err(RuleError::TtlTooLong { ttl });
-        }
         if let Some(p) = self.scope.proto
             && self.scope.port.is_some()
             && !matches!(p, Proto::Tcp | Proto::Udp)
@@ -181,9 +176,11 @@ impl RuleSpec {
     }
 }
 
-/// The longest TTL a rule may have (ten years, written `10years`); longer is what a permanent
-/// rule (no TTL) is for. It keeps every expiry far inside what the store records (year 9999)
-/// and the kernel's nanosecond clock holds (584 years).
+/// The longest TTL a new rule may have (ten years, written `10years`); longer is what a
+/// permanent rule (no TTL) is for. It keeps every expiry far inside what the store records
+/// (year 9999) and the kernel's nanosecond clock holds (584 years). Checked where rules are
+/// asked for (the CLI's `--ttl`, the config's TTLs), not in [`RuleSpec::validate`], so that a
+/// stored rule with a longer one still loads.
 pub const MAX_TTL: Duration = Duration::from_secs(10 * 31_557_600);
 
 /// Errors from building or changing rules.
@@ -192,16 +189,6 @@ pub enum RuleError {
     /// TTL of zero: a rule that would never act.
     #[error("a TTL of zero would expire at once; omit the TTL for a permanent rule")]
     ZeroTtl,
-    /// TTL over [`MAX_TTL`].
-    #[error(
-        "a TTL of {} is longer than the most, {}; omit the TTL for a permanent rule",
-        humantime::format_duration(*ttl),
-        humantime::format_duration(MAX_TTL)
-    )]
-    TtlTooLong {
-        /// The TTL asked for.
-        ttl: Duration,
-    },
     /// Unknown protocol name.
     #[error("unknown protocol '{value}' (expected tcp, udp, icmp or icmpv6)")]
     BadProto {
@@ -279,11 +266,6 @@ mod tests {
         assert!(r.validate().is_ok());
         r.ttl = Some(Duration::ZERO);
         assert!(matches!(r.validate(), Err(RuleError::ZeroTtl)));
-        r.ttl = Some(MAX_TTL);
-        assert!(r.validate().is_ok());
-        r.ttl = Some(MAX_TTL + Duration::from_secs(1));
-        let e = r.validate().unwrap_err().to_string();
-        assert!(e.contains("longer than the most, 10years"), "{e}");
         r.ttl = None;
         r.scope.proto = Some(Proto::Icmp);
         r.scope.port = Some(80);
