@@ -231,7 +231,7 @@ pub async fn serve_with(
         max: limits.max_per_user.max(1),
     });
     let refusing = Arc::new(Semaphore::new(MAX_REFUSING));
-    let refusals = Throttle::new(Duration::from_secs(10));
+    let refusals = Arc::new(Throttle::new(Duration::from_secs(10)));
     let (stop_tx, stop_rx) = watch::channel(false);
     let server_uid = nix::unistd::geteuid().as_raw();
     tokio::pin!(shutdown);
@@ -281,6 +281,7 @@ pub async fn serve_with(
         };
         let service = service.clone();
         let slots = Arc::clone(&slots);
+        let refusals = Arc::clone(&refusals);
         let mut stop = stop_rx.clone();
         tokio::spawn(async move {
             let waited = tokio::select! {
@@ -293,7 +294,12 @@ pub async fn serve_with(
                      within {}; retry",
                     humantime::format_duration(limits.queue_timeout)
                 );
-                tracing::warn!("control API: {}: {message}", peer.actor.name());
+                if refusals.ready() {
+                    tracing::warn!(
+                        "control API: {}: {message} (refusing more; logged every 10 s)",
+                        peer.actor.name()
+                    );
+                }
                 refuse(stream, message, limits.header_timeout).await;
                 return;
             };
