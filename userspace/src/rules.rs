@@ -176,6 +176,13 @@ impl RuleSpec {
     }
 }
 
+/// The longest TTL a new rule may have (ten years, written `10years`); longer is what a
+/// permanent rule (no TTL) is for. It keeps every expiry far inside what the store records
+/// (year 9999) and the kernel's nanosecond clock holds (584 years). Checked where rules are
+/// asked for (the CLI's `--ttl`, the config's TTLs), not in [`RuleSpec::validate`], so that a
+/// stored rule with a longer one still loads.
+pub const MAX_TTL: Duration = Duration::from_secs(10 * 31_557_600);
+
 /// Errors from building or changing rules.
 #[derive(Debug, thiserror::Error)]
 pub enum RuleError {

@@ -21,6 +21,7 @@ use swarmwall::api::{
     server::{self, Auth, Limits, Perm, permission},
     types::*,
 };
+use swarmwall_integration::netns::ChildGuard;
 use tokio::{
     io::{AsyncReadExt as _, AsyncWriteExt as _},
     net::UnixStream,
@@ -737,6 +738,93 @@ fn malformed_requests_are_400_json_naming_the_problem() {
 }
 
 #[test]
+fn unknown_fields_are_400_naming_the_field_and_change_nothing() {
+    // Each of these typos, ignored, would widen a rule: no TTL (permanent), no scope (all
+    // traffic from the source), no protocol (the port for every protocol).
+    let h = Harness::start();
+    h.block_on(async {
+        let cases: [(&str, &str, &[u8], &str); 7] = [
+            (
+                "POST",
+                "/v1/rules",
+                br#"{"rules":[{"target":"192.0.2.123","ttl":600}]}"#,
+                "rules[0]: unknown field `ttl`, expected one of `target`, `action`, `scope`, \
+                 `ttl_s`",
+            ),
+            (
+                "POST",
+                "/v1/rules",
+                br#"{"rules":[{"target":"192.0.2.123","scop":{"dst":"203.0.113.5"}}]}"#,
+                "rules[0]: unknown field `scop`",
+            ),
+            (
+                "POST",
+                "/v1/rules",
+                br#"{"rules":[{"target":"192.0.2.123","scope":{"port":443,"protocol":"tcp"}}]}"#,
+                "rules[0].scope: unknown field `protocol`",
+            ),
+            (
+                "POST",
+                "/v1/rules",
+                br#"{"rules":[{"target":"192.0.2.1"}],"forse":true}"#,
+                "unknown field `forse`",
+            ),
+            (
+                "POST",
+                "/v1/rules/delete",
+                br#"{"ids":[1],"yess":true}"#,
+                "unknown field `yess`",
+            ),
+            (
+                "POST",
+                "/v1/allow",
+                br#"{"target":"192.0.2.9","why":"x"}"#,
+                "unknown field `why`",
+            ),
+            (
+                "PUT",
+                "/v1/mode",
+                br#"{"mode":"observe","reasn":"x"}"#,
+                "unknown field `reasn`",
+            ),
+        ];
+        for (method, path, body, needle) in cases {
+            let (s, b) = raw(&h.socket, post(method, path, body)).await;
+            assert_eq!(s, 400, "{method} {path}: {b}");
+            let e = api_error(&b);
+            assert_eq!(e.code, "bad_request");
+            assert!(
+                e.message.contains(needle),
+                "{needle:?} not in {:?}",
+                e.message
+            );
+        }
+        for (path, needle) in [
+            ("/v1/top?limt=5", "unknown field `limt`"),
+            ("/v1/history?limits=5", "unknown field `limits`"),
+        ] {
+            let (s, b) = raw(&h.socket, get(path)).await;
+            assert_eq!(s, 400, "{path}: {b}");
+            assert!(
+                api_error(&b).message.contains(needle),
+                "{needle:?} not in {b}"
+            );
+        }
+    });
+    for call in [
+        "add_rules",
+        "delete_rules",
+        "allow_add",
+        "set_mode",
+        "top",
+        "history",
+    ] {
+        assert_eq!(h.fake.calls(call), 0, "{call} was called");
+    }
+    assert_eq!(h.fake.state.lock().unwrap().rules.len(), 2);
+}
+
+#[test]
 fn oversized_bodies_are_413() {
     let h = Harness::start();
     h.block_on(async {
@@ -877,27 +965,150 @@ fn slow_headers_are_dropped_and_slow_bodies_are_408() {
 }
 
 #[test]
-fn excess_connections_are_closed() {
-    let h = Harness::with(Fake::with_rules(0), Auth::default(), short_limits());
+fn connections_over_the_limit_wait_for_a_slot() {
+    // Every slot (the shared ones and root's reserved one) is held by an idle connection: a
+    // new request waits for the first to time out, and is answered then, not refused.
+    let limits = Limits {
+        max_connections: 2,
+        reserved_connections: 1,
+        ..short_limits()
+    };
+    let h = Harness::with(Fake::with_rules(0), Auth::default(), limits);
     let c = h.client();
     h.block_on(async {
         let mut idle = Vec::new();
-        for _ in 0..4 {
+        for _ in 0..3 {
             idle.push(UnixStream::connect(&h.socket).await.unwrap());
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
-        // The fifth is accepted and closed at once.
-        let mut fifth = UnixStream::connect(&h.socket).await.unwrap();
-        let mut buf = [0u8; 16];
-        let n = tokio::time::timeout(Duration::from_millis(500), fifth.read(&mut buf))
-            .await
-            .expect("closed at once")
-            .unwrap_or(0);
-        assert_eq!(n, 0);
-        // Idle connections time out and free their slots.
-        tokio::time::sleep(Duration::from_millis(1200)).await;
+        let start = Instant::now();
         c.status().await.unwrap();
+        assert!(
+            start.elapsed() >= Duration::from_millis(500),
+            "answered before a slot was free: {:?}",
+            start.elapsed()
+        );
     });
+
+    // A connection that waits longer than the queue allows is answered 503 `busy`.
+    let limits = Limits {
+        max_connections: 1,
+        reserved_connections: 0,
+        header_timeout: Duration::from_secs(5),
+        queue_timeout: Duration::from_millis(300),
+        ..Limits::default()
+    };
+    let h = Harness::with(Fake::with_rules(0), Auth::default(), limits);
+    h.block_on(async {
+        let _idle = UnixStream::connect(&h.socket).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        match h.client().status().await.unwrap_err() {
+            ClientError::Api {
+                status,
+                code,
+                message,
+            } => {
+                assert_eq!((status, code.as_str()), (503, "busy"), "{message}");
+                assert!(message.contains("none was free within 300ms"), "{message}");
+            }
+            e => panic!("expected 503, got {e:?}"),
+        }
+    });
+    assert_eq!(h.fake.calls("status"), 0);
+}
+
+/// Opens `n` connections to `socket` as uid/gid 65534, each sending half a request line, and
+/// keeps them open, unanswered, in a `sleep` process until the guard drops.
+fn stall_as_nobody(socket: &Path, n: usize) -> ChildGuard {
+    use std::os::unix::ffi::OsStrExt as _;
+    // SAFETY: an all-zero `sockaddr_un` is a valid (empty) address.
+    let mut addr: libc::sockaddr_un = unsafe { std::mem::zeroed() };
+    addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
+    let path = socket.as_os_str().as_bytes();
+    assert!(path.len() < addr.sun_path.len(), "socket path too long");
+    for (d, s) in addr.sun_path.iter_mut().zip(path) {
+        *d = *s as libc::c_char;
+    }
+    let mut cmd = Command::new("sleep");
+    cmd.arg("60").uid(65534).gid(65534).stdin(Stdio::null());
+    // SAFETY: the closure runs in the forked child before exec, after std has set the uid (so
+    // the kernel records uid 65534 as the peer); it calls only async-signal-safe functions
+    // (socket, connect, write) on memory it owns, and allocates nothing. The sockets are made
+    // without SOCK_CLOEXEC, so they stay open in `sleep`.
+    unsafe {
+        cmd.pre_exec(move || {
+            const HALF: &[u8] = b"GET /v1/sta";
+            for _ in 0..n {
+                let fd = libc::socket(libc::AF_UNIX, libc::SOCK_STREAM, 0);
+                if fd < 0
+                    || libc::connect(
+                        fd,
+                        (&raw const addr).cast(),
+                        size_of::<libc::sockaddr_un>() as libc::socklen_t,
+                    ) != 0
+                    || libc::write(fd, HALF.as_ptr().cast(), HALF.len()) < 0
+                {
+                    return Err(io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        });
+    }
+    ChildGuard::new(cmd.spawn().expect("stalling clients as uid 65534"))
+}
+
+#[test]
+fn stalled_clients_of_another_user_do_not_lock_root_out() {
+    if euid() != 0 {
+        eprintln!("skipping: needs root to run clients as uid 65534");
+        return;
+    }
+    assert!(server::HEADER_TIMEOUT <= Duration::from_secs(2));
+    // The issue's case: a member of the read-only group holds 100 connections with half a
+    // request each, with the server's real limits.
+    let h = Harness::with(
+        Fake::with_rules(0),
+        Auth {
+            read_group: Some(65534),
+        },
+        Limits::default(),
+    );
+    std::fs::set_permissions(&h.socket, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let start = Instant::now();
+    let mut stalled = stall_as_nobody(&h.socket, 100);
+
+    // Root still gets through, at once: a change through the real CLI, then reads.
+    let o = h.cli(&["block", "add", "192.0.2.50", "--reason", "under a stall"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    assert_eq!(h.fake.calls("add_rules"), 1);
+    for _ in 0..5 {
+        h.block_on(h.client().status()).unwrap();
+    }
+    assert!(
+        start.elapsed() < Duration::from_secs(2),
+        "root waited {:?}",
+        start.elapsed()
+    );
+
+    // The staller's own uid is held to its share while those connections are open (refused:
+    // answered 503, or closed while the staller's own excess keeps the refusals busy)...
+    let o = cli_as_nobody(&h.socket, &["status"]);
+    assert!(start.elapsed() < server::HEADER_TIMEOUT, "too slow to tell");
+    assert_ne!(
+        o.status.code(),
+        Some(0),
+        "served; the staller is {:?}",
+        stalled.try_wait()
+    );
+    assert_eq!(h.fake.calls("status"), 5);
+    // ...and once the header timeout has dropped them, it gets through again, although the
+    // stalling process still holds every one of its sockets.
+    std::thread::sleep(
+        (start + server::HEADER_TIMEOUT + Duration::from_millis(500)) - Instant::now(),
+    );
+    assert!(stalled.try_wait().unwrap().is_none(), "the staller exited");
+    let o = cli_as_nobody(&h.socket, &["status"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
 }
 
 #[test]
@@ -1264,4 +1475,176 @@ fn cli_lists_and_shows_swarms() {
     );
     let o = h.cli(&["swarms", "show", "x"]);
     assert_eq!(o.status.code(), Some(2));
+}
+// ---------------------------------------------------------------------------------------------
+// The configuration file, from the CLI's side.
+
+/// Runs the CLI with `args` only (no `--socket`), in a clean environment.
+fn cli_bare(args: &[&str]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_swarmwall"));
+    cmd.args(args);
+    run(cmd, None)
+}
+
+#[test]
+fn config_check_validates_like_the_daemon_and_names_key_and_range() {
+    let dir = TempDir::new();
+    let file = dir.0.join("config.toml");
+    let path = file.to_str().unwrap();
+    let write = |text: &str| std::fs::write(&file, text).unwrap();
+
+    write("interfaces = [\"lo\"]\ndefault_ttl = \"1h\"\n[swarm]\nmin_members = 3\n");
+    let o = cli_bare(&["config", "check", path]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    let out = text(&o.stdout);
+    assert_eq!(out.lines().count(), 1, "{out}");
+    assert!(out.starts_with("ok: ") && out.contains(path), "{out}");
+
+    // Each bad file: exit 1, and the message names the line or key and what is allowed.
+    for (body, wants) in [
+        ("max_prefix = 8\n", &["line 1", "max_prefix"][..]),
+        (
+            "max_prefix_v4 = 300\n",
+            &["line 1", "max_prefix_v4", "1 to 32"],
+        ),
+        ("max_prefix_v6 = -1\n", &["max_prefix_v6", "1 to 128"]),
+        (
+            "[maps]\nsources = \"many\"\n",
+            &["line 2", "sources", "1 to 4294967295"],
+        ),
+        (
+            "[l7]\nhttp_ports = [80, 70000]\n",
+            &["line 2", "http_ports", "1 to 65535"],
+        ),
+        (
+            "default_ttl = \"1000000000y\"\n",
+            &["default_ttl", "1s to 10years"],
+        ),
+        (
+            "default_ttl = \"soon\"\n",
+            &["default_ttl", "\"soon\"", "1s to 10years"],
+        ),
+        (
+            "[swarm]\nblock_ttl = \"0s\"\n",
+            &["[swarm] block_ttl", "1s to 10years"],
+        ),
+        (
+            "attach_mode = \"turbo\"\n",
+            &["attach_mode", "turbo", "auto"],
+        ),
+        (
+            "interfaces = [\"nosuchif0\"]\n",
+            &["interfaces", "nosuchif0", "no such interface"],
+        ),
+    ] {
+        write(body);
+        let o = cli_bare(&["config", "check", path]);
+        let err = text(&o.stderr);
+        assert_eq!(o.status.code(), Some(1), "{body:?}: {err}");
+        assert!(o.stdout.is_empty(), "{body:?}: {}", text(&o.stdout));
+        for w in wants {
+            assert!(err.contains(w), "{body:?}: {w:?} not in {err}");
+        }
+        for type_name in ["u8", "u16", "u32", "i64", "usize"] {
+            assert!(
+                !err.contains(&format!("expected {type_name}")),
+                "{body:?}: {err}"
+            );
+        }
+    }
+    let o = cli_bare(&[
+        "config",
+        "check",
+        dir.0.join("missing.toml").to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o.stderr));
+    assert!(
+        text(&o.stderr).contains("missing.toml"),
+        "{}",
+        text(&o.stderr)
+    );
+    // The global --config names the file too.
+    write("interfaces = [\"lo\"]\n");
+    let o = cli_bare(&["--config", path, "config", "check"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    // Usage errors: exit 2.
+    let o = cli_bare(&["config", "check", path, "--bogus"]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o.stderr));
+    let o = cli_bare(&["config", "frobnicate"]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o.stderr));
+}
+
+#[test]
+fn ttl_flags_say_their_range() {
+    for ttl in ["1000000000y", "11years", "0s", "soon"] {
+        let o = cli_bare(&[
+            "--socket",
+            "/nonexistent.sock",
+            "block",
+            "add",
+            "192.0.2.1",
+            "--ttl",
+            ttl,
+        ]);
+        let err = text(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{ttl}: {err}");
+        assert!(
+            err.contains("--ttl") && err.contains("1s to 10years"),
+            "{ttl}: {err}"
+        );
+        assert!(!err.contains("SystemTime"), "{err}");
+    }
+}
+
+#[test]
+fn clients_find_the_socket_in_the_config_file() {
+    let h = Harness::start();
+    let dir = TempDir::new();
+    let file = dir.0.join("config.toml");
+    std::fs::write(
+        &file,
+        format!("socket = {:?}\n", h.socket.to_str().unwrap()),
+    )
+    .unwrap();
+    let path = file.to_str().unwrap();
+    let o = cli_bare(&["--config", path, "status"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    assert_eq!(h.fake.calls("status"), 1);
+    // --socket still wins over the file.
+    let o = cli_bare(&["--config", path, "--socket", "/nonexistent.sock", "status"]);
+    assert_eq!(o.status.code(), Some(3), "{}", text(&o.stderr));
+    assert!(
+        text(&o.stderr).contains("/nonexistent.sock"),
+        "{}",
+        text(&o.stderr)
+    );
+    // A file named with --config must be there, and valid.
+    let o = cli_bare(&[
+        "--config",
+        dir.0.join("missing.toml").to_str().unwrap(),
+        "status",
+    ]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o.stderr));
+    std::fs::write(&file, "sockett = \"/x\"\n").unwrap();
+    let o = cli_bare(&["--config", path, "status"]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o.stderr));
+    assert!(text(&o.stderr).contains("sockett"), "{}", text(&o.stderr));
+    // `down` takes its pin directory from the file: an empty one here, so nothing to remove.
+    let pins = dir.0.join("pins");
+    std::fs::create_dir(&pins).unwrap();
+    std::fs::write(
+        &file,
+        format!(
+            "socket = \"/nonexistent.sock\"\npin_dir = {:?}\n",
+            pins.to_str().unwrap()
+        ),
+    )
+    .unwrap();
+    let o = cli_bare(&["--config", path, "down"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    assert!(
+        text(&o.stdout).contains(pins.to_str().unwrap()),
+        "{}",
+        text(&o.stdout)
+    );
 }

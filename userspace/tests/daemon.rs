@@ -827,3 +827,38 @@ fn a_daemon_waits_for_a_predecessor_that_still_holds_the_locks() {
     assert!(lab.log().contains("waiting"), "{}", lab.log());
     lab.ok(&["block", "add", "198.51.100.12"]);
 }
+
+/// One raw HTTP request on the control socket; the whole answer.
+fn raw_request(lab: &Lab, method: &str, path: &str, body: &str) -> String {
+    let mut s = UnixStream::connect(lab.socket()).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut answer = String::new();
+    let _ = s.read_to_string(&mut answer);
+    answer
+}
+
+#[test]
+fn a_huge_ttl_through_the_api_is_a_400_naming_the_range() {
+    require_root!();
+    let mut lab = Lab::new();
+    lab.start();
+    for ttl in [u64::MAX.to_string(), "400000000000".to_string()] {
+        let body = format!("{{\"rules\":[{{\"target\":\"198.51.100.12\",\"ttl_s\":{ttl}}}]}}");
+        let answer = raw_request(&lab, "POST", "/v1/rules", &body);
+        assert!(answer.starts_with("HTTP/1.1 400"), "ttl_s {ttl}: {answer}");
+        assert!(
+            answer.contains("longer than the longest TTL") && answer.contains("10years"),
+            "ttl_s {ttl}: {answer}"
+        );
+    }
+    // The daemon is whole: it still serves and blocks.
+    lab.ok(&["block", "add", "198.51.100.12", "--ttl", "10m"]);
+    assert_eq!(lab.rule_targets(), vec!["198.51.100.12"]);
+}

@@ -6,29 +6,41 @@
 //! the verdict travels with every request as an extension, so handlers never guess who is asking.
 //!
 //! Limits, all answered in JSON ([`ApiError`]) where HTTP allows an answer:
-//! - at most [`MAX_CONNECTIONS`] connections at once; excess ones are closed at accept;
+//! - at most [`MAX_CONNECTIONS`] connections are served at once, plus [`RESERVED_CONNECTIONS`]
+//!   kept for root and the daemon's own uid, so that no other user can keep the admin out;
+//!   a connection over that waits (in order) up to [`QUEUE_TIMEOUT`] for a slot, then gets 503;
+//! - a peer uid other than those may hold at most [`MAX_PER_USER`] connections, served or
+//!   waiting; more are answered 503 (or, in a flood, closed) at once: a read-only user can't
+//!   take every slot;
 //! - request headers must arrive within [`HEADER_TIMEOUT`] (also the keep-alive idle limit),
-//!   else the connection is dropped;
+//!   else the connection is dropped: a stalled client frees its slot within seconds;
 //! - a body must arrive within [`BODY_TIMEOUT`] (408) and fit in [`MAX_BODY`] (413; rule imports,
 //!   `POST /v1/rules`, may be up to [`MAX_RULES_BODY`]);
-//! - malformed JSON, wrong types and bad query strings are 400 with a message naming the problem;
+//! - malformed JSON, wrong types, unknown fields and bad query strings are 400 with a message
+//!   naming the problem and where it is (`rules[0].scope: unknown field `protocol``);
 //!   unknown routes 404, wrong methods 405; bytes that aren't HTTP get hyper's 400.
+//!
+//! Every connection is accepted at once (peer credentials are only known after `accept`, and a
+//! full listen backlog would stop root's connections too); what waits is the accepted
+//! connection, for a slot. Only root, the daemon's uid and the read group can connect at all
+//! (the socket's mode), so [`MAX_PER_USER`] per member bounds what waits.
 
 use std::{
+    collections::HashMap,
     convert::Infallible,
     fs,
     future::Future,
     io,
     os::unix::fs::{DirBuilderExt as _, FileTypeExt as _, PermissionsExt as _},
     path::Path,
-    sync::Arc,
+    sync::{Arc, Mutex, PoisonError},
     time::Duration,
 };
 
 use axum::{
     Extension, Router,
     body::Body,
-    extract::{FromRequest, FromRequestParts, Path as UrlPath, Query, Request, State},
+    extract::{FromRequest, FromRequestParts, Path as UrlPath, Request, State},
     http::{HeaderValue, StatusCode, header, request::Parts},
     response::{IntoResponse, Response},
     routing::{get, post},
@@ -41,7 +53,7 @@ use hyper_util::{
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use tokio::{
     net::{UnixListener, UnixStream},
-    sync::{Semaphore, watch},
+    sync::{OwnedSemaphorePermit, Semaphore, watch},
 };
 
 pub use super::auth::{Auth, PeerCreds, Perm, permission};
@@ -57,12 +69,23 @@ pub const MAX_BODY: usize = 1 << 20;
 /// Largest `POST /v1/rules` body: a bulk import (about a million rules) is one change, so it
 /// can't be split. Only peers allowed to write get this far.
 pub const MAX_RULES_BODY: usize = 64 << 20;
-/// Time a client has to send a request's headers (and how long an idle connection stays open).
-pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// Time a client has to send a request's headers (and how long an idle connection stays open:
+/// the CLI opens one connection per request, and an idle connection only holds a slot).
+pub const HEADER_TIMEOUT: Duration = Duration::from_secs(2);
 /// Time a client has to send a request's body.
 pub const BODY_TIMEOUT: Duration = Duration::from_secs(30);
-/// Connections served at once.
+/// Connections served at once, from any peer.
 pub const MAX_CONNECTIONS: usize = 64;
+/// Connections served at once beyond [`MAX_CONNECTIONS`], for root and the daemon's own uid only.
+pub const RESERVED_CONNECTIONS: usize = 8;
+/// Connections (served or waiting) one peer uid other than root and the daemon's may hold.
+pub const MAX_PER_USER: usize = 8;
+/// How long an accepted connection waits for a free slot before it is answered 503.
+pub const QUEUE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Connections over their user's limit being answered 503 at once; more are closed unanswered.
+const MAX_REFUSING: usize = 16;
+/// Time a connection over its user's limit has to send its request to be answered 503.
+const REFUSAL_TIMEOUT: Duration = Duration::from_millis(500);
 /// How long [`serve`] waits for requests in flight after shutdown.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
@@ -77,8 +100,14 @@ pub struct Limits {
     pub max_body: usize,
     /// Largest `POST /v1/rules` body.
     pub max_rules_body: usize,
-    /// Connections served at once; more are closed at accept.
+    /// Connections served at once, from any peer; more wait for a slot.
     pub max_connections: usize,
+    /// Further connections served at once for root and the daemon's uid only.
+    pub reserved_connections: usize,
+    /// Connections, served or waiting, that one other peer uid may hold; more get 503 at once.
+    pub max_per_user: usize,
+    /// How long a connection waits for a slot (503 after).
+    pub queue_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -89,6 +118,9 @@ impl Default for Limits {
             max_body: MAX_BODY,
             max_rules_body: MAX_RULES_BODY,
             max_connections: MAX_CONNECTIONS,
+            reserved_connections: RESERVED_CONNECTIONS,
+            max_per_user: MAX_PER_USER,
+            queue_timeout: QUEUE_TIMEOUT,
         }
     }
 }
@@ -193,8 +225,13 @@ pub async fn serve_with(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
     let service = TowerToHyperService::new(router(control));
-    let max_connections = limits.max_connections.clamp(1, Semaphore::MAX_PERMITS);
-    let slots = Arc::new(Semaphore::new(max_connections));
+    let slots = Arc::new(Slots::new(&limits));
+    let users = Arc::new(Users {
+        open: Mutex::new(HashMap::new()),
+        max: limits.max_per_user.max(1),
+    });
+    let refusing = Arc::new(Semaphore::new(MAX_REFUSING));
+    let refusals = Arc::new(Throttle::new(Duration::from_secs(10)));
     let (stop_tx, stop_rx) = watch::channel(false);
     let server_uid = nix::unistd::geteuid().as_raw();
     tokio::pin!(shutdown);
@@ -211,15 +248,61 @@ pub async fn serve_with(
                 Err(e) => return Err(e),
             },
         };
-        let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
-            tracing::warn!("{max_connections} control connections open; closing a new one");
-            drop(stream);
-            continue;
+        let peer = Peer::of(&stream, auth, server_uid);
+        // Root and the daemon's uid may change things; nobody may keep them out, so they are
+        // not counted per user (and have slots of their own).
+        let privileged = peer.perm == Perm::ReadWrite;
+        let user = if privileged {
+            None
+        } else {
+            match users.enter(peer.actor.uid) {
+                Some(u) => Some(u),
+                None => {
+                    let message = format!(
+                        "uid {} has {} connections to the daemon open, the most one user may \
+                         have; close some and retry",
+                        peer.actor.uid, users.max
+                    );
+                    if refusals.ready() {
+                        tracing::warn!("control API: {message} (refusing more; logged every 10 s)");
+                    }
+                    // Answered while few are being refused, else closed unanswered: a flood
+                    // of them (the same staller, usually) must cost nothing.
+                    if let Ok(permit) = Arc::clone(&refusing).try_acquire_owned() {
+                        let timeout = limits.header_timeout.min(REFUSAL_TIMEOUT);
+                        tokio::spawn(async move {
+                            refuse(stream, message, timeout).await;
+                            drop(permit);
+                        });
+                    }
+                    continue;
+                }
+            }
         };
         let service = service.clone();
+        let slots = Arc::clone(&slots);
+        let refusals = Arc::clone(&refusals);
         let mut stop = stop_rx.clone();
         tokio::spawn(async move {
-            let peer = Peer::of(&stream, auth, server_uid);
+            let waited = tokio::select! {
+                w = tokio::time::timeout(limits.queue_timeout, slots.acquire(privileged)) => w,
+                _ = stop.wait_for(|s| *s) => return,
+            };
+            let Some(slot) = waited.ok().flatten() else {
+                let message = format!(
+                    "the daemon is serving its most connections at once and none was free \
+                     within {}; retry",
+                    humantime::format_duration(limits.queue_timeout)
+                );
+                if refusals.ready() {
+                    tracing::warn!(
+                        "control API: {}: {message} (refusing more; logged every 10 s)",
+                        peer.actor.name()
+                    );
+                }
+                refuse(stream, message, limits.header_timeout).await;
+                return;
+            };
             let svc = hyper::service::service_fn(move |mut req: Request<hyper::body::Incoming>| {
                 let peer = peer.clone();
                 let service = service.clone();
@@ -250,19 +333,154 @@ pub async fn serve_with(
                 tracing::debug!("control connection: {e}");
             }
             drop(slot);
+            drop(user);
         });
     }
     drop(listener);
     let _ = stop_tx.send(true);
     // Every connection holds a slot until it ends: all slots back means all connections done.
-    let all = u32::try_from(max_connections).unwrap_or(u32::MAX);
-    if tokio::time::timeout(SHUTDOWN_GRACE, slots.acquire_many(all))
+    if tokio::time::timeout(SHUTDOWN_GRACE, slots.all())
         .await
         .is_err()
     {
         tracing::warn!("control connections still open after shutdown; leaving them");
     }
     Ok(())
+}
+
+/// The slots connections are served in: shared ones, and ones only privileged peers may take.
+struct Slots {
+    shared: Arc<Semaphore>,
+    reserved: Arc<Semaphore>,
+    counts: (u32, u32),
+}
+
+impl Slots {
+    fn new(limits: &Limits) -> Self {
+        let count = |n: usize| u32::try_from(n.min(Semaphore::MAX_PERMITS)).unwrap_or(u32::MAX);
+        let counts = (
+            count(limits.max_connections.max(1)),
+            count(limits.reserved_connections),
+        );
+        Slots {
+            shared: Arc::new(Semaphore::new(counts.0 as usize)),
+            reserved: Arc::new(Semaphore::new(counts.1 as usize)),
+            counts,
+        }
+    }
+
+    /// Waits for a slot, in arrival order; a privileged peer takes whichever kind frees first.
+    /// `None` only if the slots were closed (they never are).
+    async fn acquire(&self, privileged: bool) -> Option<OwnedSemaphorePermit> {
+        let shared = || Arc::clone(&self.shared);
+        let reserved = || Arc::clone(&self.reserved);
+        if !privileged {
+            return shared().acquire_owned().await.ok();
+        }
+        if let Ok(p) = shared()
+            .try_acquire_owned()
+            .or_else(|_| reserved().try_acquire_owned())
+        {
+            return Some(p);
+        }
+        tokio::select! {
+            p = shared().acquire_owned() => p.ok(),
+            p = reserved().acquire_owned() => p.ok(),
+        }
+    }
+
+    /// Waits until every slot is free: every connection has ended.
+    async fn all(&self) {
+        let _ = tokio::join!(
+            self.shared.acquire_many(self.counts.0),
+            self.reserved.acquire_many(self.counts.1)
+        );
+    }
+}
+
+/// Connections open per peer uid (other than privileged ones).
+struct Users {
+    open: Mutex<HashMap<u32, usize>>,
+    max: usize,
+}
+
+impl Users {
+    /// Counts a connection of `uid`, unless it holds [`Users::max`] already.
+    fn enter(self: &Arc<Self>, uid: u32) -> Option<UserSlot> {
+        let mut open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
+        let n = open.entry(uid).or_default();
+        if *n >= self.max {
+            return None;
+        }
+        *n += 1;
+        Some(UserSlot {
+            users: Arc::clone(self),
+            uid,
+        })
+    }
+}
+
+/// One connection counted against its uid until dropped.
+struct UserSlot {
+    users: Arc<Users>,
+    uid: u32,
+}
+
+impl Drop for UserSlot {
+    fn drop(&mut self) {
+        let mut open = self
+            .users
+            .open
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(n) = open.get_mut(&self.uid) {
+            *n -= 1;
+            if *n == 0 {
+                open.remove(&self.uid);
+            }
+        }
+    }
+}
+
+/// Answers the connection's request 503 `busy` with `message`, and closes it.
+async fn refuse(stream: UnixStream, message: String, header_timeout: Duration) {
+    let svc = hyper::service::service_fn(move |_req: Request<hyper::body::Incoming>| {
+        let fail = ApiFail::new(StatusCode::SERVICE_UNAVAILABLE, "busy", message.clone());
+        async move { Ok::<_, Infallible>(fail.into_response()) }
+    });
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_timeout)
+        .keep_alive(false)
+        .serve_connection(TokioIo::new(stream), svc);
+    if let Err(e) = conn.await {
+        tracing::debug!("refused control connection: {e}");
+    }
+}
+
+/// Says yes at most once per period (for log lines that a flood would repeat).
+struct Throttle {
+    period: Duration,
+    last: Mutex<Option<std::time::Instant>>,
+}
+
+impl Throttle {
+    fn new(period: Duration) -> Self {
+        Throttle {
+            period,
+            last: Mutex::new(None),
+        }
+    }
+
+    fn ready(&self) -> bool {
+        let mut last = self.last.lock().unwrap_or_else(PoisonError::into_inner);
+        let now = std::time::Instant::now();
+        if last.is_some_and(|t| now.duration_since(t) < self.period) {
+            return false;
+        }
+        *last = Some(now);
+        true
+    }
 }
 
 fn transient_accept_error(e: &io::Error) -> bool {
@@ -428,6 +646,7 @@ async fn set_mode(
 
 /// `GET /v1/history` query.
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct HistoryQuery {
     limit: Option<usize>,
 }
@@ -611,9 +830,108 @@ impl<S: Send + Sync, T: DeserializeOwned, const BULK: bool> FromRequest<S> for J
                 "the request needs a JSON body (none was sent)",
             ));
         }
-        serde_json::from_slice(&bytes)
+        let mut de = serde_json::Deserializer::from_slice(&bytes);
+        strict(&mut de)
+            .and_then(|v| de.end().map(|()| v).map_err(|e| e.to_string()))
             .map(JsonBody)
             .map_err(|e| ApiFail::bad_request(format!("invalid JSON body: {e}")))
+    }
+}
+
+/// Deserializes a request, refusing every field `T` does not know, at any depth: a typo in a
+/// request must not be dropped silently (it would widen a rule). Errors name where they are,
+/// e.g. `rules[0].scope: unknown field `protocol``.
+///
+/// Types only requests use also refuse unknown fields themselves (`deny_unknown_fields`, whose
+/// message lists the known ones); this catches the rest: types answers share (tolerant there)
+/// and any request type that forgets the attribute.
+fn strict<'de, T, D>(de: D) -> Result<T, String>
+where
+    T: Deserialize<'de>,
+    D: serde::Deserializer<'de>,
+    D::Error: std::fmt::Display,
+{
+    let mut unknown = None;
+    let value = {
+        let mut note = |path: serde_ignored::Path<'_>| {
+            unknown.get_or_insert_with(|| {
+                let mut steps = Vec::new();
+                ignored_steps(&path, &mut steps);
+                match steps.pop() {
+                    Some(Step::Key(key)) => located(&steps, &format!("unknown field `{key}`")),
+                    // Not a field: an element of a sequence nobody reads.
+                    last => {
+                        steps.extend(last);
+                        located(&steps, "unexpected value")
+                    }
+                }
+            });
+        };
+        serde_path_to_error::deserialize(serde_ignored::Deserializer::new(de, &mut note))
+    };
+    match (value, unknown) {
+        (Err(e), _) => {
+            let message = e.inner().to_string();
+            let mut steps: Vec<Step> = e
+                .path()
+                .iter()
+                .map(|s| match s {
+                    serde_path_to_error::Segment::Seq { index } => Step::Index(*index),
+                    other => Step::Key(other.to_string()),
+                })
+                .collect();
+            // An unknown field's own name ends the path; the message names it already.
+            if let Some(Step::Key(key)) = steps.last()
+                && message.starts_with(&format!("unknown field `{key}`"))
+            {
+                steps.pop();
+            }
+            Err(located(&steps, &message))
+        }
+        (Ok(_), Some(unknown)) => Err(unknown),
+        (Ok(v), None) => Ok(v),
+    }
+}
+
+/// One step into a request: an element of a sequence or a field.
+enum Step {
+    Index(usize),
+    Key(String),
+}
+
+/// `message`, prefixed with where in the request it applies (`rules[0].scope: ...`).
+fn located(steps: &[Step], message: &str) -> String {
+    let mut at = String::new();
+    for step in steps {
+        match step {
+            Step::Index(i) => at.push_str(&format!("[{i}]")),
+            Step::Key(k) if at.is_empty() => at.push_str(k),
+            Step::Key(k) => at.push_str(&format!(".{k}")),
+        }
+    }
+    if at.is_empty() {
+        message.to_string()
+    } else {
+        format!("{at}: {message}")
+    }
+}
+
+/// The steps to a value `serde_ignored` reports, outermost first.
+fn ignored_steps(path: &serde_ignored::Path<'_>, out: &mut Vec<Step>) {
+    use serde_ignored::Path as P;
+    match path {
+        P::Root => {}
+        P::Seq { parent, index } => {
+            ignored_steps(parent, out);
+            out.push(Step::Index(*index));
+        }
+        P::Map { parent, key } => {
+            ignored_steps(parent, out);
+            out.push(Step::Key(key.clone()));
+        }
+        P::Some { parent } | P::NewtypeStruct { parent } | P::NewtypeVariant { parent } => {
+            ignored_steps(parent, out)
+        }
     }
 }
 
@@ -624,9 +942,12 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for QueryArg<T> {
     type Rejection = ApiFail;
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, ApiFail> {
-        Query::try_from_uri(&parts.uri)
-            .map(|Query(q)| QueryArg(q))
-            .map_err(|e| ApiFail::bad_request(format!("invalid query string: {}", e.body_text())))
+        let query = parts.uri.query().unwrap_or_default().as_bytes();
+        strict(serde_urlencoded::Deserializer::new(form_urlencoded::parse(
+            query,
+        )))
+        .map(QueryArg)
+        .map_err(|e| ApiFail::bad_request(format!("invalid query string: {e}")))
     }
 }
 

@@ -2,6 +2,13 @@
 //!
 //! Times are RFC 3339 strings in UTC; addresses and prefixes are strings in their usual notation;
 //! actions are `"drop"` or `"observe"`; modes `"enforce"` or `"observe"`.
+//!
+//! Requests are strict, answers tolerant. A field the daemon does not know is a 400 naming it
+//! (a typo like `ttl` for `ttl_s` must not turn into a permanent rule): the types only requests
+//! use say `deny_unknown_fields`, and the server refuses whatever else a request body or query
+//! leaves unread, which covers [`ScopeView`] and [`ModeView`], types that answers use too. The
+//! answers stay tolerant so that a client can read a newer daemon's answers (new fields are
+//! ignored there, and carry `#[serde(default)]` when a client must read an older daemon's).
 
 use std::collections::BTreeMap;
 
@@ -50,6 +57,7 @@ pub struct RuleView {
 
 /// A rule to add.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct NewRule {
     /// Source address or prefix.
     pub target: String,
@@ -66,6 +74,7 @@ pub struct NewRule {
 
 /// `POST /v1/rules`: add one or many rules as one change (one undo reverts them all).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct AddRules {
     /// The rules.
     pub rules: Vec<NewRule>,
@@ -80,6 +89,7 @@ pub struct AddRules {
 
 /// `POST /v1/rules/delete`: remove rules as one change.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct DeleteRules {
     /// Rule ids to remove.
     #[serde(default)]
@@ -125,6 +135,7 @@ pub struct AllowView {
 
 /// `POST /v1/allow` and `POST /v1/allow/delete`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct AllowRequest {
     /// Address or prefix.
     pub target: String,
@@ -213,6 +224,7 @@ pub struct Status {
 
 /// `GET /v1/top` query.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct TopQuery {
     /// Sort key: `pps` (default), `bps` or `drops`.
     #[serde(default)]
@@ -270,7 +282,7 @@ pub struct ApiError {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ErrorBody {
     /// Machine-readable: `bad_request`, `not_found`, `conflict`, `forbidden`, `too_large`,
-    /// `timeout`, `internal`.
+    /// `timeout`, `busy` (too many connections: retry), `internal`.
     pub code: String,
     /// For humans; names the bad value.
     pub message: String,

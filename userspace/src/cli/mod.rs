@@ -4,6 +4,7 @@
 //! Exit codes: 0 ok; 1 the daemon (or a local command) failed; 2 usage error, or a destructive
 //! command refused without `--yes`; 3 the daemon could not be reached.
 
+mod config_cmd;
 mod fmt;
 mod local;
 mod remote;
@@ -47,7 +48,8 @@ Examples:
 #[derive(Parser)]
 #[command(version, after_help = EXAMPLES)]
 struct Cli {
-    /// The daemon's control socket [default: /run/swarmwall/control.sock].
+    /// The daemon's control socket [default: the config file's `socket`, else
+    /// /run/swarmwall/control.sock].
     #[arg(
         long,
         global = true,
@@ -56,6 +58,11 @@ struct Cli {
         display_order = 900
     )]
     socket: Option<PathBuf>,
+    /// Configuration file (TOML), read by the daemon and, for `socket` and `pin_dir`, by the
+    /// other commands. A file named here must exist; without it a missing
+    /// /etc/swarmwall/config.toml means the defaults.
+    #[arg(short, long, global = true, value_name = "FILE", display_order = 901)]
+    config: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -98,9 +105,10 @@ enum Command {
         systemctl stop swarmwall && swarmwall down\n  \
         swarmwall down --pin-dir /sys/fs/bpf/swarmwall")]
     Down {
-        /// The daemon's pin directory.
-        #[arg(long, value_name = "DIR", default_value = "/sys/fs/bpf/swarmwall")]
-        pin_dir: PathBuf,
+        /// The daemon's pin directory [default: the config file's `pin_dir`, else
+        /// /sys/fs/bpf/swarmwall].
+        #[arg(long, value_name = "DIR")]
+        pin_dir: Option<PathBuf>,
     },
     /// Show the daemon's state: mode, interfaces, rule counts, counters.
     #[command(after_help = "Examples:\n  \
@@ -147,6 +155,9 @@ enum Command {
     /// The change journal: list changes and undo them.
     #[command(subcommand)]
     Rules(RulesCommand),
+    /// Check the configuration file.
+    #[command(subcommand)]
+    Config(config_cmd::ConfigCommand),
     /// Print a shell completion script.
     #[command(after_help = "Examples:\n  \
         swarmwall completions bash > /etc/bash_completion.d/swarmwall\n  \
@@ -245,11 +256,15 @@ fn parse_window(s: &str) -> Result<Duration, String> {
 }
 
 fn parse_ttl(s: &str) -> Result<Duration, String> {
-    let d = humantime::parse_duration(s).map_err(|e| e.to_string())?;
-    if d < Duration::from_secs(1) {
-        return Err("a TTL must be at least 1s".into());
+    let range = format!(
+        "expected 1s to {} (omit --ttl for the daemon's default)",
+        humantime::format_duration(swarmwall::rules::MAX_TTL)
+    );
+    match humantime::parse_duration(s) {
+        Ok(d) if (Duration::from_secs(1)..=swarmwall::rules::MAX_TTL).contains(&d) => Ok(d),
+        Ok(_) | Err(humantime::DurationError::NumberOverflow) => Err(range),
+        Err(e) => Err(format!("{e}; {range}")),
     }
-    Ok(d)
 }
 
 #[derive(Subcommand)]
@@ -505,10 +520,15 @@ fn exit_code(e: &anyhow::Error) -> ExitCode {
 }
 
 fn dispatch(cli: Cli) -> anyhow::Result<()> {
+    let file = config_cmd::ClientConfig::for_command(&cli)?;
     let socket = cli.socket;
+    let config = cli.config;
+    let client_socket = socket
+        .clone()
+        .or_else(|| file.as_ref().map(|f| f.socket.clone()));
     let client = || {
         Client::new(
-            socket
+            client_socket
                 .clone()
                 .unwrap_or_else(|| swarmwall::api::server::DEFAULT_SOCKET.into()),
         )
@@ -516,14 +536,21 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Check { json } => local::check(json),
         Command::Run(args) => local::run(args),
-        Command::Daemon { args } => swarmwall::daemon::run(args, socket),
+        Command::Daemon { mut args } => {
+            args.config = config;
+            swarmwall::daemon::run(args, socket)
+        }
+        Command::Config(cmd) => config_cmd::run(cmd, config.as_deref()),
         Command::Analyze {
             file,
             json,
             allow,
             own,
         } => analyze(&file, json, allow, own),
-        Command::Down { pin_dir } => local::down(&pin_dir, client().path()),
+        Command::Down { pin_dir } => {
+            let pin_dir = config_cmd::down_pin_dir(pin_dir, file.as_ref());
+            local::down(&pin_dir, client().path())
+        }
         Command::Completions { shell } => {
             let mut out = Vec::new();
             clap_complete::generate(shell, &mut Cli::command(), "swarmwall", &mut out);
@@ -535,7 +562,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Block(cmd) => block_on(remote::block(&client(), cmd)),
         Command::Allow(cmd) => block_on(remote::allow(&client(), cmd)),
         Command::Mode(args) => block_on(remote::mode(&client(), args)),
-        Command::Rules(RulesCommand::Repair(args)) => repair::run(args),
+        Command::Rules(RulesCommand::Repair(args)) => repair::run(args, file.as_ref()),
         Command::Rules(cmd) => block_on(remote::rules(&client(), cmd)),
         Command::Swarms(args) => block_on(remote::swarms(&client(), args)),
     }

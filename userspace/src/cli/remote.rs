@@ -418,8 +418,8 @@ pub async fn rules(client: &Client, cmd: RulesCommand) -> Result<()> {
             }
             emit(&format!("{} (change {})\n", r.summary, r.change_id))
         }
-        // Local: dispatched before a client exists.
-        RulesCommand::Repair(args) => super::repair::run(args),
+        // Local, and dispatched before a client exists; here for completeness.
+        RulesCommand::Repair(args) => super::repair::run(args, None),
     }
 }
 

@@ -10,7 +10,7 @@ use anyhow::{Context as _, Result};
 use serde_json::json;
 use swarmwall::store::{self, Repair, StoreError};
 
-use super::Refused;
+use super::{Refused, config_cmd::ClientConfig};
 
 /// Options of `swarmwall rules repair`.
 #[derive(Clone, Debug, clap::Args)]
@@ -35,17 +35,14 @@ pub struct RepairArgs {
     pub json: bool,
 }
 
-/// The state directory the daemon would use: the config file's, else the default.
-fn default_state_dir() -> PathBuf {
-    let path = std::path::Path::new(swarmwall::daemon::config::DEFAULT_PATH);
-    swarmwall::daemon::config::Config::load(path, false)
-        .map(|c| c.state_dir)
-        .unwrap_or_else(|_| swarmwall::daemon::config::Config::default().state_dir)
-}
-
-/// Runs `swarmwall rules repair`.
-pub fn run(args: RepairArgs) -> Result<()> {
-    let dir = args.state_dir.clone().unwrap_or_else(default_state_dir);
+/// Runs `swarmwall rules repair`; `file` is the configuration file's settings, read when
+/// `--state-dir` is not given.
+pub fn run(args: RepairArgs, file: Option<&ClientConfig>) -> Result<()> {
+    let dir = args
+        .state_dir
+        .clone()
+        .or_else(|| file.map(|f| f.state_dir.clone()))
+        .unwrap_or_else(|| swarmwall::daemon::config::Config::default().state_dir);
     let how = if args.keep_valid_prefix {
         if !args.yes {
             return Err(Refused(

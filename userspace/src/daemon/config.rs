@@ -11,7 +11,9 @@ use std::{
 use anyhow::{Context as _, Result, bail};
 use serde::Deserialize;
 
-use crate::{AttachMode, Sizes, Target, detect::DetectorConfig, policy::PolicyConfig};
+use crate::{
+    AttachMode, Sizes, Target, detect::DetectorConfig, policy::PolicyConfig, rules::MAX_TTL,
+};
 
 /// Where the daemon looks for its configuration unless told otherwise.
 pub const DEFAULT_PATH: &str = "/etc/swarmwall/config.toml";
@@ -33,6 +35,7 @@ pub struct Config {
     /// Where maps and links are pinned (on a BPF filesystem).
     pub pin_dir: PathBuf,
     /// `[maps]`: capacities, fixed when the data plane is first created.
+    #[serde(deserialize_with = "maps_section")]
     pub maps: Sizes,
     /// Addresses and prefixes that are never blocked (the kernel lets them through first).
     pub allow: Vec<String>,
@@ -43,8 +46,10 @@ pub struct Config {
     /// TTL of rules added without one (`"1h"`, `"30m"`); absent: permanent.
     pub default_ttl: Option<String>,
     /// Widest IPv4 prefix a rule may have without `force`.
+    #[serde(deserialize_with = "ranged::<_, _, 1, 32>")]
     pub max_prefix_v4: u8,
     /// Widest IPv6 prefix a rule may have without `force`.
+    #[serde(deserialize_with = "ranged::<_, _, 1, 128>")]
     pub max_prefix_v6: u8,
     /// `[l7]`: which payloads the kernel samples for the swarm detector.
     pub l7: L7Config,
@@ -57,10 +62,13 @@ pub struct Config {
 #[serde(deny_unknown_fields, default)]
 pub struct L7Config {
     /// TCP ports whose segments starting an HTTP request are sampled (at most 4).
+    #[serde(deserialize_with = "ports")]
     pub http_ports: Vec<u16>,
     /// TCP ports whose TLS ClientHellos are sampled, for the SNI (at most 2).
+    #[serde(deserialize_with = "ports")]
     pub tls_ports: Vec<u16>,
     /// Samples per second per CPU, at most; the rest are counted as skipped.
+    #[serde(deserialize_with = "ranged::<_, _, 0, { u32::MAX as i64 }>")]
     pub sample_rate: u32,
 }
 
@@ -81,8 +89,10 @@ pub struct SwarmConfig {
     /// Detect swarms (and, in enforce mode, block them).
     pub enabled: bool,
     /// Sources a swarm needs.
+    #[serde(deserialize_with = "ranged::<_, _, 2, { u32::MAX as i64 }>")]
     pub min_members: usize,
     /// Requests a source needs within `window` to count as hammering.
+    #[serde(deserialize_with = "number")]
     pub min_requests: f64,
     /// Time constant of the per-source counts.
     pub window: String,
@@ -91,9 +101,11 @@ pub struct SwarmConfig {
     /// ...up to this.
     pub max_block_ttl: String,
     /// New swarm rules per minute, at most.
+    #[serde(deserialize_with = "ranged::<_, _, 0, { u32::MAX as i64 }>")]
     pub max_rules_per_minute: usize,
     /// Largest share of recent legitimate requests to the site a swarm's rules may cover; a
     /// plan over it is refused and reported instead.
+    #[serde(deserialize_with = "number")]
     pub max_impact: f64,
 }
 
@@ -201,12 +213,7 @@ impl Config {
         // here: the daemon follows them live (`host_addrs`).
         let own = targets("own_addresses", &self.own_addresses)?;
         let default_ttl = match &self.default_ttl {
-            Some(s) => Some(positive_duration(
-                "default_ttl",
-                s,
-                "1h",
-                "a zero TTL would expire at once; omit it for permanent rules",
-            )?),
+            Some(s) => Some(ttl("default_ttl", s, "omit it for permanent rules")?),
             None => None,
         };
         if !(1..=32).contains(&self.max_prefix_v4) {
@@ -270,17 +277,13 @@ impl Config {
 impl SwarmConfig {
     /// The detector and policy tuning this section describes.
     fn check(&self) -> Result<(DetectorConfig, PolicyConfig)> {
-        let duration = |key: &str, v: &str| {
-            positive_duration(
-                &format!("[swarm] {key}"),
-                v,
-                "10m",
-                "must be longer than zero",
-            )
-        };
-        let window = duration("window", &self.window)?;
-        let base_ttl = duration("block_ttl", &self.block_ttl)?;
-        let max_ttl = duration("max_block_ttl", &self.max_block_ttl)?;
+        let window = positive_duration("[swarm] window", &self.window)?;
+        let base_ttl = ttl("[swarm] block_ttl", &self.block_ttl, "swarm rules expire")?;
+        let max_ttl = ttl(
+            "[swarm] max_block_ttl",
+            &self.max_block_ttl,
+            "swarm rules expire",
+        )?;
         if max_ttl < base_ttl {
             bail!(
                 "[swarm] max_block_ttl = \"{}\" is shorter than block_ttl = \"{}\"",
@@ -323,14 +326,142 @@ impl SwarmConfig {
     }
 }
 
-/// Parses the duration `value` of `key` ("90s", "10m", "1h"); zero is refused with `if_zero`.
-fn positive_duration(key: &str, value: &str, example: &str, if_zero: &str) -> Result<Duration> {
-    let d = humantime::parse_duration(value)
-        .with_context(|| format!("{key} = \"{value}\" is not a duration like \"{example}\""))?;
-    if d.is_zero() {
-        bail!("{key} = \"{value}\": {if_zero}");
+/// Parses the duration `value` of `key` ("90s", "10m", "1h"), longer than zero.
+fn positive_duration(key: &str, value: &str) -> Result<Duration> {
+    match humantime::parse_duration(value) {
+        Ok(d) if !d.is_zero() => Ok(d),
+        _ => bail!("{key} = \"{value}\": expected a duration longer than zero, like \"10m\""),
     }
-    Ok(d)
+}
+
+/// Parses the TTL `value` of `key`: a duration from 1s to [`MAX_TTL`] ("10years"); `otherwise`
+/// says what to do instead of a longer one.
+fn ttl(key: &str, value: &str, otherwise: &str) -> Result<Duration> {
+    let range = format!("1s to {}", humantime::format_duration(MAX_TTL));
+    match humantime::parse_duration(value) {
+        Ok(d) if (Duration::from_secs(1)..=MAX_TTL).contains(&d) => Ok(d),
+        Ok(_) | Err(humantime::DurationError::NumberOverflow) => {
+            bail!("{key} = \"{value}\": expected {range} ({otherwise})")
+        }
+        Err(_) => bail!("{key} = \"{value}\" is not a duration: expected {range}, like \"1h\""),
+    }
+}
+
+/// The interfaces in `names` this host (this network namespace) does not have.
+pub fn missing_interfaces(names: &[String]) -> Vec<String> {
+    names
+        .iter()
+        .filter(|n| nix::net::if_::if_nametoindex(n.as_str()).is_err())
+        .cloned()
+        .collect()
+}
+
+/// Deserializes an integer from `LO` to `HI`; a message says so, rather than "expected u8".
+fn ranged<'de, D, T, const LO: i64, const HI: i64>(d: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: TryFrom<i64>,
+{
+    struct Range<const LO: i64, const HI: i64>;
+    impl<const LO: i64, const HI: i64> serde::de::Visitor<'_> for Range<LO, HI> {
+        type Value = i64;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "an integer from {LO} to {HI}")
+        }
+        fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<i64, E> {
+            if (LO..=HI).contains(&v) {
+                Ok(v)
+            } else {
+                Err(E::invalid_value(serde::de::Unexpected::Signed(v), &self))
+            }
+        }
+        fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<i64, E> {
+            match i64::try_from(v) {
+                Ok(v) => self.visit_i64(v),
+                Err(_) => Err(E::invalid_value(serde::de::Unexpected::Unsigned(v), &self)),
+            }
+        }
+    }
+    let v = d.deserialize_i64(Range::<LO, HI>)?;
+    // In range, so it fits: `HI` is at most `T`'s maximum wherever this is used.
+    T::try_from(v).map_err(|_| {
+        <D::Error as serde::de::Error>::custom(format!("{v} does not fit (expected {LO} to {HI})"))
+    })
+}
+
+/// Deserializes a number, integer or not (its range is checked later, with the key's name).
+fn number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+    struct Number;
+    impl serde::de::Visitor<'_> for Number {
+        type Value = f64;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a number")
+        }
+        fn visit_f64<E>(self, v: f64) -> Result<f64, E> {
+            Ok(v)
+        }
+        fn visit_i64<E>(self, v: i64) -> Result<f64, E> {
+            Ok(v as f64)
+        }
+        fn visit_u64<E>(self, v: u64) -> Result<f64, E> {
+            Ok(v as f64)
+        }
+    }
+    d.deserialize_f64(Number)
+}
+
+/// A list of TCP ports, each from 1 to 65535.
+fn ports<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<u16>, D::Error> {
+    #[derive(Deserialize)]
+    struct Port(#[serde(deserialize_with = "ranged::<_, _, 1, 65535>")] u16);
+    Ok(Vec::<Port>::deserialize(d)?
+        .into_iter()
+        .map(|p| p.0)
+        .collect())
+}
+
+/// `[maps]`, with each capacity from 1 to 4294967295 (the `cache` also a power of two, checked
+/// later).
+fn maps_section<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Sizes, D::Error> {
+    const MAX: i64 = u32::MAX as i64;
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields, default)]
+    struct Maps {
+        #[serde(deserialize_with = "ranged::<_, _, 1, MAX>")]
+        sources: u32,
+        #[serde(deserialize_with = "ranged::<_, _, 1, MAX>")]
+        exact: u32,
+        #[serde(deserialize_with = "ranged::<_, _, 1, MAX>")]
+        prefix: u32,
+        #[serde(deserialize_with = "ranged::<_, _, 1, MAX>")]
+        allow: u32,
+        #[serde(deserialize_with = "ranged::<_, _, 1, MAX>")]
+        rules: u32,
+        #[serde(deserialize_with = "ranged::<_, _, 1, MAX>")]
+        cache: u32,
+    }
+    impl Default for Maps {
+        fn default() -> Self {
+            let d = Sizes::default();
+            Maps {
+                sources: d.sources,
+                exact: d.exact,
+                prefix: d.prefix,
+                allow: d.allow,
+                rules: d.rules,
+                cache: d.cache,
+            }
+        }
+    }
+    let m = Maps::deserialize(d)?;
+    Ok(Sizes {
+        sources: m.sources,
+        exact: m.exact,
+        prefix: m.prefix,
+        allow: m.allow,
+        rules: m.rules,
+        cache: m.cache,
+    })
 }
 
 #[cfg(test)]

@@ -251,6 +251,14 @@ impl Inner {
                     "ttl_s of 0 would expire at once; omit it for a permanent rule".into(),
                 ));
             }
+            Some(s) if Duration::from_secs(s) > crate::rules::MAX_TTL => {
+                return Err(bad(format!(
+                    "ttl_s {s} is longer than the longest TTL, {} ({} s); omit it for a \
+                     permanent rule",
+                    humantime::format_duration(crate::rules::MAX_TTL),
+                    crate::rules::MAX_TTL.as_secs()
+                )));
+            }
             Some(s) => Some(Duration::from_secs(s)),
             None => self.config.default_ttl,
         };

@@ -37,9 +37,9 @@ use controller::{Daemon, Inner};
 /// Options of `swarmwall daemon`; each overrides the config file.
 #[derive(Clone, Debug, clap::Args)]
 pub struct DaemonArgs {
-    /// Configuration file (TOML). Without this option a missing /etc/swarmwall/config.toml means
-    /// defaults; a file named here must exist.
-    #[arg(short, long, value_name = "FILE")]
+    /// Configuration file (TOML): the CLI's global `--config`. Without it a missing
+    /// /etc/swarmwall/config.toml means defaults; a file named here must exist.
+    #[arg(skip)]
     pub config: Option<PathBuf>,
     /// Interface to attach to (repeatable); adds to the config file's `interfaces`.
     #[arg(short, long = "iface", value_name = "IFACE")]
