@@ -16,6 +16,7 @@ pub mod policy;
 pub mod rules;
 pub mod store;
 pub mod table;
+pub mod verdict;
 
 pub use addr::{AddrError, Target};
 pub use dataplane::{

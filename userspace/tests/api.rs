@@ -131,6 +131,7 @@ fn change(
         change_id: id,
         rules,
         summary,
+        ..Default::default()
     }
 }
 

@@ -6,7 +6,7 @@
 //! never claims a rule the kernel does not have.
 
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, HashMap},
     net::IpAddr,
     sync::{Arc, Mutex, atomic::Ordering},
     time::{Duration, Instant, SystemTime},
@@ -21,6 +21,9 @@ use crate::{
             ModeView, NewRule, PageView, PipelineView, PlannedView, RefusedView, RuleCounts,
             RuleView, ScopeView, Status, SwarmView, SwarmsView, TopQuery, TopView,
         },
+        types::{
+            PardonRequest, PardonResult, PreviewItem, RulesPreview, VerdictQuery, VerdictView,
+        },
     },
     daemon::{
         config::Checked,
@@ -31,6 +34,7 @@ use crate::{
     detect::{Site, Swarm},
     policy::PlannedRule,
     store::{AllowRecord, Change, Op, RuleRecord, Store, StoreError},
+    verdict::{Probe, Stage},
 };
 
 /// The journal's actor for rules the swarm detector pushes.
@@ -326,18 +330,6 @@ impl Inner {
                 "{target} covers this host's own address {own}; refusing"
             )));
         }
-        if let Some(dup) = self
-            .store
-            .state()
-            .rules
-            .values()
-            .find(|r| r.target == target && r.action == action && r.scope == scope)
-        {
-            return Err(Failure::Conflict(format!(
-                "an identical rule already exists (id {})",
-                dup.id
-            )));
-        }
         Ok(RuleRecord {
             id,
             target,
@@ -348,6 +340,121 @@ impl Inner {
             actor: actor.to_owned(),
             reason: reason.map(str::to_owned),
         })
+    }
+}
+
+/// What an [`AddRules`] request comes to against the current state.
+#[derive(Default)]
+struct RulePlan {
+    /// The ops to commit: additions, and remove + add under the same id for updates.
+    ops: Vec<Op>,
+    /// Ids of new rules.
+    added: Vec<u64>,
+    /// (old record, new expiry) of existing rules that get a new expiry.
+    updated: Vec<(RuleRecord, Option<SystemTime>)>,
+    /// (target, id) of rules already as asked, or asked for twice.
+    unchanged: Vec<(Target, u64)>,
+    /// New records, for the preview.
+    new: Vec<RuleRecord>,
+    /// (target as given, why) of rules the checks refuse.
+    refused: Vec<(String, Failure)>,
+}
+
+/// Expiries closer than this are the same: a request repeated within a second changes nothing.
+const SAME_EXPIRY: Duration = Duration::from_secs(1);
+
+fn same_expiry(a: Option<SystemTime>, b: Option<SystemTime>) -> bool {
+    match (a, b) {
+        (None, None) => true,
+        (Some(a), Some(b)) => {
+            a.duration_since(b)
+                .or_else(|_| b.duration_since(a))
+                .unwrap_or_default()
+                < SAME_EXPIRY
+        }
+        _ => false,
+    }
+}
+
+impl Inner {
+    /// Plans `req`: each rule is new, an update of the existing rule with the same target,
+    /// action and scope (a new expiry: longer or shorter), unchanged, or refused by the checks.
+    fn plan_rules(&self, req: &AddRules, actor: &str, now: SystemTime) -> RulePlan {
+        let mut plan = RulePlan::default();
+        let existing: HashMap<(Target, Action, Scope), &RuleRecord> = self
+            .store
+            .state()
+            .rules
+            .values()
+            .map(|r| ((r.target, r.action, r.scope), r))
+            .collect();
+        let mut seen: HashMap<(Target, Action, Scope), u64> = HashMap::new();
+        let mut next = self.store.next_rule_id();
+        for (n, r) in req.rules.iter().enumerate() {
+            let rec = match self.new_record(next, r, req.force, actor, req.reason.as_deref(), now) {
+                Ok(rec) => rec,
+                Err(e) => {
+                    let e = match e {
+                        Failure::BadRequest(m) if req.rules.len() > 1 => {
+                            Failure::BadRequest(format!("rule {} ({}): {m}", n + 1, r.target))
+                        }
+                        Failure::Conflict(m) if req.rules.len() > 1 => {
+                            Failure::Conflict(format!("rule {} ({}): {m}", n + 1, r.target))
+                        }
+                        e => e,
+                    };
+                    plan.refused.push((r.target.clone(), e));
+                    continue;
+                }
+            };
+            let key = (rec.target, rec.action, rec.scope);
+            if let Some(&id) = seen.get(&key) {
+                plan.unchanged.push((rec.target, id));
+                continue;
+            }
+            match existing.get(&key) {
+                Some(old) if same_expiry(old.expires_at, rec.expires_at) => {
+                    plan.unchanged.push((rec.target, old.id));
+                    seen.insert(key, old.id);
+                }
+                Some(old) => {
+                    // Only the expiry changes: the rule keeps its id, origin and counters'
+                    // meaning; the journal change says who updated it and why.
+                    let new = RuleRecord {
+                        expires_at: rec.expires_at,
+                        ..(*old).clone()
+                    };
+                    plan.ops.push(Op::RemoveRule((*old).clone()));
+                    plan.ops.push(Op::AddRule(new));
+                    plan.updated.push(((*old).clone(), rec.expires_at));
+                    seen.insert(key, old.id);
+                }
+                None => {
+                    seen.insert(key, next);
+                    plan.added.push(next);
+                    plan.new.push(rec.clone());
+                    plan.ops.push(Op::AddRule(rec));
+                    next += 1;
+                }
+            }
+        }
+        plan
+    }
+}
+
+fn rule_view(r: &RuleRecord, h: swarmwall_maps::RuleHits) -> RuleView {
+    RuleView {
+        id: r.id,
+        target: r.target.to_string(),
+        action: r.action.to_string(),
+        scope: scope_view(&r.scope),
+        expires_at: r.expires_at.map(rfc3339),
+        created_at: rfc3339(r.created_at),
+        actor: r.actor.clone(),
+        reason: r.reason.clone(),
+        hits: h.packets,
+        dropped: h.dropped_packets,
+        dropped_bytes: h.dropped_bytes,
     }
 }
 
@@ -483,6 +590,7 @@ fn result(change: &Change, rules: Vec<u64>) -> ChangeResult {
         change_id: change.id,
         rules,
         summary: Store::summary(change),
+        ..ChangeResult::default()
     }
 }
 
@@ -690,22 +798,7 @@ impl Control for Daemon {
                 .state()
                 .rules
                 .values()
-                .map(|r| {
-                    let h = hits.get(&r.id).copied().unwrap_or_default();
-                    RuleView {
-                        id: r.id,
-                        target: r.target.to_string(),
-                        action: r.action.to_string(),
-                        scope: scope_view(&r.scope),
-                        expires_at: r.expires_at.map(rfc3339),
-                        created_at: rfc3339(r.created_at),
-                        actor: r.actor.clone(),
-                        reason: r.reason.clone(),
-                        hits: h.packets,
-                        dropped: h.dropped_packets,
-                        dropped_bytes: h.dropped_bytes,
-                    }
-                })
+                .map(|r| rule_view(r, hits.get(&r.id).copied().unwrap_or_default()))
                 .collect())
         })
     }
@@ -714,54 +807,92 @@ impl Control for Daemon {
         if req.rules.is_empty() {
             return Err(Failure::BadRequest("no rules given".into()));
         }
+        crate::api::check_reason(req.reason.as_deref())?;
         self.with(|i| {
-            let now = SystemTime::now();
-            let first = i.store.next_rule_id();
             let who = actor.name();
-            let mut ops = Vec::with_capacity(req.rules.len());
-            for (n, r) in req.rules.iter().enumerate() {
-                let rec = i
-                    .new_record(
-                        first + n as u64,
-                        r,
-                        req.force,
-                        &who,
-                        req.reason.as_deref(),
-                        now,
-                    )
-                    .map_err(|e| match e {
-                        Failure::BadRequest(m) if req.rules.len() > 1 => {
-                            Failure::BadRequest(format!("rule {} ({}): {m}", n + 1, r.target))
-                        }
-                        Failure::Conflict(m) if req.rules.len() > 1 => {
-                            Failure::Conflict(format!("rule {} ({}): {m}", n + 1, r.target))
-                        }
-                        e => e,
-                    })?;
-                ops.push(Op::AddRule(rec));
+            let mut plan = i.plan_rules(&req, &who, SystemTime::now());
+            if !plan.refused.is_empty() {
+                let n = plan.refused.len();
+                let (_, first) = plan.refused.swap_remove(0);
+                if n == 1 {
+                    return Err(first);
+                }
+                let more = format!(
+                    " (and {} more refused; `swarmwall block import --dry-run` lists them all)",
+                    n - 1
+                );
+                return Err(match first {
+                    Failure::BadRequest(m) => Failure::BadRequest(m + &more),
+                    Failure::Conflict(m) => Failure::Conflict(m + &more),
+                    e => e,
+                });
             }
-            let ids: Vec<u64> = (first..first + ops.len() as u64).collect();
-            let change = i.commit_apply(&who, req.reason.as_deref(), ops, None)?;
-            Ok(result(&change, ids))
+            let updated: Vec<u64> = plan.updated.iter().map(|(r, _)| r.id).collect();
+            let unchanged: Vec<u64> = plan.unchanged.iter().map(|(_, id)| *id).collect();
+            if plan.ops.is_empty() {
+                return Ok(ChangeResult {
+                    change_id: 0,
+                    rules: vec![],
+                    summary: format!(
+                        "nothing to change: {} already in force as asked",
+                        if unchanged.len() == 1 {
+                            format!("the rule (id {}) is", unchanged[0])
+                        } else {
+                            format!("{} rules are", unchanged.len())
+                        }
+                    ),
+                    updated,
+                    unchanged,
+                });
+            }
+            let change = i.commit_apply(&who, req.reason.as_deref(), plan.ops, None)?;
+            let mut r = result(&change, plan.added);
+            if !unchanged.is_empty() {
+                r.summary
+                    .push_str(&format!("; {} unchanged", unchanged.len()));
+            }
+            r.updated = updated;
+            r.unchanged = unchanged;
+            Ok(r)
         })
     }
 
     fn delete_rules(&self, actor: &Actor, req: DeleteRules) -> Result<ChangeResult, Failure> {
+        crate::api::check_reason(req.reason.as_deref())?;
+        let targets = req
+            .targets
+            .iter()
+            .map(|t| {
+                t.parse::<Target>()
+                    .map_err(|e| Failure::BadRequest(format!("target: {e}")))
+            })
+            .collect::<Result<Vec<Target>, Failure>>()?;
         self.with(|i| {
             let rules = &i.store.state().rules;
             let victims: Vec<RuleRecord> = if req.all {
                 rules.values().cloned().collect()
             } else {
-                let mut v = Vec::new();
+                let mut v: BTreeMap<u64, RuleRecord> = BTreeMap::new();
                 for id in &req.ids {
-                    v.push(
-                        rules
-                            .get(id)
-                            .cloned()
-                            .ok_or_else(|| Failure::NotFound(format!("no rule with id {id}")))?,
-                    );
+                    let r = rules
+                        .get(id)
+                        .ok_or_else(|| Failure::NotFound(format!("no rule with id {id}")))?;
+                    v.insert(r.id, r.clone());
                 }
-                v
+                for t in &targets {
+                    let mut found = false;
+                    for r in rules.values().filter(|r| r.target == *t) {
+                        found = true;
+                        v.insert(r.id, r.clone());
+                    }
+                    if !found {
+                        return Err(Failure::NotFound(format!(
+                            "no rule has the target {t} (`swarmwall block list --target {t}` \
+                             shows the rules that cover it)"
+                        )));
+                    }
+                }
+                v.into_values().collect()
             };
             if victims.is_empty() {
                 return Err(Failure::BadRequest("no rules to remove".into()));
@@ -805,6 +936,7 @@ impl Control for Daemon {
     }
 
     fn allow_add(&self, actor: &Actor, req: AllowRequest) -> Result<ChangeResult, Failure> {
+        crate::api::check_reason(req.reason.as_deref())?;
         let target: Target = req
             .target
             .parse()
@@ -832,6 +964,7 @@ impl Control for Daemon {
     }
 
     fn allow_delete(&self, actor: &Actor, req: AllowRequest) -> Result<ChangeResult, Failure> {
+        crate::api::check_reason(req.reason.as_deref())?;
         let target: Target = req
             .target
             .parse()
@@ -866,6 +999,7 @@ impl Control for Daemon {
     }
 
     fn set_mode(&self, actor: &Actor, req: ModeView) -> Result<ChangeResult, Failure> {
+        crate::api::check_reason(req.reason.as_deref())?;
         let to = match req.mode.as_str() {
             "enforce" => Mode::Enforce,
             "observe" => Mode::Observe,
@@ -965,5 +1099,250 @@ impl Control for Daemon {
             .ok_or_else(|| Failure::NotFound(format!("no swarm with id {id}")))?;
         let hits = self.dropped_by_rule([t])?;
         Ok(self.swarm_view(t, &hits))
+    }
+
+    fn preview_rules(&self, req: AddRules) -> Result<RulesPreview, Failure> {
+        if req.rules.is_empty() {
+            return Err(Failure::BadRequest("no rules given".into()));
+        }
+        self.with(|i| {
+            let plan = i.plan_rules(&req, "preview", SystemTime::now());
+            let expiry = |t: Option<SystemTime>| t.map(rfc3339);
+            let by_id = &i.store.state().rules;
+            Ok(RulesPreview {
+                added: plan
+                    .new
+                    .iter()
+                    .map(|r| PreviewItem {
+                        target: r.target.to_string(),
+                        id: None,
+                        expires_at: expiry(r.expires_at),
+                        previous_expires_at: None,
+                    })
+                    .collect(),
+                updated: plan
+                    .updated
+                    .iter()
+                    .map(|(old, new)| PreviewItem {
+                        target: old.target.to_string(),
+                        id: Some(old.id),
+                        expires_at: expiry(*new),
+                        previous_expires_at: expiry(old.expires_at),
+                    })
+                    .collect(),
+                unchanged: plan
+                    .unchanged
+                    .iter()
+                    .map(|(t, id)| PreviewItem {
+                        target: t.to_string(),
+                        id: by_id.contains_key(id).then_some(*id),
+                        expires_at: by_id.get(id).and_then(|r| expiry(r.expires_at)),
+                        previous_expires_at: None,
+                    })
+                    .collect(),
+                refused: plan
+                    .refused
+                    .into_iter()
+                    .map(|(target, why)| RefusedView {
+                        target,
+                        why: why.to_string(),
+                    })
+                    .collect(),
+            })
+        })
+    }
+
+    fn verdict(&self, q: &VerdictQuery) -> Result<VerdictView, Failure> {
+        let bad = |m: String| Failure::BadRequest(m);
+        let src: IpAddr = q
+            .src
+            .parse()
+            .map_err(|_| bad(format!("src '{}' is not an IP address", q.src)))?;
+        let dst = match &q.dst {
+            Some(d) => Some(
+                d.parse::<IpAddr>()
+                    .map_err(|_| bad(format!("dst '{d}' is not an IP address")))?,
+            ),
+            None => None,
+        };
+        if dst.is_some_and(|d| d.is_ipv4() != src.is_ipv4()) {
+            return Err(bad(format!(
+                "src {src} and dst {} are of different address families",
+                q.dst.as_deref().unwrap_or_default()
+            )));
+        }
+        let proto = match &q.proto {
+            Some(p) => Some(p.parse::<Proto>().map_err(|e| bad(e.to_string()))?),
+            None => None,
+        };
+        if q.port == Some(0) {
+            return Err(bad("port 0 is not a destination port".into()));
+        }
+        let probe = Probe {
+            src,
+            dst,
+            proto,
+            port: q.port,
+        };
+        self.with(|i| {
+            let now = SystemTime::now();
+            let state = i.store.state();
+            let allow: Vec<Target> = i
+                .config
+                .allow
+                .iter()
+                .chain(state.allow.keys())
+                .copied()
+                .collect();
+            let v = crate::verdict::decide(state.rules.values(), &allow, state.mode, &probe, now);
+            let mut ids: Vec<u64> = v.rule.iter().map(|(id, _)| *id).collect();
+            ids.extend(&v.unmatched);
+            let hits: BTreeMap<u64, swarmwall_maps::RuleHits> =
+                i.dp.rule_hits(ids).map_err(internal)?.into_iter().collect();
+            let view = |id: &u64| {
+                state
+                    .rules
+                    .get(id)
+                    .map(|r| rule_view(r, hits.get(id).copied().unwrap_or_default()))
+            };
+            let in_enforce_mode = (state.mode == Mode::Observe).then(|| {
+                let e = crate::verdict::decide(
+                    state.rules.values(),
+                    &allow,
+                    Mode::Enforce,
+                    &probe,
+                    now,
+                );
+                if e.outcome.drops() { "drop" } else { "pass" }.to_owned()
+            });
+            Ok(VerdictView {
+                action: if v.outcome.drops() { "drop" } else { "pass" }.into(),
+                outcome: v.outcome.stat_name().into(),
+                mode: mode_name(state.mode).into(),
+                allowed_by: v.allowed_by.map(|a| a.to_string()),
+                rule: v.rule.and_then(|(id, _)| view(&id)),
+                stage: v.rule.map(|(_, st)| {
+                    match st {
+                        Stage::Exact => "exact",
+                        Stage::Prefix => "prefix",
+                    }
+                    .to_owned()
+                }),
+                counted: v.counted,
+                in_enforce_mode,
+                unmatched: v.unmatched.iter().filter_map(view).collect(),
+            })
+        })
+    }
+
+    fn pardon(&self, actor: &Actor, id: u64, req: PardonRequest) -> Result<PardonResult, Failure> {
+        crate::api::check_reason(req.reason.as_deref())?;
+        let asked = req
+            .members
+            .iter()
+            .map(|m| {
+                m.parse::<Target>()
+                    .map_err(|e| Failure::BadRequest(format!("member: {e}")))
+            })
+            .collect::<Result<Vec<Target>, Failure>>()?;
+        let overlaps =
+            |a: &Target, b: &Target| a.net().contains(&b.net()) || b.net().contains(&a.net());
+        // Book, then daemon state: the order the detector thread takes them in.
+        let mut book = self.book.lock().unwrap_or_else(|p| p.into_inner());
+        let t = book
+            .swarms
+            .get_mut(&id)
+            .ok_or_else(|| Failure::NotFound(format!("no swarm with id {id}")))?;
+        let members: Vec<Target> = t.swarm.members.iter().map(|m| Target::Addr(*m)).collect();
+        for a in &asked {
+            let known = members.iter().any(|m| overlaps(m, a))
+                || t.rules.iter().any(|p| overlaps(&p.target, a));
+            if !known {
+                return Err(Failure::NotFound(format!(
+                    "{a} is not a member of swarm {id} (`swarmwall swarms show {id}` lists them)"
+                )));
+            }
+        }
+        let pardoned: Vec<Target> = if asked.is_empty() {
+            members
+        } else {
+            members
+                .into_iter()
+                .filter(|m| asked.iter().any(|a| overlaps(m, a)))
+                .chain(
+                    asked
+                        .iter()
+                        .copied()
+                        .filter(|a| matches!(a, Target::Net(_))),
+                )
+                .collect()
+        };
+        let hit = |target: &Target| pardoned.iter().any(|p| overlaps(p, target));
+        let victims: Vec<u64> = t
+            .rules
+            .iter()
+            .filter(|p| hit(&p.target))
+            .map(|p| p.id)
+            .collect();
+        let reason = match &req.reason {
+            Some(r) => format!("pardon of swarm {id}: {r}"),
+            None => format!("pardon of swarm {id}"),
+        };
+        let change = self.with(|i| {
+            let ops: Vec<Op> = victims
+                .iter()
+                .filter_map(|rid| i.store.state().rules.get(rid).cloned())
+                .map(Op::RemoveRule)
+                .collect();
+            if ops.is_empty() {
+                return Ok(None);
+            }
+            i.commit_apply(&actor.name(), Some(&reason), ops, None)
+                .map(Some)
+        })?;
+        // Counted as pardoned here, not by the detector's next look at the store: a rule close
+        // to its expiry would otherwise pass for expired and its member be blocked again.
+        let removed: Vec<u64> = change
+            .iter()
+            .flat_map(|c| c.ops.iter())
+            .filter_map(|op| match op {
+                Op::RemoveRule(r) => Some(r.id),
+                _ => None,
+            })
+            .collect();
+        t.rules.retain(|p| !victims.contains(&p.id));
+        t.pardoned += victims.len();
+        let planned = t.planned.len();
+        t.planned.retain(|(r, _)| !hit(&r.target));
+        t.superseded.retain(|(_, target)| !hit(target));
+        let planned_dropped = planned - t.planned.len();
+        for p in &pardoned {
+            if !t.pardons.contains(p) {
+                t.pardons.push(*p);
+            }
+        }
+        let names: Vec<String> = pardoned.iter().map(Target::to_string).collect();
+        let summary = format!(
+            "pardoned {} member{} of swarm {id}: removed {} rule{}{}{}",
+            names.len(),
+            if names.len() == 1 { "" } else { "s" },
+            removed.len(),
+            if removed.len() == 1 { "" } else { "s" },
+            if planned_dropped > 0 {
+                format!(", dropped {planned_dropped} planned")
+            } else {
+                String::new()
+            },
+            "; the swarm will not block them again"
+        );
+        tracing::info!(swarm = id, rules = removed.len(), "{summary}");
+        Ok(PardonResult {
+            swarm: id,
+            change_id: change.map(|c| c.id),
+            rules: removed,
+            members: names,
+            planned_dropped,
+            summary,
+        })
     }
 }

@@ -134,6 +134,9 @@ pub struct Tracked {
     pub expired: usize,
     /// Rules removed by someone else (delete, undo) before they expired.
     pub pardoned: usize,
+    /// Members (or prefixes) an admin pardoned (`swarmwall swarms pardon`): no rule covering
+    /// one is planned or pushed for this swarm again.
+    pub pardons: Vec<Target>,
     /// When its first rules were in the kernel (monotonic ns).
     pub blocked_ns: Option<u64>,
     /// The impact preview of its last plan.
@@ -161,6 +164,7 @@ impl Tracked {
             changes: Vec::new(),
             expired: 0,
             pardoned: 0,
+            pardons: Vec::new(),
             blocked_ns: None,
             impact: 0.0,
         }
@@ -292,8 +296,17 @@ impl Engine {
                 t.impact = plan.impact;
             }
             t.refuse(plan.refused);
-            t.planned
-                .extend(plan.rules.into_iter().map(|r| (r, now_ns)));
+            let pardoned = |target: &Target| {
+                t.pardons
+                    .iter()
+                    .any(|p| p.net().contains(&target.net()) || target.net().contains(&p.net()))
+            };
+            let rules: Vec<PlannedRule> = plan
+                .rules
+                .into_iter()
+                .filter(|r| !pardoned(&r.target))
+                .collect();
+            t.planned.extend(rules.into_iter().map(|r| (r, now_ns)));
             t.superseded.extend(plan.superseded);
         }
         b.tracked_sources = self.det.tracked_sources();
