@@ -490,7 +490,7 @@ async fn not_found(req: Request) -> ApiFail {
         "not_found",
         format!(
             "no route {} {}; the API's routes are under /v1/ (status, top, rules, allow, \
-             mode, history, undo, swarms)",
+             mode, history, undo, swarms, verdict)",
             req.method(),
             req.uri().path()
         ),

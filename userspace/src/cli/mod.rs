@@ -38,7 +38,10 @@ Examples:
   swarmwall swarms show 3                      # one swarm: pages, members, rules, evidence
   swarmwall block add 192.0.2.7 --ttl 10m --reason 'scraper'
   swarmwall block add 198.51.100.0/24 --dst 203.0.113.5 --port 443 --proto tcp
-  swarmwall block list
+  swarmwall block list --target 192.0.2.7         # every rule that can match it
+  swarmwall block test 192.0.2.7 --dst 203.0.113.5 --port 443   # which rule decides?
+  swarmwall block del 192.0.2.7
+  swarmwall swarms pardon 3 192.0.2.7          # unblock a swarm member for good
   swarmwall rules history                      # every change, who and why
   swarmwall rules undo 12                      # revert change 12
   swarmwall mode observe --reason 'testing'    # count, don't drop

@@ -377,6 +377,24 @@ fn same_expiry(a: Option<SystemTime>, b: Option<SystemTime>) -> bool {
 }
 
 impl Inner {
+    /// `rec` unless a rule with its target, action and scope exists: a swarm never stacks a
+    /// second rule on one (an admin's re-add updates it instead, see [`Inner::plan_rules`]).
+    fn refuse_identical(&self, rec: RuleRecord) -> Result<RuleRecord, Failure> {
+        match self
+            .store
+            .state()
+            .rules
+            .values()
+            .find(|r| r.target == rec.target && r.action == rec.action && r.scope == rec.scope)
+        {
+            Some(dup) => Err(Failure::Conflict(format!(
+                "an identical rule already exists (id {})",
+                dup.id
+            ))),
+            None => Ok(rec),
+        }
+    }
+
     /// Plans `req`: each rule is new, an update of the existing rule with the same target,
     /// action and scope (a new expiry: longer or shorter), unchanged, or refused by the checks.
     fn plan_rules(&self, req: &AddRules, actor: &str, now: SystemTime) -> RulePlan {
@@ -524,7 +542,10 @@ impl Inner {
                 },
                 ttl_s: Some(r.ttl.as_secs().max(1)),
             };
-            match self.new_record(id, &req, false, SWARM_ACTOR, Some(&reason), now) {
+            let record = self
+                .new_record(id, &req, false, SWARM_ACTOR, Some(&reason), now)
+                .and_then(|rec| self.refuse_identical(rec));
+            match record {
                 Ok(rec) => {
                     out.landed.push(Pushed {
                         id,
@@ -1311,11 +1332,20 @@ impl Control for Daemon {
             })
             .collect();
         t.rules.retain(|p| !victims.contains(&p.id));
-        t.pardoned += victims.len();
-        let planned = t.planned.len();
-        t.planned.retain(|(r, _)| !hit(&r.target));
-        t.superseded.retain(|(_, target)| !hit(target));
-        let planned_dropped = planned - t.planned.len();
+        t.pardoned += removed.len();
+        let (dropped, kept): (Vec<_>, Vec<_>) = std::mem::take(&mut t.planned)
+            .into_iter()
+            .partition(|(r, _)| hit(&r.target));
+        t.planned = kept;
+        // A pardoned member's own rule is gone already; the single-address rules a dropped
+        // prefix would have replaced stay in force.
+        t.superseded.retain(|(_, target)| {
+            !hit(target)
+                && !dropped
+                    .iter()
+                    .any(|(d, _)| d.target.net().contains(&target.net()))
+        });
+        let planned_dropped = dropped.len();
         for p in &pardoned {
             if !t.pardons.contains(p) {
                 t.pardons.push(*p);
