@@ -16,6 +16,7 @@ pub mod policy;
 pub mod rules;
 pub mod sources;
 pub mod store;
+pub mod verdict;
 
 // The kernel modules keep their old paths (`swarmwall::dataplane::…`), which tests, benches and
 // xtask use.

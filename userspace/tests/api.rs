@@ -132,6 +132,7 @@ fn change(
         change_id: id,
         rules,
         summary,
+        ..Default::default()
     }
 }
 

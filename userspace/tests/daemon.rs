@@ -862,3 +862,280 @@ fn a_huge_ttl_through_the_api_is_a_400_naming_the_range() {
     lab.ok(&["block", "add", "198.51.100.12", "--ttl", "10m"]);
     assert_eq!(lab.rule_targets(), vec!["198.51.100.12"]);
 }
+
+// ---- What an admin reaches for: rules by address, updates, idempotent imports, verdicts,
+// JSON errors. ----
+
+impl Lab {
+    /// Runs the CLI, expecting it to fail with `code`; returns (stdout, stderr).
+    fn fails(&self, args: &[&str], code: i32) -> (String, String) {
+        let o = self.cli(args);
+        let (out, err) = (
+            String::from_utf8_lossy(&o.stdout).into_owned(),
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+        );
+        assert_eq!(
+            o.status.code(),
+            Some(code),
+            "swarmwall {args:?}: {out}{err}"
+        );
+        (out, err)
+    }
+
+    fn ids(&self, args: &[&str]) -> Vec<u64> {
+        let mut a = vec!["block", "list"];
+        a.extend_from_slice(args);
+        let mut v: Vec<u64> = self
+            .json(&a)
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["id"].as_u64().unwrap())
+            .collect();
+        v.sort_unstable();
+        v
+    }
+
+    /// One raw HTTP request on the control socket; the status line's code and the body.
+    fn http(&self, request: &str) -> (u16, String) {
+        let mut s = UnixStream::connect(self.socket()).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        s.write_all(request.as_bytes()).unwrap();
+        let mut answer = String::new();
+        let _ = s.read_to_string(&mut answer);
+        let code = answer.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0);
+        let body = answer.split("\r\n\r\n").nth(1).unwrap_or("").to_owned();
+        (code, body)
+    }
+}
+
+#[test]
+fn rules_are_deleted_and_listed_by_address() {
+    require_root!();
+    let mut lab = Lab::new();
+    lab.start();
+    lab.ok(&["block", "add", "192.0.2.8"]);
+    lab.ok(&[
+        "block",
+        "add",
+        "192.0.2.8",
+        "--proto",
+        "tcp",
+        "--port",
+        "443",
+    ]);
+    lab.ok(&["block", "add", "192.0.2.0/25"]);
+    lab.ok(&["block", "add", "192.0.2.200"]);
+    // Overlap: the address's own rules and the prefix covering it; a prefix shows what is in it.
+    assert_eq!(lab.ids(&["--target", "192.0.2.8"]), vec![1, 2, 3]);
+    assert_eq!(lab.ids(&["--target", "192.0.2.0/24"]), vec![1, 2, 3, 4]);
+    assert_eq!(lab.ids(&["--target", "192.0.2.128/25"]), vec![4]);
+    assert_eq!(
+        lab.ids(&["--origin", "admin", "--actor", "0"]),
+        vec![1, 2, 3, 4]
+    );
+    assert!(lab.ids(&["--origin", "swarm"]).is_empty());
+    assert!(lab.ids(&["--actor", "12345"]).is_empty());
+
+    // Two rules have that target: --yes is needed, and refusing changes nothing.
+    let (_, err) = lab.fails(&["block", "del", "192.0.2.8"], 2);
+    assert!(err.contains("2 rules"), "{err}");
+    assert_eq!(lab.ids(&[]), vec![1, 2, 3, 4]);
+    let out = lab.ok(&["block", "del", "192.0.2.8", "--yes"]);
+    assert!(out.contains("remove 2 rules"), "{out}");
+    assert_eq!(lab.ids(&[]), vec![3, 4]);
+    // One rule: no --yes needed. An address no rule has is a 404, not "invalid digit".
+    lab.ok(&["block", "del", "192.0.2.0/25"]);
+    let (_, err) = lab.fails(&["block", "del", "192.0.2.99"], 1);
+    assert!(err.contains("no rule has the target 192.0.2.99"), "{err}");
+    assert_eq!(lab.ids(&[]), vec![4]);
+}
+
+#[test]
+fn re_adding_a_rule_updates_its_expiry_and_imports_are_idempotent() {
+    require_root!();
+    let mut lab = Lab::new();
+    lab.start();
+    let rule = |lab: &Lab, id: u64| {
+        lab.json(&["block", "list"])
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["id"] == id)
+            .cloned()
+            .unwrap_or_else(|| panic!("no rule {id}"))
+    };
+    lab.ok(&["block", "add", "198.51.100.12", "--ttl", "10m"]);
+    let before = rule(&lab, 1)["expires_at"].as_str().unwrap().to_owned();
+    let r = lab.json(&["block", "add", "198.51.100.12", "--ttl", "2h"]);
+    assert!(
+        r["summary"].as_str().unwrap().contains("update rule 1"),
+        "{r}"
+    );
+    assert_eq!(r["updated"], serde_json::json!([1]), "{r}");
+    let after = rule(&lab, 1)["expires_at"].as_str().unwrap().to_owned();
+    assert!(after > before, "{before} -> {after}");
+    // Shorter works too; the rule keeps its id and stays in the kernel.
+    lab.ok(&["block", "add", "198.51.100.12", "--ttl", "5m"]);
+    assert_eq!(lab.ids(&[]), vec![1]);
+    assert!(rule(&lab, 1)["expires_at"].as_str().unwrap() < before.as_str());
+    assert_eq!(
+        lab.traffic(&["198.51.100.12", "198.51.100.10"], 20),
+        vec![0, 20]
+    );
+    // Undoing the last update restores the previous expiry.
+    let last = lab.json(&["rules", "history"])[0]["id"].as_u64().unwrap();
+    lab.ok(&["rules", "undo", &last.to_string()]);
+    assert_eq!(rule(&lab, 1)["expires_at"].as_str().unwrap(), after);
+
+    let list = lab.root.join("feed.txt");
+    std::fs::write(
+        &list,
+        "198.51.100.12\n192.0.2.9\n192.0.2.9   # twice\n198.51.100.1\n",
+    )
+    .unwrap();
+    let file = list.to_str().unwrap();
+    // A dry run says what would happen, with why, and changes nothing.
+    let changes = lab.json(&["rules", "history"]).as_array().unwrap().len();
+    let p = lab.json(&["block", "import", file, "--ttl", "1d", "--dry-run"]);
+    assert_eq!(p["added"].as_array().unwrap().len(), 1, "{p}");
+    assert_eq!(p["updated"][0]["id"], 1, "{p}");
+    assert_eq!(p["unchanged"].as_array().unwrap().len(), 1, "{p}");
+    assert_eq!(p["refused"][0]["target"], "198.51.100.1", "{p}");
+    assert!(
+        p["refused"][0]["why"]
+            .as_str()
+            .unwrap()
+            .contains("own address"),
+        "{p}"
+    );
+    let text = lab.ok(&["block", "import", file, "--ttl", "1d", "--dry-run"]);
+    assert!(
+        text.contains("would add 1, update 1, leave 1 unchanged, refuse 1"),
+        "{text}"
+    );
+    assert_eq!(
+        lab.json(&["rules", "history"]).as_array().unwrap().len(),
+        changes
+    );
+    assert_eq!(lab.ids(&[]), vec![1]);
+
+    // Without the refused line: one change, existing rules updated instead of failing it.
+    std::fs::write(&list, "198.51.100.12\n192.0.2.9\n192.0.2.9\n").unwrap();
+    let r = lab.json(&["block", "import", file]);
+    assert_eq!(r["rules"], serde_json::json!([2]), "{r}");
+    assert_eq!(r["updated"], serde_json::json!([1]), "{r}");
+    assert_eq!(r["unchanged"], serde_json::json!([2]), "{r}");
+    assert_eq!(rule(&lab, 1)["expires_at"], Value::Null);
+    // Again: nothing to change, and success.
+    let out = lab.ok(&["block", "import", file]);
+    assert!(out.contains("nothing to change"), "{out}");
+    assert_eq!(lab.ids(&[]), vec![1, 2]);
+    assert_eq!(lab.traffic(&["198.51.100.12"], 10), vec![0]);
+}
+
+#[test]
+fn block_test_agrees_with_the_kernel_on_real_traffic() {
+    require_root!();
+    let mut lab = Lab::new();
+    lab.start();
+    lab.ok(&["allow", "add", "198.51.100.11"]);
+    lab.ok(&["block", "add", "198.51.100.10", "--observe"]);
+    lab.ok(&["block", "add", "198.51.100.12", "--proto", "tcp"]);
+    lab.ok(&[
+        "block",
+        "add",
+        "198.51.100.12",
+        "--dst",
+        "198.51.100.1",
+        "--proto",
+        "udp",
+    ]);
+    lab.ok(&["block", "add", "198.51.100.10", "--dst", "198.51.100.99"]);
+    // `delivered` sends UDP to a sink on 198.51.100.1 at some port: no port scope is used.
+    let verdict = |src: &str| {
+        lab.json(&[
+            "block",
+            "test",
+            src,
+            "--dst",
+            "198.51.100.1",
+            "--proto",
+            "udp",
+            "--port",
+            "40000",
+        ])
+    };
+    let sources = [
+        "198.51.100.10",
+        "198.51.100.11",
+        "198.51.100.12",
+        "198.51.100.2",
+    ];
+    let got = lab.traffic(&sources, 20);
+    for (src, got) in sources.iter().zip(got) {
+        let v = verdict(src);
+        let expect = if v["action"] == "drop" { 0 } else { 20 };
+        assert_eq!(got, expect, "{src}: the CLI says {v}");
+    }
+    let v = verdict("198.51.100.12");
+    assert_eq!(
+        (v["rule"]["id"].as_u64(), &v["stage"]),
+        (Some(3), &Value::from("exact"))
+    );
+    assert_eq!(v["unmatched"][0]["id"], 2, "{v}");
+    let v = verdict("198.51.100.10");
+    assert_eq!(
+        (v["outcome"].as_str(), v["rule"]["id"].as_u64()),
+        (Some("observed"), Some(1))
+    );
+    assert_eq!(verdict("198.51.100.11")["allowed_by"], "198.51.100.11");
+    let text = lab.ok(&["block", "test", "198.51.100.12", "--port", "80"]);
+    assert!(text.contains("drop: rule 2"), "{text}");
+    lab.ok(&["mode", "observe"]);
+    let v = verdict("198.51.100.12");
+    assert_eq!(
+        (v["action"].as_str(), v["in_enforce_mode"].as_str()),
+        (Some("pass"), Some("drop"))
+    );
+    assert_eq!(lab.traffic(&["198.51.100.12"], 10), vec![10]);
+}
+
+#[test]
+fn json_errors_are_json_and_reasons_have_no_control_characters() {
+    require_root!();
+    let mut lab = Lab::new();
+    lab.start();
+    let error = |text: &str| -> Value {
+        serde_json::from_str(text.trim()).unwrap_or_else(|e| panic!("{e}: {text:?}"))
+    };
+    let (out, err) = lab.fails(&["block", "del", "99", "--json"], 1);
+    assert!(out.is_empty(), "{out}");
+    assert_eq!(error(&err)["error"]["code"], "not_found", "{err}");
+    let (_, err) = lab.fails(&["block", "add", "nonsense", "--json"], 2);
+    assert_eq!(error(&err)["error"]["code"], "usage", "{err}");
+    lab.ok(&["block", "add", "192.0.2.1"]);
+    lab.ok(&["block", "add", "192.0.2.1", "--port", "80"]);
+    let (_, err) = lab.fails(&["block", "del", "192.0.2.1", "--json"], 2);
+    assert_eq!(error(&err)["error"]["code"], "refused", "{err}");
+    let o = Command::new(BIN)
+        .args(["--socket", "/nonexistent/sock", "status", "--json"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(3));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(error(&err)["error"]["code"], "unreachable", "{err}");
+
+    let (_, err) = lab.fails(&["block", "add", "192.0.2.2", "--reason", "a\nb"], 2);
+    assert!(err.contains("control character"), "{err}");
+    // The daemon refuses them too, whoever the client is.
+    let body = r#"{"rules":[{"target":"192.0.2.3"}],"reason":"x\u001b[2Jy"}"#;
+    let (code, answer) = lab.http(&format!(
+        "POST /v1/rules HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    ));
+    assert_eq!(code, 400, "{answer}");
+    assert!(answer.contains("control character"), "{answer}");
+    assert_eq!(lab.ids(&[]), vec![1, 2]);
+}

@@ -357,3 +357,78 @@ fn a_sighup_that_turns_swarm_detection_on_leaves_sampling_and_the_pipeline_in_ag
     assert_eq!(pipeline(&lab)["enabled"], true);
     assert!(kernel_l7(&lab).2 > 0);
 }
+
+#[test]
+fn a_pardon_removes_members_rules_in_one_change_and_the_swarm_does_not_push_them_again() {
+    require_root!();
+    let plan = plan();
+    let mut lab = SwarmLab::new("swl-pardon-", BIN.as_ref(), &plan).unwrap();
+    lab.start_daemon(DAEMON_CONFIG).unwrap();
+    let targets = |lab: &SwarmLab| -> BTreeSet<String> {
+        lab.cli_json(&["block", "list"])
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["target"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let (_, (swarm, some, all, after_some, after_all)) = lab
+        .run_traffic(&plan, &AtomicBool::new(false), || {
+            let swarm = wait_for_state(&lab, "blocked", Duration::from_secs(6))
+                .unwrap_or_else(|| panic!("no swarm blocked; log:\n{}", lab.log()));
+            let id = swarm["id"].to_string();
+            let members: Vec<String> = strings(&swarm["members"]).into_iter().take(2).collect();
+            let mut args = vec!["swarms", "pardon", id.as_str()];
+            args.extend(members.iter().map(String::as_str));
+            args.extend(["--reason", "our monitoring"]);
+            let some = lab.cli_json(&args).unwrap();
+            // The bots keep attacking: the detector sees the pardoned members again.
+            std::thread::sleep(Duration::from_secs(2));
+            let after_some = targets(&lab);
+            let all = lab.cli_json(&["swarms", "pardon", &id]).unwrap();
+            std::thread::sleep(Duration::from_secs(2));
+            (swarm, some, all, after_some, targets(&lab))
+        })
+        .unwrap();
+    let pardoned = strings(&some["members"]);
+    assert_eq!(pardoned.len(), 2, "{some:#}");
+    assert_eq!(some["rules"].as_array().unwrap().len(), 2, "{some:#}");
+    assert!(
+        pardoned.is_disjoint(&after_some),
+        "pardoned members blocked again: {after_some:?}\nlog:\n{}",
+        lab.log()
+    );
+    assert!(
+        after_some.len() + 2 >= strings(&swarm["members"]).len(),
+        "the other members lost their rules: {after_some:?}"
+    );
+    // One journaled change, by the admin, with the reason, and undoable.
+    let change = some["change_id"].as_u64().unwrap();
+    let history = lab.cli_json(&["rules", "history"]).unwrap();
+    let entry = history
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|h| h["id"] == change)
+        .unwrap();
+    assert_eq!(entry["ops"], 2, "{entry}");
+    assert!(
+        entry["reason"].as_str().unwrap().contains("our monitoring"),
+        "{entry}"
+    );
+    assert!(all["change_id"].is_u64(), "{all:#}");
+    assert!(
+        after_all.is_empty(),
+        "rules pushed after a full pardon: {after_all:?}"
+    );
+    let bot: IpAddr = pardoned.iter().next().unwrap().parse().unwrap();
+    let this = lab.probe(bot, SERVER, HOST, "/").unwrap();
+    assert_eq!(this.result, Ok(200), "a pardoned bot is still blocked");
+    let (_, err) = {
+        let o = lab.cli(&["swarms", "pardon", "999", "--json"]).unwrap();
+        assert_eq!(o.status.code(), Some(1));
+        (o.stdout, String::from_utf8_lossy(&o.stderr).into_owned())
+    };
+    assert!(err.contains("not_found"), "{err}");
+}

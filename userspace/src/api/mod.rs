@@ -12,6 +12,7 @@ use types::{
     AddRules, AllowRequest, AllowView, ChangeResult, ChangeView, DeleteRules, ModeView, RuleView,
     Status, SwarmView, SwarmsView, TopQuery, TopView,
 };
+use types::{PardonRequest, PardonResult, RulesPreview, RulesQuery, VerdictQuery, VerdictView};
 
 /// Who is asking, from the socket's peer credentials.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -83,4 +84,89 @@ pub trait Control: Send + Sync + 'static {
     fn swarms(&self) -> Result<SwarmsView, Failure>;
     /// `GET /v1/swarms/{id}`.
     fn swarm(&self, id: u64) -> Result<SwarmView, Failure>;
+    /// `GET /v1/rules?target=&origin=&actor=`: the rules that match every filter given. The
+    /// default filters [`Control::rules`].
+    fn rules_matching(&self, query: &RulesQuery) -> Result<Vec<RuleView>, Failure> {
+        filter_rules(query, self.rules()?)
+    }
+    /// `POST /v1/rules/preview`: what [`Control::add_rules`] would do with `request`, changing
+    /// nothing.
+    fn preview_rules(&self, _request: AddRules) -> Result<RulesPreview, Failure> {
+        Err(unsupported("rule previews"))
+    }
+    /// `GET /v1/verdict`: which rule would decide a packet, the way the kernel decides.
+    fn verdict(&self, _query: &VerdictQuery) -> Result<VerdictView, Failure> {
+        Err(unsupported("verdicts"))
+    }
+    /// `POST /v1/swarms/{id}/pardon`: removes a swarm's rules (all, or those of some members)
+    /// as one change and keeps the swarm from pushing them again.
+    fn pardon(
+        &self,
+        _actor: &Actor,
+        _id: u64,
+        _request: PardonRequest,
+    ) -> Result<PardonResult, Failure> {
+        Err(unsupported("pardons"))
+    }
+}
+
+fn unsupported(what: &str) -> Failure {
+    Failure::NotFound(format!("this daemon does not support {what}"))
+}
+
+/// Refuses a `reason` with control characters (newlines, tabs, escapes): it is shown in tables
+/// and logs, which they would break or forge. The message names the first one and where.
+pub fn check_reason(reason: Option<&str>) -> Result<(), Failure> {
+    match reason.and_then(|r| r.char_indices().find(|(_, c)| c.is_control())) {
+        Some((at, c)) => Err(Failure::BadRequest(format!(
+            "reason: control character {:?} at byte {at} is not allowed (it would break tables \
+             and logs)",
+            c
+        ))),
+        None => Ok(()),
+    }
+}
+
+/// The rules of `rules` that match every filter of `query`; a filter that can't be parsed is a
+/// [`Failure::BadRequest`] naming it.
+pub fn filter_rules(query: &RulesQuery, rules: Vec<RuleView>) -> Result<Vec<RuleView>, Failure> {
+    let bad = |m: String| Failure::BadRequest(m);
+    let target = match &query.target {
+        Some(t) => Some(
+            t.parse::<crate::Target>()
+                .map_err(|e| bad(format!("target: {e}")))?
+                .net(),
+        ),
+        None => None,
+    };
+    let origin = match query.origin.as_deref() {
+        None => None,
+        Some(o @ ("swarm" | "admin")) => Some(o),
+        Some(o) => return Err(bad(format!("origin '{o}': expected swarm or admin"))),
+    };
+    let actor_matches = |actor: &str| match &query.actor {
+        None => true,
+        Some(want) if want.parse::<u32>().is_ok() => {
+            let uid = format!("uid {want}");
+            actor == uid || actor.starts_with(&format!("{uid} "))
+        }
+        Some(want) => actor == want,
+    };
+    Ok(rules
+        .into_iter()
+        .filter(|r| {
+            let overlaps = target.is_none_or(|q| {
+                r.target
+                    .parse::<crate::Target>()
+                    .is_ok_and(|t| t.net().contains(&q) || q.contains(&t.net()))
+            });
+            let from_swarm = r.actor == crate::daemon::controller::SWARM_ACTOR;
+            let origin_ok = match origin {
+                Some("swarm") => from_swarm,
+                Some(_) => !from_swarm,
+                None => true,
+            };
+            overlaps && origin_ok && actor_matches(&r.actor)
+        })
+        .collect())
 }

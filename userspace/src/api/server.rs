@@ -559,6 +559,9 @@ fn router(control: Arc<dyn Control>) -> Router {
         .route("/v1/undo/{change_id}", post(undo))
         .route("/v1/swarms", get(swarms))
         .route("/v1/swarms/{id}", get(swarm))
+        .route("/v1/rules/preview", post(preview_rules))
+        .route("/v1/verdict", get(verdict))
+        .route("/v1/swarms/{id}/pardon", post(pardon))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(control)
@@ -592,8 +595,11 @@ async fn top(State(c): Ctl, QueryArg(q): QueryArg<TopQuery>) -> Answer<super::ty
     blocking(c, move |c| c.top(&q)).await
 }
 
-async fn rules(State(c): Ctl) -> Answer<Vec<super::types::RuleView>> {
-    blocking(c, |c| c.rules()).await
+async fn rules(
+    State(c): Ctl,
+    QueryArg(q): QueryArg<super::types::RulesQuery>,
+) -> Answer<Vec<super::types::RuleView>> {
+    blocking(c, move |c| c.rules_matching(&q)).await
 }
 
 async fn add_rules(
@@ -674,13 +680,36 @@ async fn swarm(State(c): Ctl, PathArg(id): PathArg<u64>) -> Answer<super::types:
     blocking(c, move |c| c.swarm(id)).await
 }
 
+async fn preview_rules(
+    State(c): Ctl,
+    JsonBody(r): JsonBody<AddRules, true>,
+) -> Answer<super::types::RulesPreview> {
+    blocking(c, move |c| c.preview_rules(r)).await
+}
+
+async fn verdict(
+    State(c): Ctl,
+    QueryArg(q): QueryArg<super::types::VerdictQuery>,
+) -> Answer<super::types::VerdictView> {
+    blocking(c, move |c| c.verdict(&q)).await
+}
+
+async fn pardon(
+    State(c): Ctl,
+    Extension(p): Extension<Peer>,
+    PathArg(id): PathArg<u64>,
+    JsonBody(r): JsonBody<super::types::PardonRequest>,
+) -> Answer<super::types::PardonResult> {
+    blocking(c, move |c| c.pardon(&p.actor, id, r)).await
+}
+
 async fn not_found(req: Request) -> ApiFail {
     ApiFail::new(
         StatusCode::NOT_FOUND,
         "not_found",
         format!(
             "no route {} {}; the API's routes are under /v1/ (status, top, rules, allow, \
-             mode, history, undo, swarms)",
+             mode, history, undo, swarms, verdict)",
             req.method(),
             req.uri().path()
         ),

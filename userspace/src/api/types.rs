@@ -94,6 +94,10 @@ pub struct DeleteRules {
     /// Rule ids to remove.
     #[serde(default)]
     pub ids: Vec<u64>,
+    /// Addresses or prefixes: remove every rule whose target is exactly one of them (any action,
+    /// any scope).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub targets: Vec<String>,
     /// Remove every rule instead.
     #[serde(default)]
     pub all: bool,
@@ -115,6 +119,13 @@ pub struct ChangeResult {
     pub rules: Vec<u64>,
     /// One line for humans.
     pub summary: String,
+    /// Rules that existed (same target, action and scope) and got the new expiry.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub updated: Vec<u64>,
+    /// Rules that existed exactly as asked (same expiry): nothing to change. A request whose
+    /// every rule is unchanged commits nothing and answers `change_id` 0.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unchanged: Vec<u64>,
 }
 
 /// An allow-list entry.
@@ -402,4 +413,123 @@ pub struct SwarmsView {
     pub swarms: Vec<SwarmView>,
     /// How the pipeline is doing.
     pub pipeline: PipelineView,
+}
+
+/// `GET /v1/rules` query: every filter given must match. Without any, every rule.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RulesQuery {
+    /// An address or prefix: rules whose target overlaps it (equals it, covers it, or lies
+    /// inside it): every rule that can decide a packet from it, and every rule inside it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+    /// `swarm` (rules the detector pushed) or `admin` (rules added through the API).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin: Option<String>,
+    /// Who added the rule: a uid (`0` matches `uid 0` with any pid) or an actor name as listed
+    /// (`swarmwall`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub actor: Option<String>,
+}
+
+/// One rule of a [`RulesPreview`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PreviewItem {
+    /// Source address or prefix.
+    pub target: String,
+    /// The existing rule (updated or unchanged); `None` for a new one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<u64>,
+    /// The expiry it would have.
+    pub expires_at: Option<String>,
+    /// The expiry it has now (updated rules).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_expires_at: Option<String>,
+}
+
+/// `POST /v1/rules/preview`: what `POST /v1/rules` with the same body would do; changes nothing.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RulesPreview {
+    /// New rules.
+    pub added: Vec<PreviewItem>,
+    /// Existing rules that would get a new expiry.
+    pub updated: Vec<PreviewItem>,
+    /// Existing rules already as asked, and repeats within the request.
+    pub unchanged: Vec<PreviewItem>,
+    /// Rules the guards or validation refuse, with why (any refusal fails the real request).
+    pub refused: Vec<RefusedView>,
+}
+
+/// `GET /v1/verdict` query: a packet to decide. Fields left out match no rule scoped on them.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VerdictQuery {
+    /// Source address.
+    pub src: String,
+    /// Destination address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dst: Option<String>,
+    /// `tcp`, `udp`, `icmp` or `icmpv6`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proto: Option<String>,
+    /// Destination port (TCP or UDP).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+}
+
+/// `GET /v1/verdict`: what the kernel would do with that packet now.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VerdictView {
+    /// `drop` or `pass`.
+    pub action: String,
+    /// The kernel counter it lands in: `allowed`, `dropped_exact`, `dropped_prefix`,
+    /// `observed` or `passed`.
+    pub outcome: String,
+    /// The global mode it was decided in.
+    pub mode: String,
+    /// The allow entry that passed it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allowed_by: Option<String>,
+    /// The deciding rule.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rule: Option<RuleView>,
+    /// `exact` or `prefix`: which lookup found the deciding rule.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stage: Option<String>,
+    /// Ids of every rule whose hit counters the packet would move.
+    pub counted: Vec<u64>,
+    /// In observe mode: what enforce mode would do (`drop` or `pass`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub in_enforce_mode: Option<String>,
+    /// Rules for this source whose scope does not match this packet.
+    pub unmatched: Vec<RuleView>,
+}
+
+/// `POST /v1/swarms/{id}/pardon`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PardonRequest {
+    /// Member addresses (or prefixes) to pardon; empty: every member.
+    #[serde(default)]
+    pub members: Vec<String>,
+    /// Why, recorded in the journal.
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+/// What a pardon did.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PardonResult {
+    /// The swarm.
+    pub swarm: u64,
+    /// The journal change that removed its rules; `None` if none was in force.
+    pub change_id: Option<u64>,
+    /// The rules removed.
+    pub rules: Vec<u64>,
+    /// The members pardoned: the swarm pushes no rule for them again.
+    pub members: Vec<String>,
+    /// Planned rules (observe mode) dropped.
+    pub planned_dropped: usize,
+    /// One line for humans.
+    pub summary: String,
 }

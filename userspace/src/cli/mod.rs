@@ -3,6 +3,12 @@
 //!
 //! Exit codes: 0 ok; 1 the daemon (or a local command) failed; 2 usage error, or a destructive
 //! command refused without `--yes`; 3 the daemon could not be reached.
+//!
+//! With `--json` anywhere on the command line, an error is one JSON object on standard error,
+//! `{"error":{"code":"…","message":"…"}}` (the daemon's own shape), with the same exit code;
+//! standard output then stays empty. The codes are the daemon's (`bad_request`, `not_found`,
+//! `conflict`, `forbidden`, …) and the CLI's own: `usage`, `refused` (needs `--yes`),
+//! `unreachable`, `timeout`, `transport`, `bad_response`, `error`.
 
 mod config_cmd;
 mod fmt;
@@ -34,7 +40,10 @@ Examples:
   swarmwall swarms show 3                      # one swarm: pages, members, rules, evidence
   swarmwall block add 192.0.2.7 --ttl 10m --reason 'scraper'
   swarmwall block add 198.51.100.0/24 --dst 203.0.113.5 --port 443 --proto tcp
-  swarmwall block list
+  swarmwall block list --target 192.0.2.7         # every rule that can match it
+  swarmwall block test 192.0.2.7 --dst 203.0.113.5 --port 443   # which rule decides?
+  swarmwall block del 192.0.2.7
+  swarmwall swarms pardon 3 192.0.2.7          # unblock a swarm member for good
   swarmwall rules history                      # every change, who and why
   swarmwall rules undo 12                      # revert change 12
   swarmwall mode observe --reason 'testing'    # count, don't drop
@@ -205,6 +214,25 @@ enum SwarmsCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Pardon a swarm, or some of its members: remove their rules (one change, undoable) and
+    /// never push rules for them again for this swarm. Without addresses, every member.
+    #[command(after_help = "Examples:\n  \
+        swarmwall swarms pardon 3                       # every member\n  \
+        swarmwall swarms pardon 3 192.0.2.7 192.0.2.9 --reason 'our monitoring'\n\
+        Keep an address from ever being blocked, by any swarm or rule: `swarmwall allow add ADDR`.")]
+    Pardon {
+        /// Swarm id (the first column of `swarmwall swarms`).
+        id: u64,
+        /// Members to pardon (addresses, or prefixes covering some); default every member.
+        #[arg(value_name = "ADDR|PREFIX")]
+        members: Vec<Target>,
+        /// Why, recorded in the journal.
+        #[arg(long, value_name = "TEXT", value_parser = parse_reason)]
+        reason: Option<String>,
+        /// Print the API's JSON answer.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// `top`.
@@ -255,6 +283,12 @@ fn parse_window(s: &str) -> Result<Duration, String> {
     Ok(d)
 }
 
+/// A `--reason`: any text without control characters (they would break tables and logs).
+fn parse_reason(s: &str) -> Result<String, String> {
+    swarmwall::api::check_reason(Some(s)).map_err(|e| e.to_string())?;
+    Ok(s.to_owned())
+}
+
 fn parse_ttl(s: &str) -> Result<Duration, String> {
     let range = format!(
         "expected 1s to {} (omit --ttl for the daemon's default)",
@@ -281,30 +315,93 @@ enum BlockCommand {
     /// allowed. The whole file is one change.
     #[command(after_help = "Examples:\n  \
         swarmwall block import bad-hosts.txt --ttl 1d --reason 'abuse feed 2026-05-20'\n  \
-        curl -s https://example.invalid/list.txt | swarmwall block import -")]
+        swarmwall block import bad-hosts.txt --ttl 1d --dry-run   # what would change\n  \
+        curl -s https://example.invalid/list.txt | swarmwall block import -\n\
+        Importing again is safe (like `ipset -exist`): rules already there with the same action \
+        and scope\n\
+        get the new expiry, or are counted unchanged; a refused line fails the whole import.")]
     Import(BlockImport),
-    /// Remove rules by id, or all of them. Removing more than one needs --yes.
+    /// Remove rules by id or by target (an address or prefix removes every rule whose target is
+    /// exactly that), or all of them. Removing more than one needs --yes.
     #[command(
         visible_alias = "rm",
         after_help = "Examples:\n  \
         swarmwall block del 7\n  \
+        swarmwall block del 192.0.2.8                   # the rules for exactly 192.0.2.8\n  \
         swarmwall block del 7 8 9 --yes --reason 'false positive'\n  \
         swarmwall block del --all --yes\n\
         Undo a removal with `swarmwall rules undo <change-id>`."
     )]
     Del(BlockDel),
-    /// List the rules.
+    /// List the rules, all or those matching every filter given.
     #[command(
         visible_alias = "ls",
         after_help = "Examples:\n  \
         swarmwall block list\n  \
+        swarmwall block list --target 192.0.2.8         # every rule that can match it\n  \
+        swarmwall block list --target 192.0.2.0/24      # ...and every rule inside the /24\n  \
+        swarmwall block list --origin swarm             # the detector's rules\n  \
+        swarmwall block list --actor 0                  # rules root added\n  \
         swarmwall block list --json | jq '.[] | select(.hits > 0)'"
     )]
-    List {
-        /// Print the API's JSON instead of a table.
-        #[arg(long)]
-        json: bool,
-    },
+    List(BlockList),
+    /// Show which rule would decide a packet from ADDR, the way the kernel decides: the allow
+    /// list first, then the address's own rules, then the prefixes covering it (longest first);
+    /// the first live drop rule whose scope matches, else an observe rule, else pass.
+    #[command(after_help = "Examples:\n  \
+        swarmwall block test 192.0.2.8\n  \
+        swarmwall block test 192.0.2.8 --dst 203.0.113.5 --port 443      # tcp assumed\n  \
+        swarmwall block test 2001:db8::7 --proto icmpv6 --json\n\
+        Leave out --dst, --port or --proto and rules scoped on them do not match (listed as \
+        'other rules').")]
+    Test(BlockTest),
+}
+
+/// `block list`.
+#[derive(clap::Args)]
+struct BlockList {
+    /// Rules whose target overlaps this address or prefix: it, the prefixes covering it, and
+    /// (for a prefix) the rules inside it.
+    #[arg(long, value_name = "ADDR|PREFIX")]
+    target: Option<Target>,
+    /// Who made the rules: the swarm detector, or an admin through the API.
+    #[arg(long, value_enum)]
+    origin: Option<Origin>,
+    /// The uid that added the rules (`0` for root), or an actor name as listed.
+    #[arg(long, value_name = "UID|NAME")]
+    actor: Option<String>,
+    /// Print the API's JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Origin {
+    /// Pushed by the swarm detector (actor `swarmwall`).
+    #[value(alias = "swarmwall")]
+    Swarm,
+    /// Added through the API (`block add`, `block import`).
+    Admin,
+}
+
+/// `block test`.
+#[derive(clap::Args)]
+struct BlockTest {
+    /// The packet's source address.
+    #[arg(value_name = "ADDR")]
+    src: IpAddr,
+    /// Its destination address.
+    #[arg(long, value_name = "ADDR")]
+    dst: Option<IpAddr>,
+    /// Its destination port (tcp unless --proto says udp).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+    port: Option<u16>,
+    /// Its protocol: tcp, udp, icmp or icmpv6.
+    #[arg(long)]
+    proto: Option<Proto>,
+    /// Print the API's JSON instead of text.
+    #[arg(long)]
+    json: bool,
 }
 
 /// Options shared by `block add` and `block import`.
@@ -327,7 +424,7 @@ struct RuleOpts {
     #[arg(long)]
     observe: bool,
     /// Why, recorded in the journal.
-    #[arg(long, value_name = "TEXT")]
+    #[arg(long, value_name = "TEXT", value_parser = parse_reason)]
     reason: Option<String>,
     /// Allow prefixes wider than the daemon's bound (never /0, never the allow list or the
     /// host's own addresses).
@@ -352,19 +449,24 @@ struct BlockImport {
     /// The file, or `-` for standard input.
     #[arg(value_name = "FILE|-")]
     file: PathBuf,
+    /// Show what the import would add, update, leave unchanged and refuse (with why); change
+    /// nothing.
+    #[arg(long)]
+    dry_run: bool,
     #[command(flatten)]
     opts: RuleOpts,
 }
 
 #[derive(clap::Args)]
 struct BlockDel {
-    /// Rule ids (see `swarmwall block list`).
+    /// Rule ids (see `swarmwall block list`), or addresses and prefixes: every rule whose
+    /// target is exactly that.
     #[arg(
-        value_name = "ID",
+        value_name = "ID|ADDR|PREFIX",
         required_unless_present = "all",
         conflicts_with = "all"
     )]
-    ids: Vec<u64>,
+    ids: Vec<RuleRef>,
     /// Remove every rule.
     #[arg(long)]
     all: bool,
@@ -372,11 +474,32 @@ struct BlockDel {
     #[arg(long, short = 'y')]
     yes: bool,
     /// Why, recorded in the journal.
-    #[arg(long, value_name = "TEXT")]
+    #[arg(long, value_name = "TEXT", value_parser = parse_reason)]
     reason: Option<String>,
     /// Print the API's JSON answer.
     #[arg(long)]
     json: bool,
+}
+
+/// A rule named on the command line: by id, or by its target.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum RuleRef {
+    /// A rule id.
+    Id(u64),
+    /// Every rule whose target is exactly this.
+    Target(Target),
+}
+
+impl std::str::FromStr for RuleRef {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        if let Ok(id) = s.parse::<u64>() {
+            return Ok(RuleRef::Id(id));
+        }
+        s.parse::<Target>()
+            .map(RuleRef::Target)
+            .map_err(|e| format!("'{s}' is neither a rule id nor an address or prefix ({e})"))
+    }
 }
 
 #[derive(Subcommand)]
@@ -410,7 +533,7 @@ struct AllowArgs {
     #[arg(value_name = "ADDR|PREFIX")]
     target: Target,
     /// Why, recorded in the journal.
-    #[arg(long, value_name = "TEXT")]
+    #[arg(long, value_name = "TEXT", value_parser = parse_reason)]
     reason: Option<String>,
     /// Print the API's JSON answer.
     #[arg(long)]
@@ -423,7 +546,7 @@ struct ModeArgs {
     #[arg(value_enum)]
     mode: Option<ModeArg>,
     /// Why, recorded in the journal.
-    #[arg(long, value_name = "TEXT", requires = "mode")]
+    #[arg(long, value_name = "TEXT", requires = "mode", value_parser = parse_reason)]
     reason: Option<String>,
     /// Print the API's JSON.
     #[arg(long)]
@@ -489,7 +612,18 @@ pub struct Refused(pub String);
 
 /// Runs the command line; the process exit code.
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    // Decided before parsing, so a usage error is JSON too when --json was asked for.
+    let json = std::env::args_os().skip(1).any(|a| a == "--json");
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) if json && e.use_stderr() => {
+            let message = e.render().to_string();
+            let message = message.trim().trim_start_matches("error: ");
+            eprintln!("{}", json_error("usage", message));
+            return ExitCode::from(2);
+        }
+        Err(e) => e.exit(),
+    };
     // The daemon sets up its own logging (its filter and journald-friendly format).
     if !matches!(cli.command, Command::Daemon { .. }) {
         tracing_subscriber::fmt()
@@ -502,10 +636,34 @@ pub fn main() -> ExitCode {
     }
     match dispatch(cli) {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e) if json => {
+            eprintln!("{}", json_error(error_code(&e), &format!("{e:#}")));
+            exit_code(&e)
+        }
         Err(e) => {
             eprintln!("swarmwall: {e:#}");
             exit_code(&e)
         }
+    }
+}
+
+/// `{"error":{"code":…,"message":…}}`: the daemon's error shape, for `--json` callers.
+fn json_error(code: &str, message: &str) -> String {
+    serde_json::json!({ "error": { "code": code, "message": message } }).to_string()
+}
+
+/// The machine-readable code of a failed command (see the module docs).
+fn error_code(e: &anyhow::Error) -> &str {
+    if e.downcast_ref::<Refused>().is_some() {
+        return "refused";
+    }
+    match e.downcast_ref::<ClientError>() {
+        Some(ClientError::Api { code, .. }) => code,
+        Some(ClientError::Connect { .. }) => "unreachable",
+        Some(ClientError::Timeout { .. }) => "timeout",
+        Some(ClientError::Transport { .. }) => "transport",
+        Some(ClientError::BadResponse { .. }) => "bad_response",
+        None => "error",
     }
 }
 
@@ -675,6 +833,53 @@ mod tests {
     #[test]
     fn cli_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn rules_are_named_by_id_or_target_and_reasons_have_no_control_characters() {
+        let parse = |args: &[&str]| Cli::try_parse_from(args.iter().copied());
+        let Ok(Cli {
+            command: Command::Block(BlockCommand::Del(d)),
+            ..
+        }) = parse(&[
+            "swarmwall",
+            "block",
+            "del",
+            "7",
+            "192.0.2.8",
+            "2001:db8::/48",
+        ])
+        else {
+            panic!("block del with an id and addresses must parse");
+        };
+        assert_eq!(
+            d.ids,
+            vec![
+                RuleRef::Id(7),
+                RuleRef::Target("192.0.2.8".parse().unwrap()),
+                RuleRef::Target("2001:db8::/48".parse().unwrap()),
+            ]
+        );
+        assert!(parse(&["swarmwall", "block", "del", "nonsense"]).is_err());
+        for bad in ["a\nb", "tab\there", "esc\u{1b}[31m"] {
+            let e = parse(&["swarmwall", "block", "add", "192.0.2.1", "--reason", bad])
+                .err()
+                .unwrap_or_else(|| panic!("reason {bad:?} must be refused"));
+            assert!(e.to_string().contains("control character"), "{e}");
+        }
+        assert!(
+            parse(&[
+                "swarmwall",
+                "block",
+                "add",
+                "192.0.2.1",
+                "--reason",
+                "ok: é"
+            ])
+            .is_ok()
+        );
+        assert!(parse(&["swarmwall", "block", "test", "192.0.2.1", "--port", "0"]).is_err());
+        assert!(parse(&["swarmwall", "swarms", "pardon", "3", "192.0.2.7"]).is_ok());
     }
 
     #[test]

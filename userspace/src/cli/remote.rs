@@ -21,9 +21,13 @@ use swarmwall::{
     },
 };
 
+use swarmwall::api::types::{
+    PardonRequest, PardonResult, RulesPreview, RulesQuery, VerdictQuery, VerdictView,
+};
+
 use super::{
-    AllowCommand, BlockCommand, BlockDel, ModeArg, ModeArgs, Refused, RuleOpts, RulesCommand,
-    SwarmsArgs, SwarmsCommand, TopArgs, emit,
+    AllowCommand, BlockCommand, BlockDel, BlockList, BlockTest, ModeArg, ModeArgs, Origin, Refused,
+    RuleOpts, RuleRef, RulesCommand, SwarmsArgs, SwarmsCommand, TopArgs, emit,
     fmt::{self, Align, Table},
 };
 
@@ -43,6 +47,10 @@ async fn print_raw(client: &Client, path: &str) -> Result<()> {
 fn print_change(r: &ChangeResult, json: bool) -> Result<()> {
     if json {
         return print_json(r);
+    }
+    if r.change_id == 0 {
+        // Nothing was committed (every rule already as asked): nothing to undo.
+        return emit(&format!("{}\n", r.summary));
     }
     emit(&format!(
         "{} (change {id}; undo with `swarmwall rules undo {id}`)\n",
@@ -198,18 +206,185 @@ pub async fn block(client: &Client, cmd: BlockCommand) -> Result<()> {
                 anyhow::bail!("{name} lists no addresses");
             }
             let rules = targets.iter().map(|t| new_rule(*t, &a.opts)).collect();
-            add(client, rules, &a.opts, Some(format!("import from {name}"))).await
+            let reason = Some(format!("import from {name}"));
+            if a.dry_run {
+                return preview(client, rules, &a.opts, reason).await;
+            }
+            add(client, rules, &a.opts, reason).await
         }
         BlockCommand::Del(d) => del(client, d).await,
-        BlockCommand::List { json } => {
-            if json {
-                return print_raw(client, "/v1/rules").await;
+        BlockCommand::List(l) => list(client, &l).await,
+        BlockCommand::Test(t) => test(client, &t).await,
+    }
+}
+
+/// `path?query` for a GET whose query is a wire type (fields left `None` are left out).
+fn query_path<Q: Serialize>(path: &str, query: &Q) -> Result<String> {
+    let q = serde_urlencoded::to_string(query).context("encoding the query")?;
+    Ok(if q.is_empty() {
+        path.to_owned()
+    } else {
+        format!("{path}?{q}")
+    })
+}
+
+fn rules_query(l: &BlockList) -> RulesQuery {
+    RulesQuery {
+        target: l.target.map(|t| t.to_string()),
+        origin: l.origin.map(|o| {
+            match o {
+                Origin::Swarm => "swarm",
+                Origin::Admin => "admin",
             }
-            let mut rules = client.rules().await?;
-            rules.sort_by_key(|r| r.id);
-            emit(&render_rules(&rules, SystemTime::now()))
+            .to_owned()
+        }),
+        actor: l.actor.clone(),
+    }
+}
+
+async fn list(client: &Client, l: &BlockList) -> Result<()> {
+    let path = query_path("/v1/rules", &rules_query(l))?;
+    if l.json {
+        return print_raw(client, &path).await;
+    }
+    let mut rules: Vec<RuleView> = client.get(&path).await?;
+    rules.sort_by_key(|r| r.id);
+    emit(&render_rules(&rules, SystemTime::now()))
+}
+
+async fn preview(
+    client: &Client,
+    rules: Vec<NewRule>,
+    o: &RuleOpts,
+    default_reason: Option<String>,
+) -> Result<()> {
+    let request = AddRules {
+        rules,
+        reason: o.reason.clone().or(default_reason),
+        force: o.force,
+    };
+    let p: RulesPreview = client
+        .send(hyper::Method::POST, "/v1/rules/preview", &request)
+        .await?;
+    if o.json {
+        return print_json(&p);
+    }
+    emit(&render_preview(&p, SystemTime::now()))
+}
+
+fn render_preview(p: &RulesPreview, now: SystemTime) -> String {
+    let mut o = String::new();
+    let _ = writeln!(
+        o,
+        "dry run, nothing changed: would add {}, update {}, leave {} unchanged, refuse {}",
+        p.added.len(),
+        p.updated.len(),
+        p.unchanged.len(),
+        p.refused.len()
+    );
+    for u in &p.updated {
+        let _ = writeln!(
+            o,
+            "  update  {} (rule {}): expires {} -> {}",
+            u.target,
+            u.id.map_or_else(|| "-".into(), |i| i.to_string()),
+            fmt::expiry(u.previous_expires_at.as_deref(), now),
+            fmt::expiry(u.expires_at.as_deref(), now)
+        );
+    }
+    for r in &p.refused {
+        let _ = writeln!(o, "  refuse  {}: {}", r.target, r.why);
+    }
+    if !p.refused.is_empty() {
+        let _ = writeln!(
+            o,
+            "a refused rule fails the whole import; remove those lines (or fix the allow list) \
+             first"
+        );
+    }
+    o
+}
+
+async fn test(client: &Client, t: &BlockTest) -> Result<()> {
+    // A port implies a transport protocol; the kernel sees one on every packet with a port.
+    let proto = t.proto.or(t.port.map(|_| swarmwall::Proto::Tcp));
+    let q = VerdictQuery {
+        src: t.src.to_string(),
+        dst: t.dst.map(|d| d.to_string()),
+        proto: proto.map(|p| p.to_string()),
+        port: t.port,
+    };
+    let path = query_path("/v1/verdict", &q)?;
+    if t.json {
+        return print_raw(client, &path).await;
+    }
+    let v: VerdictView = client.get(&path).await?;
+    emit(&render_verdict(&q, &v, SystemTime::now()))
+}
+
+fn packet_text(q: &VerdictQuery) -> String {
+    let mut s = format!("from {}", q.src);
+    if let Some(d) = &q.dst {
+        let _ = write!(s, " to {d}");
+    }
+    if let Some(p) = &q.proto {
+        let _ = write!(s, " {p}");
+    }
+    if let Some(p) = q.port {
+        let _ = write!(s, " port {p}");
+    }
+    s
+}
+
+fn rule_text(r: &RuleView, now: SystemTime) -> String {
+    format!(
+        "rule {} ({} {}, scope {}, expires {}, by {}{})",
+        r.id,
+        r.action,
+        r.target,
+        fmt::scope(&r.scope),
+        fmt::expiry(r.expires_at.as_deref(), now),
+        r.actor,
+        r.reason
+            .as_deref()
+            .map(|x| format!(": {x}"))
+            .unwrap_or_default()
+    )
+}
+
+fn render_verdict(q: &VerdictQuery, v: &VerdictView, now: SystemTime) -> String {
+    let mut o = String::new();
+    let what = match (v.outcome.as_str(), &v.rule, &v.allowed_by) {
+        ("allowed", _, Some(a)) => format!("pass: allow-listed ({a})"),
+        ("passed", _, _) => "pass: no rule matches".to_owned(),
+        (_, Some(r), _) => {
+            let stage = v.stage.as_deref().unwrap_or("");
+            let verb = if v.action == "drop" {
+                "drop"
+            } else {
+                "pass, counted as would-have-dropped"
+            };
+            format!("{verb}: {} [{stage} lookup]", rule_text(r, now))
+        }
+        _ => format!("{}: {}", v.action, v.outcome),
+    };
+    let _ = writeln!(o, "a packet {}: {what}", packet_text(q));
+    if let Some(e) = &v.in_enforce_mode {
+        let _ = writeln!(
+            o,
+            "the daemon is in observe mode; in enforce mode it would {e}"
+        );
+    }
+    if !v.unmatched.is_empty() {
+        let _ = writeln!(
+            o,
+            "other rules for this source (their scope does not match):"
+        );
+        for r in &v.unmatched {
+            let _ = writeln!(o, "  {}", rule_text(r, now));
         }
     }
+    o
 }
 
 fn new_rule(target: Target, o: &RuleOpts) -> NewRule {
@@ -271,15 +446,45 @@ pub(super) fn parse_list(text: &str) -> Result<Vec<Target>> {
 }
 
 async fn del(client: &Client, d: BlockDel) -> Result<()> {
-    let mut ids = d.ids;
+    let mut ids: Vec<u64> = Vec::new();
+    let mut targets: Vec<Target> = Vec::new();
+    for r in &d.ids {
+        match r {
+            RuleRef::Id(id) => ids.push(*id),
+            RuleRef::Target(t) => targets.push(*t),
+        }
+    }
     ids.sort_unstable();
     ids.dedup();
-    if !d.yes && (d.all || ids.len() > 1) {
+    targets.sort_unstable();
+    targets.dedup();
+    if !d.yes && (d.all || ids.len() + targets.len() > 1 || !targets.is_empty()) {
         let n = if d.all {
             client.rules().await?.len()
         } else {
-            ids.len()
+            // What the daemon will remove: the ids, and every rule whose target is exactly one
+            // of the targets.
+            let mut victims = ids.clone();
+            for t in &targets {
+                let q = RulesQuery {
+                    target: Some(t.to_string()),
+                    ..RulesQuery::default()
+                };
+                let rules: Vec<RuleView> = client.get(&query_path("/v1/rules", &q)?).await?;
+                victims.extend(
+                    rules
+                        .iter()
+                        .filter(|r| r.target.parse::<Target>().is_ok_and(|rt| rt == *t))
+                        .map(|r| r.id),
+                );
+            }
+            victims.sort_unstable();
+            victims.dedup();
+            victims.len()
         };
+        if n <= 1 && !d.all {
+            return del_now(client, ids, targets, d).await;
+        }
         if n == 0 {
             return emit("no rules to delete\n");
         }
@@ -290,8 +495,13 @@ async fn del(client: &Client, d: BlockDel) -> Result<()> {
         ))
         .into());
     }
+    del_now(client, ids, targets, d).await
+}
+
+async fn del_now(client: &Client, ids: Vec<u64>, targets: Vec<Target>, d: BlockDel) -> Result<()> {
     let request = DeleteRules {
         ids,
+        targets: targets.iter().map(Target::to_string).collect(),
         all: d.all,
         yes: d.yes,
         reason: d.reason,
@@ -464,6 +674,34 @@ pub async fn swarms(client: &Client, args: SwarmsArgs) -> Result<()> {
         }
         Some(SwarmsCommand::Show { id, .. }) => {
             emit(&render_swarm(&client.swarm(id).await?, SystemTime::now()))
+        }
+        Some(SwarmsCommand::Pardon {
+            id,
+            members,
+            reason,
+            json,
+        }) => {
+            let request = PardonRequest {
+                members: members.iter().map(Target::to_string).collect(),
+                reason,
+            };
+            let r: PardonResult = client
+                .send(
+                    hyper::Method::POST,
+                    &format!("/v1/swarms/{id}/pardon"),
+                    &request,
+                )
+                .await?;
+            if json {
+                return print_json(&r);
+            }
+            emit(&match r.change_id {
+                Some(c) => format!(
+                    "{} (change {c}; `swarmwall rules undo {c}` puts the rules back)\n",
+                    r.summary
+                ),
+                None => format!("{}\n", r.summary),
+            })
         }
     }
 }

@@ -6,7 +6,7 @@
 //! never claims a rule the kernel does not have.
 
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, HashMap},
     net::IpAddr,
     sync::{Arc, Mutex, atomic::Ordering},
     time::{Duration, Instant, SystemTime},
@@ -21,6 +21,9 @@ use crate::{
             ModeView, NewRule, PageView, PipelineView, PlannedView, RefusedView, RuleCounts,
             RuleView, ScopeView, Status, SwarmView, SwarmsView, TopQuery, TopView,
         },
+        types::{
+            PardonRequest, PardonResult, PreviewItem, RulesPreview, VerdictQuery, VerdictView,
+        },
     },
     backend::{BackendError, Context, Desired, RuleBackend as _},
     daemon::{
@@ -34,6 +37,7 @@ use crate::{
     guard::Guards,
     policy::PlannedRule,
     store::{AllowRecord, Change, Op, RuleRecord, Store, StoreError},
+    verdict::{Probe, Stage},
 };
 
 /// The journal's actor for rules the swarm detector pushes.
@@ -273,8 +277,9 @@ impl Inner {
         })
     }
 
-    /// Checks a typed request against `guards` and the rules in the store, and turns it into
-    /// a record.
+    /// Checks a typed request against `guards` and turns it into a record. Whether an identical
+    /// rule exists is the caller's business: an admin's re-add updates it
+    /// ([`Inner::plan_rules`]), a swarm never stacks one ([`Inner::refuse_identical`]).
     fn new_record(
         &self,
         id: u64,
@@ -296,18 +301,6 @@ impl Inner {
         guards
             .check(&target, req.force)
             .map_err(|e| Failure::Conflict(e.to_string()))?;
-        if let Some(dup) = self
-            .store
-            .state()
-            .rules
-            .values()
-            .find(|r| r.target == target && r.action == action && r.scope == scope)
-        {
-            return Err(Failure::Conflict(format!(
-                "an identical rule already exists (id {})",
-                dup.id
-            )));
-        }
         Ok(RuleRecord {
             id,
             target,
@@ -322,8 +315,9 @@ impl Inner {
 
     /// The one way rules get in: checks every request against the guards (built once for the
     /// batch), then commits them — with `ops` first, e.g. the removal of rules they replace —
-    /// as one journaled change, and applies it. The API handler and the swarm policy both come
-    /// through here.
+    /// as one journaled change, and applies it. The swarm policy comes through here with its
+    /// requests; the API handler with the ops [`Inner::plan_rules`] made (additions and updates,
+    /// already checked against the same guards).
     pub fn commit_rules(
         &mut self,
         actor: &str,
@@ -337,7 +331,10 @@ impl Inner {
         let mut id = self.store.next_rule_id();
         let mut out = Committed::default();
         for (n, req) in requests.iter().enumerate() {
-            match self.new_record(id, req, &guards, actor, reason, now) {
+            let record = self
+                .new_record(id, req, &guards, actor, reason, now)
+                .and_then(|rec| self.refuse_identical(rec));
+            match record {
                 Ok(rec) => {
                     out.added.push((n, rec.clone()));
                     ops.push(Op::AddRule(rec));
@@ -366,6 +363,143 @@ impl Inner {
             out.change = Some(self.commit_apply(actor, reason, ops, None)?);
         }
         Ok(out)
+    }
+}
+
+/// What an [`AddRules`] request comes to against the current state.
+#[derive(Default)]
+struct RulePlan {
+    /// The ops to commit: additions, and remove + add under the same id for updates.
+    ops: Vec<Op>,
+    /// Ids of new rules.
+    added: Vec<u64>,
+    /// (old record, new expiry) of existing rules that get a new expiry.
+    updated: Vec<(RuleRecord, Option<SystemTime>)>,
+    /// (target, id) of rules already as asked, or asked for twice.
+    unchanged: Vec<(Target, u64)>,
+    /// New records, for the preview.
+    new: Vec<RuleRecord>,
+    /// (target as given, why) of rules the checks refuse.
+    refused: Vec<(String, Failure)>,
+}
+
+/// Expiries closer than this are the same: a request repeated within a second changes nothing.
+const SAME_EXPIRY: Duration = Duration::from_secs(1);
+
+fn same_expiry(a: Option<SystemTime>, b: Option<SystemTime>) -> bool {
+    match (a, b) {
+        (None, None) => true,
+        (Some(a), Some(b)) => {
+            a.duration_since(b)
+                .or_else(|_| b.duration_since(a))
+                .unwrap_or_default()
+                < SAME_EXPIRY
+        }
+        _ => false,
+    }
+}
+
+impl Inner {
+    /// `rec` unless a rule with its target, action and scope exists: a swarm never stacks a
+    /// second rule on one (an admin's re-add updates it instead, see [`Inner::plan_rules`]).
+    fn refuse_identical(&self, rec: RuleRecord) -> Result<RuleRecord, Failure> {
+        match self
+            .store
+            .state()
+            .rules
+            .values()
+            .find(|r| r.target == rec.target && r.action == rec.action && r.scope == rec.scope)
+        {
+            Some(dup) => Err(Failure::Conflict(format!(
+                "an identical rule already exists (id {})",
+                dup.id
+            ))),
+            None => Ok(rec),
+        }
+    }
+
+    /// Plans `req`: each rule is new, an update of the existing rule with the same target,
+    /// action and scope (a new expiry: longer or shorter), unchanged, or refused by the checks.
+    fn plan_rules(&self, req: &AddRules, actor: &str, now: SystemTime) -> RulePlan {
+        let mut plan = RulePlan::default();
+        let existing: HashMap<(Target, Action, Scope), &RuleRecord> = self
+            .store
+            .state()
+            .rules
+            .values()
+            .map(|r| ((r.target, r.action, r.scope), r))
+            .collect();
+        let mut seen: HashMap<(Target, Action, Scope), u64> = HashMap::new();
+        let mut next = self.store.next_rule_id();
+        let guards = self.guards();
+        for (n, r) in req.rules.iter().enumerate() {
+            let record = self.rule_request(r, req.force).and_then(|request| {
+                self.new_record(next, &request, &guards, actor, req.reason.as_deref(), now)
+            });
+            let rec = match record {
+                Ok(rec) => rec,
+                Err(e) => {
+                    let e = match e {
+                        Failure::BadRequest(m) if req.rules.len() > 1 => {
+                            Failure::BadRequest(format!("rule {} ({}): {m}", n + 1, r.target))
+                        }
+                        Failure::Conflict(m) if req.rules.len() > 1 => {
+                            Failure::Conflict(format!("rule {} ({}): {m}", n + 1, r.target))
+                        }
+                        e => e,
+                    };
+                    plan.refused.push((r.target.clone(), e));
+                    continue;
+                }
+            };
+            let key = (rec.target, rec.action, rec.scope);
+            if let Some(&id) = seen.get(&key) {
+                plan.unchanged.push((rec.target, id));
+                continue;
+            }
+            match existing.get(&key) {
+                Some(old) if same_expiry(old.expires_at, rec.expires_at) => {
+                    plan.unchanged.push((rec.target, old.id));
+                    seen.insert(key, old.id);
+                }
+                Some(old) => {
+                    // Only the expiry changes: the rule keeps its id, origin and counters'
+                    // meaning; the journal change says who updated it and why.
+                    let new = RuleRecord {
+                        expires_at: rec.expires_at,
+                        ..(*old).clone()
+                    };
+                    plan.ops.push(Op::RemoveRule((*old).clone()));
+                    plan.ops.push(Op::AddRule(new));
+                    plan.updated.push(((*old).clone(), rec.expires_at));
+                    seen.insert(key, old.id);
+                }
+                None => {
+                    seen.insert(key, next);
+                    plan.added.push(next);
+                    plan.new.push(rec.clone());
+                    plan.ops.push(Op::AddRule(rec));
+                    next += 1;
+                }
+            }
+        }
+        plan
+    }
+}
+
+fn rule_view(r: &RuleRecord, h: swarmwall_maps::RuleHits) -> RuleView {
+    RuleView {
+        id: r.id,
+        target: r.target.to_string(),
+        action: r.action.to_string(),
+        scope: scope_view(&r.scope),
+        expires_at: r.expires_at.map(rfc3339),
+        created_at: rfc3339(r.created_at),
+        actor: r.actor.clone(),
+        reason: r.reason.clone(),
+        hits: h.packets,
+        dropped: h.dropped_packets,
+        dropped_bytes: h.dropped_bytes,
     }
 }
 
@@ -504,6 +638,7 @@ fn result(change: &Change, rules: Vec<u64>) -> ChangeResult {
         change_id: change.id,
         rules,
         summary: Store::summary(change),
+        ..ChangeResult::default()
     }
 }
 
@@ -728,22 +863,7 @@ impl Control for Daemon {
                 .state()
                 .rules
                 .values()
-                .map(|r| {
-                    let h = hits.get(&r.id).copied().unwrap_or_default();
-                    RuleView {
-                        id: r.id,
-                        target: r.target.to_string(),
-                        action: r.action.to_string(),
-                        scope: scope_view(&r.scope),
-                        expires_at: r.expires_at.map(rfc3339),
-                        created_at: rfc3339(r.created_at),
-                        actor: r.actor.clone(),
-                        reason: r.reason.clone(),
-                        hits: h.packets,
-                        dropped: h.dropped_packets,
-                        dropped_bytes: h.dropped_bytes,
-                    }
-                })
+                .map(|r| rule_view(r, hits.get(&r.id).copied().unwrap_or_default()))
                 .collect())
         })
     }
@@ -752,52 +872,95 @@ impl Control for Daemon {
         if req.rules.is_empty() {
             return Err(Failure::BadRequest("no rules given".into()));
         }
+        crate::api::check_reason(req.reason.as_deref())?;
         self.with(|i| {
-            let requests = req
-                .rules
-                .iter()
-                .enumerate()
-                .map(|(n, r)| {
-                    i.rule_request(r, req.force).map_err(|e| match e {
-                        Failure::BadRequest(m) if req.rules.len() > 1 => {
-                            Failure::BadRequest(format!("rule {} ({}): {m}", n + 1, r.target))
-                        }
-                        e => e,
-                    })
-                })
-                .collect::<Result<Vec<_>, _>>()?;
             let who = actor.name();
-            let done = i.commit_rules(
-                &who,
-                req.reason.as_deref(),
-                &requests,
-                Vec::new(),
-                OnRefusal::Abort,
-            )?;
-            let ids = done.added.iter().map(|(_, r)| r.id).collect();
-            let change = done
+            let mut plan = i.plan_rules(&req, &who, SystemTime::now());
+            if !plan.refused.is_empty() {
+                let n = plan.refused.len();
+                let (_, first) = plan.refused.swap_remove(0);
+                if n == 1 {
+                    return Err(first);
+                }
+                let more = format!(
+                    " (and {} more refused; `swarmwall block import --dry-run` lists them all)",
+                    n - 1
+                );
+                return Err(match first {
+                    Failure::BadRequest(m) => Failure::BadRequest(m + &more),
+                    Failure::Conflict(m) => Failure::Conflict(m + &more),
+                    e => e,
+                });
+            }
+            let updated: Vec<u64> = plan.updated.iter().map(|(r, _)| r.id).collect();
+            let unchanged: Vec<u64> = plan.unchanged.iter().map(|(_, id)| *id).collect();
+            if plan.ops.is_empty() {
+                return Ok(ChangeResult {
+                    change_id: 0,
+                    rules: vec![],
+                    summary: format!(
+                        "nothing to change: {} already in force as asked",
+                        if unchanged.len() == 1 {
+                            format!("the rule (id {}) is", unchanged[0])
+                        } else {
+                            format!("{} rules are", unchanged.len())
+                        }
+                    ),
+                    updated,
+                    unchanged,
+                });
+            }
+            let change = i
+                .commit_rules(&who, req.reason.as_deref(), &[], plan.ops, OnRefusal::Abort)?
                 .change
                 .ok_or_else(|| Failure::Internal("no change committed".into()))?;
-            Ok(result(&change, ids))
+            let mut r = result(&change, plan.added);
+            if !unchanged.is_empty() {
+                r.summary
+                    .push_str(&format!("; {} unchanged", unchanged.len()));
+            }
+            r.updated = updated;
+            r.unchanged = unchanged;
+            Ok(r)
         })
     }
 
     fn delete_rules(&self, actor: &Actor, req: DeleteRules) -> Result<ChangeResult, Failure> {
+        crate::api::check_reason(req.reason.as_deref())?;
+        let targets = req
+            .targets
+            .iter()
+            .map(|t| {
+                t.parse::<Target>()
+                    .map_err(|e| Failure::BadRequest(format!("target: {e}")))
+            })
+            .collect::<Result<Vec<Target>, Failure>>()?;
         self.with(|i| {
             let rules = &i.store.state().rules;
             let victims: Vec<RuleRecord> = if req.all {
                 rules.values().cloned().collect()
             } else {
-                let mut v = Vec::new();
+                let mut v: BTreeMap<u64, RuleRecord> = BTreeMap::new();
                 for id in &req.ids {
-                    v.push(
-                        rules
-                            .get(id)
-                            .cloned()
-                            .ok_or_else(|| Failure::NotFound(format!("no rule with id {id}")))?,
-                    );
+                    let r = rules
+                        .get(id)
+                        .ok_or_else(|| Failure::NotFound(format!("no rule with id {id}")))?;
+                    v.insert(r.id, r.clone());
                 }
-                v
+                for t in &targets {
+                    let mut found = false;
+                    for r in rules.values().filter(|r| r.target == *t) {
+                        found = true;
+                        v.insert(r.id, r.clone());
+                    }
+                    if !found {
+                        return Err(Failure::NotFound(format!(
+                            "no rule has the target {t} (`swarmwall block list --target {t}` \
+                             shows the rules that cover it)"
+                        )));
+                    }
+                }
+                v.into_values().collect()
             };
             if victims.is_empty() {
                 return Err(Failure::BadRequest("no rules to remove".into()));
@@ -841,6 +1004,7 @@ impl Control for Daemon {
     }
 
     fn allow_add(&self, actor: &Actor, req: AllowRequest) -> Result<ChangeResult, Failure> {
+        crate::api::check_reason(req.reason.as_deref())?;
         let target: Target = req
             .target
             .parse()
@@ -868,6 +1032,7 @@ impl Control for Daemon {
     }
 
     fn allow_delete(&self, actor: &Actor, req: AllowRequest) -> Result<ChangeResult, Failure> {
+        crate::api::check_reason(req.reason.as_deref())?;
         let target: Target = req
             .target
             .parse()
@@ -902,6 +1067,7 @@ impl Control for Daemon {
     }
 
     fn set_mode(&self, actor: &Actor, req: ModeView) -> Result<ChangeResult, Failure> {
+        crate::api::check_reason(req.reason.as_deref())?;
         let to = match req.mode.as_str() {
             "enforce" => Mode::Enforce,
             "observe" => Mode::Observe,
@@ -1001,5 +1167,259 @@ impl Control for Daemon {
             .ok_or_else(|| Failure::NotFound(format!("no swarm with id {id}")))?;
         let hits = self.dropped_by_rule([t])?;
         Ok(self.swarm_view(t, &hits))
+    }
+
+    fn preview_rules(&self, req: AddRules) -> Result<RulesPreview, Failure> {
+        if req.rules.is_empty() {
+            return Err(Failure::BadRequest("no rules given".into()));
+        }
+        self.with(|i| {
+            let plan = i.plan_rules(&req, "preview", SystemTime::now());
+            let expiry = |t: Option<SystemTime>| t.map(rfc3339);
+            let by_id = &i.store.state().rules;
+            Ok(RulesPreview {
+                added: plan
+                    .new
+                    .iter()
+                    .map(|r| PreviewItem {
+                        target: r.target.to_string(),
+                        id: None,
+                        expires_at: expiry(r.expires_at),
+                        previous_expires_at: None,
+                    })
+                    .collect(),
+                updated: plan
+                    .updated
+                    .iter()
+                    .map(|(old, new)| PreviewItem {
+                        target: old.target.to_string(),
+                        id: Some(old.id),
+                        expires_at: expiry(*new),
+                        previous_expires_at: expiry(old.expires_at),
+                    })
+                    .collect(),
+                unchanged: plan
+                    .unchanged
+                    .iter()
+                    .map(|(t, id)| PreviewItem {
+                        target: t.to_string(),
+                        id: by_id.contains_key(id).then_some(*id),
+                        expires_at: by_id.get(id).and_then(|r| expiry(r.expires_at)),
+                        previous_expires_at: None,
+                    })
+                    .collect(),
+                refused: plan
+                    .refused
+                    .into_iter()
+                    .map(|(target, why)| RefusedView {
+                        target,
+                        why: why.to_string(),
+                    })
+                    .collect(),
+            })
+        })
+    }
+
+    fn verdict(&self, q: &VerdictQuery) -> Result<VerdictView, Failure> {
+        let bad = |m: String| Failure::BadRequest(m);
+        let src: IpAddr = q
+            .src
+            .parse()
+            .map_err(|_| bad(format!("src '{}' is not an IP address", q.src)))?;
+        let dst = match &q.dst {
+            Some(d) => Some(
+                d.parse::<IpAddr>()
+                    .map_err(|_| bad(format!("dst '{d}' is not an IP address")))?,
+            ),
+            None => None,
+        };
+        if dst.is_some_and(|d| d.is_ipv4() != src.is_ipv4()) {
+            return Err(bad(format!(
+                "src {src} and dst {} are of different address families",
+                q.dst.as_deref().unwrap_or_default()
+            )));
+        }
+        let proto = match &q.proto {
+            Some(p) => Some(p.parse::<Proto>().map_err(|e| bad(e.to_string()))?),
+            None => None,
+        };
+        if q.port == Some(0) {
+            return Err(bad("port 0 is not a destination port".into()));
+        }
+        let probe = Probe {
+            src,
+            dst,
+            proto,
+            port: q.port,
+        };
+        self.with(|i| {
+            let now = SystemTime::now();
+            let state = i.store.state();
+            let allow: Vec<Target> = i
+                .config
+                .allow
+                .iter()
+                .chain(state.allow.keys())
+                .copied()
+                .collect();
+            let v = crate::verdict::decide(state.rules.values(), &allow, state.mode, &probe, now);
+            let mut ids: Vec<u64> = v.rule.iter().map(|(id, _)| *id).collect();
+            ids.extend(&v.unmatched);
+            let hits: BTreeMap<u64, swarmwall_maps::RuleHits> =
+                i.dp.rule_hits(ids).map_err(internal)?.into_iter().collect();
+            let view = |id: &u64| {
+                state
+                    .rules
+                    .get(id)
+                    .map(|r| rule_view(r, hits.get(id).copied().unwrap_or_default()))
+            };
+            let in_enforce_mode = (state.mode == Mode::Observe).then(|| {
+                let e = crate::verdict::decide(
+                    state.rules.values(),
+                    &allow,
+                    Mode::Enforce,
+                    &probe,
+                    now,
+                );
+                if e.outcome.drops() { "drop" } else { "pass" }.to_owned()
+            });
+            Ok(VerdictView {
+                action: if v.outcome.drops() { "drop" } else { "pass" }.into(),
+                outcome: v.outcome.stat_name().into(),
+                mode: mode_name(state.mode).into(),
+                allowed_by: v.allowed_by.map(|a| a.to_string()),
+                rule: v.rule.and_then(|(id, _)| view(&id)),
+                stage: v.rule.map(|(_, st)| {
+                    match st {
+                        Stage::Exact => "exact",
+                        Stage::Prefix => "prefix",
+                    }
+                    .to_owned()
+                }),
+                counted: v.counted,
+                in_enforce_mode,
+                unmatched: v.unmatched.iter().filter_map(view).collect(),
+            })
+        })
+    }
+
+    fn pardon(&self, actor: &Actor, id: u64, req: PardonRequest) -> Result<PardonResult, Failure> {
+        crate::api::check_reason(req.reason.as_deref())?;
+        let asked = req
+            .members
+            .iter()
+            .map(|m| {
+                m.parse::<Target>()
+                    .map_err(|e| Failure::BadRequest(format!("member: {e}")))
+            })
+            .collect::<Result<Vec<Target>, Failure>>()?;
+        let overlaps =
+            |a: &Target, b: &Target| a.net().contains(&b.net()) || b.net().contains(&a.net());
+        // Book, then daemon state: the order the detector thread takes them in.
+        let mut book = self.book.lock().unwrap_or_else(|p| p.into_inner());
+        let t = book
+            .swarms
+            .get_mut(&id)
+            .ok_or_else(|| Failure::NotFound(format!("no swarm with id {id}")))?;
+        let members: Vec<Target> = t.swarm.members.iter().map(|m| Target::Addr(*m)).collect();
+        for a in &asked {
+            let known = members.iter().any(|m| overlaps(m, a))
+                || t.rules.iter().any(|p| overlaps(&p.target, a));
+            if !known {
+                return Err(Failure::NotFound(format!(
+                    "{a} is not a member of swarm {id} (`swarmwall swarms show {id}` lists them)"
+                )));
+            }
+        }
+        let pardoned: Vec<Target> = if asked.is_empty() {
+            members
+        } else {
+            members
+                .into_iter()
+                .filter(|m| asked.iter().any(|a| overlaps(m, a)))
+                .chain(
+                    asked
+                        .iter()
+                        .copied()
+                        .filter(|a| matches!(a, Target::Net(_))),
+                )
+                .collect()
+        };
+        let hit = |target: &Target| pardoned.iter().any(|p| overlaps(p, target));
+        let victims: Vec<u64> = t
+            .rules
+            .iter()
+            .filter(|p| hit(&p.target))
+            .map(|p| p.id)
+            .collect();
+        let reason = match &req.reason {
+            Some(r) => format!("pardon of swarm {id}: {r}"),
+            None => format!("pardon of swarm {id}"),
+        };
+        let change = self.with(|i| {
+            let ops: Vec<Op> = victims
+                .iter()
+                .filter_map(|rid| i.store.state().rules.get(rid).cloned())
+                .map(Op::RemoveRule)
+                .collect();
+            if ops.is_empty() {
+                return Ok(None);
+            }
+            i.commit_apply(&actor.name(), Some(&reason), ops, None)
+                .map(Some)
+        })?;
+        // Counted as pardoned here, not by the detector's next look at the store: a rule close
+        // to its expiry would otherwise pass for expired and its member be blocked again.
+        let removed: Vec<u64> = change
+            .iter()
+            .flat_map(|c| c.ops.iter())
+            .filter_map(|op| match op {
+                Op::RemoveRule(r) => Some(r.id),
+                _ => None,
+            })
+            .collect();
+        t.rules.retain(|p| !victims.contains(&p.id));
+        t.pardoned += removed.len();
+        let (dropped, kept): (Vec<_>, Vec<_>) = std::mem::take(&mut t.planned)
+            .into_iter()
+            .partition(|(r, _)| hit(&r.target));
+        t.planned = kept;
+        // A pardoned member's own rule is gone already; the single-address rules a dropped
+        // prefix would have replaced stay in force.
+        t.superseded.retain(|(_, target)| {
+            !hit(target)
+                && !dropped
+                    .iter()
+                    .any(|(d, _)| d.target.net().contains(&target.net()))
+        });
+        let planned_dropped = dropped.len();
+        for p in &pardoned {
+            if !t.pardons.contains(p) {
+                t.pardons.push(*p);
+            }
+        }
+        let names: Vec<String> = pardoned.iter().map(Target::to_string).collect();
+        let summary = format!(
+            "pardoned {} member{} of swarm {id}: removed {} rule{}{}{}",
+            names.len(),
+            if names.len() == 1 { "" } else { "s" },
+            removed.len(),
+            if removed.len() == 1 { "" } else { "s" },
+            if planned_dropped > 0 {
+                format!(", dropped {planned_dropped} planned")
+            } else {
+                String::new()
+            },
+            "; the swarm will not block them again"
+        );
+        tracing::info!(swarm = id, rules = removed.len(), "{summary}");
+        Ok(PardonResult {
+            swarm: id,
+            change_id: change.map(|c| c.id),
+            rules: removed,
+            members: names,
+            planned_dropped,
+            summary,
+        })
     }
 }

@@ -139,6 +139,9 @@ pub struct Tracked {
     pub expired: usize,
     /// Rules removed by someone else (delete, undo) before they expired.
     pub pardoned: usize,
+    /// Members (or prefixes) an admin pardoned (`swarmwall swarms pardon`): no rule covering
+    /// one is planned or pushed for this swarm again.
+    pub pardons: Vec<Target>,
     /// When its first rules were in the kernel (monotonic ns).
     pub blocked_ns: Option<u64>,
     /// The impact preview of its last plan.
@@ -174,6 +177,7 @@ impl Tracked {
             changes: Vec::new(),
             expired: 0,
             pardoned: 0,
+            pardons: Vec::new(),
             blocked_ns: None,
             impact: 0.0,
             retry_at_ns: 0,
@@ -320,9 +324,21 @@ impl Engine {
                 t.impact = plan.impact;
             }
             t.refuse(plan.refused);
-            t.planned
-                .extend(plan.rules.into_iter().map(|r| (r, now_ns)));
-            t.superseded.extend(plan.superseded);
+            let pardoned = |target: &Target| {
+                t.pardons
+                    .iter()
+                    .any(|p| p.net().contains(&target.net()) || target.net().contains(&p.net()))
+            };
+            let (dropped, rules): (Vec<PlannedRule>, Vec<PlannedRule>) =
+                plan.rules.into_iter().partition(|r| pardoned(&r.target));
+            // The single-address rules a dropped prefix would have replaced stay in force.
+            let superseded: Vec<(Site, Target)> = plan
+                .superseded
+                .into_iter()
+                .filter(|(_, tg)| !dropped.iter().any(|d| d.target.net().contains(&tg.net())))
+                .collect();
+            t.planned.extend(rules.into_iter().map(|r| (r, now_ns)));
+            t.superseded.extend(superseded);
         }
         b.tracked_sources = self.det.tracked_sources();
         if enforcer.mode() != Mode::Enforce {
@@ -729,6 +745,28 @@ mod tests {
         assert!(again.iter().all(|r| r.target != pardoned));
         let b = book.lock().unwrap();
         assert_eq!((b.swarms[&1].expired, b.swarms[&1].pardoned), (1, 1));
+    }
+
+    #[test]
+    fn a_pardoned_member_is_not_blocked_again_even_after_its_rule_expired() {
+        let (fake, book) = (Fake::default(), Mutex::new(Book::default()));
+        let mut engine = Engine::new(&Settings::default());
+        attack(&mut engine, 0, 8, &fake, &book);
+        let first = fake.pushes.lock().unwrap().concat().len();
+        // Its rule expired (which alone lets a resuming member be blocked again), and an admin
+        // pardoned it.
+        let pardoned = {
+            let mut b = book.lock().unwrap();
+            let t = b.swarms.get_mut(&1).unwrap();
+            t.rules[0].expires = SystemTime::now() - Duration::from_secs(5);
+            fake.alive.lock().unwrap().insert(t.rules[0].id, false);
+            t.pardons.push(t.rules[0].target);
+            t.rules[0].target
+        };
+        attack(&mut engine, 8, 12, &fake, &book);
+        let pushes = fake.pushes.lock().unwrap();
+        let again: Vec<&PlannedRule> = pushes.iter().flatten().skip(first).collect();
+        assert!(again.iter().all(|r| r.target != pardoned), "{again:?}");
     }
 
     #[test]

@@ -16,7 +16,9 @@
 //!   "undoes":5}`. Other ops are `remove_rule` (same fields as `add_rule`), `add_allow` and
 //!   `remove_allow` (`target`, `created_at`, `actor`, `reason`), and `repair` (`what`,
 //!   `original`: a repair by `swarmwall rules repair`, no effect on the state). Absent optional
-//!   fields are left out; times are RFC 3339 in UTC with nanoseconds.
+//!   fields are left out; times are RFC 3339 in UTC with nanoseconds. An *update* of a rule (a
+//!   new expiry) is a `remove_rule` of the old record followed by an `add_rule` of the new one
+//!   under the same id, in one change, the two records equal but for `expires_at`.
 //! - `snapshot.json`: `{"crc":…,"snapshot":{"format":1,"last_change":…,"next_change_id":…,
 //!   "next_rule_id":…,"mode":"enforce","rules":[…],"allow":[…]}}`, replaced atomically
 //!   (`snapshot.json.tmp`, fsync, rename, fsync of the directory).
@@ -305,12 +307,24 @@ impl Book {
             return Err(StoreError::NoSuchChange { id });
         }
         let mut draft = Draft::new(&self.state);
+        // Rules this change removes: adding one back in the same change with nothing but
+        // another expiry is an update of that rule, not the reuse of an old id.
+        let mut removed: HashMap<u64, &RuleRecord> = HashMap::new();
         for op in ops {
+            if let Op::RemoveRule(r) = op {
+                removed.insert(r.id, r);
+            }
             if let Op::AddRule(r) = op {
                 if r.id == 0 {
                     return Err(StoreError::Conflict("rule id 0 is reserved".into()));
                 }
-                if undoes.is_none() && r.id < self.next_rule_id {
+                let update = removed.get(&r.id).is_some_and(|old| {
+                    RuleRecord {
+                        expires_at: r.expires_at,
+                        ..(*old).clone()
+                    } == *r
+                });
+                if undoes.is_none() && r.id < self.next_rule_id && !update {
                     return Err(StoreError::Conflict(format!(
                         "rule id {} was used before; the next new id is {}",
                         r.id, self.next_rule_id
@@ -927,39 +941,84 @@ impl Store {
     /// `mode enforce -> observe`, `undo change 12: remove 3 rules`.
     pub fn summary(change: &Change) -> String {
         let count = |f: fn(&Op) -> bool| change.ops.iter().filter(|op| f(op)).count();
+        // A rule removed and added back under its id in one change was updated (see the
+        // module docs): it is neither an addition nor a removal.
+        let removed: std::collections::HashSet<u64> = change
+            .ops
+            .iter()
+            .filter_map(|op| match op {
+                Op::RemoveRule(r) => Some(r.id),
+                _ => None,
+            })
+            .collect();
+        let updated: Vec<&RuleRecord> = change
+            .ops
+            .iter()
+            .filter_map(|op| match op {
+                Op::AddRule(r) if removed.contains(&r.id) => Some(r),
+                _ => None,
+            })
+            .collect();
+        let is_update = |r: &RuleRecord| updated.iter().any(|u| u.id == r.id);
+        let added: Vec<&RuleRecord> = change
+            .ops
+            .iter()
+            .filter_map(|op| match op {
+                Op::AddRule(r) if !is_update(r) => Some(r),
+                _ => None,
+            })
+            .collect();
+        let gone: Vec<&RuleRecord> = change
+            .ops
+            .iter()
+            .filter_map(|op| match op {
+                Op::RemoveRule(r) if !is_update(r) => Some(r),
+                _ => None,
+            })
+            .collect();
+        let life = |r: &RuleRecord| match r.expires_at.map(|t| t.duration_since(change.at)) {
+            None => "permanent".to_owned(),
+            Some(Ok(ttl)) => format!(
+                "ttl {}",
+                humantime::format_duration(Duration::from_secs(ttl.as_secs()))
+            ),
+            Some(Err(_)) => "expired".to_owned(),
+        };
         let mut parts = Vec::new();
-        match count(|op| matches!(op, Op::AddRule(_))) {
-            0 => {}
-            1 => {
-                if let Some(Op::AddRule(r)) =
-                    change.ops.iter().find(|op| matches!(op, Op::AddRule(_)))
-                {
-                    let life = match r.expires_at.map(|t| t.duration_since(r.created_at)) {
-                        None => "permanent".to_owned(),
-                        Some(Ok(ttl)) => format!(
-                            "ttl {}",
-                            humantime::format_duration(Duration::from_secs(ttl.as_secs()))
-                        ),
-                        Some(Err(_)) => "expired".to_owned(),
-                    };
-                    parts.push(format!(
-                        "add 1 rule: {} {} (scope {}, {life})",
-                        r.action, r.target, r.scope
-                    ));
-                }
+        match added.as_slice() {
+            [] => {}
+            [r] => {
+                let life = match r.expires_at.map(|t| t.duration_since(r.created_at)) {
+                    None => "permanent".to_owned(),
+                    Some(Ok(ttl)) => format!(
+                        "ttl {}",
+                        humantime::format_duration(Duration::from_secs(ttl.as_secs()))
+                    ),
+                    Some(Err(_)) => "expired".to_owned(),
+                };
+                parts.push(format!(
+                    "add 1 rule: {} {} (scope {}, {life})",
+                    r.action, r.target, r.scope
+                ));
             }
-            n => parts.push(format!("add {n} rules")),
+            many => parts.push(format!("add {} rules", many.len())),
         }
-        match count(|op| matches!(op, Op::RemoveRule(_))) {
-            0 => {}
-            1 => {
-                if let Some(Op::RemoveRule(r)) =
-                    change.ops.iter().find(|op| matches!(op, Op::RemoveRule(_)))
-                {
-                    parts.push(format!("remove rule {} ({} {})", r.id, r.action, r.target));
-                }
-            }
-            n => parts.push(format!("remove {n} rules")),
+        match updated.as_slice() {
+            [] => {}
+            [r] => parts.push(format!(
+                "update rule {}: {} {} (scope {}, now {})",
+                r.id,
+                r.action,
+                r.target,
+                r.scope,
+                life(r)
+            )),
+            many => parts.push(format!("update {} rules", many.len())),
+        }
+        match gone.as_slice() {
+            [] => {}
+            [r] => parts.push(format!("remove rule {} ({} {})", r.id, r.action, r.target)),
+            many => parts.push(format!("remove {} rules", many.len())),
         }
         match count(|op| matches!(op, Op::AddAllow(_))) {
             0 => {}

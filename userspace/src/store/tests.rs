@@ -328,7 +328,8 @@ fn changes_are_all_or_nothing() {
 
     assert_eq!(image(&s), before);
     assert_eq!(journal_lines(dir), lines);
-    // Outside an undo, even a change that removes a rule cannot re-add its id.
+    // Outside an undo, even a change that removes a rule cannot re-add its id with other
+    // fields (only its expiry may change: an update).
     let mut readded = rule(1, "192.0.2.1");
     readded.reason = Some("edited".into());
     let e = s.commit(
@@ -1238,4 +1239,36 @@ fn random_histories_survive_reopen() {
         }
         reopen(dir, s);
     }
+}
+
+#[test]
+fn an_update_is_remove_and_add_under_one_id_in_one_change() {
+    let dir = TempDir::new().unwrap();
+    let mut s = open(dir.path());
+    add(&mut s, "192.0.2.7");
+    let old = s.state().rules[&1].clone();
+    let mut new = old.clone();
+    new.expires_at = Some(t(3600));
+    // Re-adding a used id on its own is still refused: only an update may bring it back.
+    assert!(
+        s.commit("admin", None, vec![Op::AddRule(new.clone())], None)
+            .is_err()
+    );
+    let c = s
+        .commit(
+            "admin",
+            None,
+            vec![Op::RemoveRule(old.clone()), Op::AddRule(new.clone())],
+            None,
+        )
+        .unwrap();
+    assert_eq!(s.state().rules[&1], new);
+    assert!(Store::summary(&c).starts_with("update rule 1: drop 192.0.2.7"));
+    let s = reopen(dir.path(), s);
+    assert_eq!(s.state().rules[&1], new);
+    let mut s = s;
+    let undo = s.undo_ops(c.id).unwrap();
+    s.commit("admin", None, undo, Some(c.id)).unwrap();
+    assert_eq!(s.state().rules[&1], old);
+    assert_eq!(s.next_rule_id(), 2);
 }
