@@ -224,7 +224,8 @@ mod tests {
             done,
             Reconciled {
                 added: 2,
-                removed: 1
+                removed: 1,
+                retimed: 0
             }
         );
         assert_eq!(reconciled.rules, applied.rules);

@@ -68,6 +68,8 @@ pub struct Reconciled {
     pub added: usize,
     /// Rules removed.
     pub removed: usize,
+    /// Rules kept, with their expiry set to the store's.
+    pub retimed: usize,
 }
 
 /// Whether a backend enforces.

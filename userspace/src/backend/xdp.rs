@@ -3,7 +3,37 @@
 use std::collections::BTreeMap;
 
 use super::{BackendError, Context, Desired, Health, Hits, Reconciled, RuleBackend, spec_of};
-use crate::{Dataplane, RuleSpec, store::Op};
+use std::time::Duration;
+
+use crate::{
+    Dataplane, RuleSpec,
+    dataplane::monotonic_ns,
+    store::{Op, RuleRecord},
+};
+
+/// How far the kernel's expiry may be from the store's before the rule is replaced: the
+/// wall-clock to monotonic conversion of two starts differs by a few milliseconds.
+const EXPIRY_SLACK: Duration = Duration::from_secs(2);
+
+/// True if `new` is `old` with another expiry: how the store writes an update.
+fn is_update(old: &RuleRecord, new: &RuleRecord) -> bool {
+    old.id == new.id
+        && RuleRecord {
+            expires_at: new.expires_at,
+            ..old.clone()
+        } == *new
+}
+
+/// True if a kernel expiry (`CLOCK_MONOTONIC` ns, 0 for never) is the store's `ttl` from now.
+fn same_expiry(ttl: Option<Duration>, expires_ns: u64, now_ns: u64) -> bool {
+    match ttl {
+        None => expires_ns == 0,
+        Some(ttl) => {
+            let want = now_ns.saturating_add(u64::try_from(ttl.as_nanos()).unwrap_or(u64::MAX));
+            expires_ns != 0 && want.abs_diff(expires_ns) <= EXPIRY_SLACK.as_nanos() as u64
+        }
+    }
+}
 
 impl RuleBackend for Dataplane {
     fn name(&self) -> &'static str {
@@ -11,7 +41,21 @@ impl RuleBackend for Dataplane {
     }
 
     fn apply(&mut self, ops: &[Op], ctx: &Context<'_>) -> Result<(), BackendError> {
-        for op in ops {
+        let mut ops = ops.iter().peekable();
+        while let Some(op) = ops.next() {
+            // An update (the store's remove + add of one rule, new expiry only) is done in
+            // place, so the source never passes in between.
+            if let (Op::RemoveRule(old), Some(Op::AddRule(new))) = (op, ops.peek())
+                && is_update(old, new)
+                && self.table().get(old.id).is_some()
+            {
+                ops.next();
+                match spec_of(new, ctx.now) {
+                    Some(spec) => self.retime_rule(new.id, spec.ttl)?,
+                    None => self.remove_rule(new.id)?,
+                }
+                continue;
+            }
             match op {
                 Op::AddRule(r) => {
                     if let Some(spec) = spec_of(r, ctx.now) {
@@ -47,20 +91,28 @@ impl RuleBackend for Dataplane {
             .values()
             .filter_map(|r| spec_of(r, want.now).map(|s| (r.id, s)))
             .collect();
-        let actual: Vec<(u64, RuleSpec)> = self
+        let actual: Vec<(u64, RuleSpec, u64)> = self
             .table()
             .rules()
-            .map(|(id, e)| (id, e.spec.clone()))
+            .map(|(id, e)| (id, e.spec.clone(), e.expires_ns))
             .collect();
+        let mono_now = monotonic_ns();
         let mut done = Reconciled::default();
-        for (id, spec) in &actual {
-            let keep = desired.get(id).is_some_and(|d| {
+        for (id, spec, expires_ns) in &actual {
+            let same_rule = desired.get(id).filter(|d| {
                 d.target == spec.target && d.action == spec.action && d.scope == spec.scope
             });
-            if !keep {
-                self.remove_rule(*id)?;
-                done.removed += 1;
+            // The expiry counts too: a rule whose life the store changed (an update, a repaired
+            // journal) would otherwise stop dropping in the kernel while the store still has it.
+            if let Some(d) = same_rule {
+                if !same_expiry(d.ttl, *expires_ns, mono_now) {
+                    self.retime_rule(*id, d.ttl)?;
+                    done.retimed += 1;
+                }
+                continue;
             }
+            self.remove_rule(*id)?;
+            done.removed += 1;
         }
         for (id, spec) in desired {
             if self.table().get(id).is_none() {
@@ -109,5 +161,28 @@ impl RuleBackend for Dataplane {
                 )
             })
             .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn expiry_matches_within_the_slack_only() {
+        let now = 1_000_000_000_000;
+        let hour = Duration::from_secs(3600);
+        let at = |d: Duration| now + d.as_nanos() as u64;
+        assert!(same_expiry(None, 0, now));
+        assert!(!same_expiry(None, at(hour), now));
+        assert!(!same_expiry(Some(hour), 0, now));
+        assert!(same_expiry(Some(hour), at(hour), now));
+        assert!(same_expiry(
+            Some(hour),
+            at(hour + Duration::from_secs(1)),
+            now
+        ));
+        assert!(!same_expiry(Some(hour), at(Duration::from_secs(600)), now));
+        assert!(same_expiry(Some(Duration::MAX), u64::MAX, now));
     }
 }

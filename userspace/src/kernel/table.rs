@@ -293,6 +293,57 @@ impl RuleTable {
         }
     }
 
+    /// Gives rule `id` a new lifetime (`ttl` from `now_ns`; `None`: permanent) in place: one
+    /// rewrite of its slot, same place in its chain. An update of a rule's expiry as a removal
+    /// and an addition would leave a moment in which the source passes.
+    pub fn retime(
+        &mut self,
+        id: RuleId,
+        ttl: Option<std::time::Duration>,
+        now_ns: u64,
+    ) -> Result<Vec<Op>, RuleError> {
+        let entry = self
+            .rules
+            .get_mut(&id)
+            .ok_or(RuleError::NoSuchRule { id })?;
+        entry.spec.ttl = ttl;
+        entry.expires_ns = ttl
+            .map(|t| now_ns.saturating_add(t.as_nanos().min(u64::MAX as u128) as u64))
+            .unwrap_or(0);
+        let slot = entry.slot;
+        let next = self.next_of(id);
+        Ok(vec![Op::SetRule {
+            slot,
+            rule: self.kernel_rule(id, next),
+        }])
+    }
+
+    /// The slot rule `id`'s kernel entry continues at: the next rule of its chain, else (for a
+    /// prefix) the head of the covering prefix's chain, else none.
+    fn next_of(&self, id: RuleId) -> u32 {
+        let e = &self.rules[&id];
+        let after = |chain: &[RuleId]| {
+            let pos = chain.iter().position(|r| *r == id)?;
+            chain.get(pos + 1).map(|n| self.rules[n].slot)
+        };
+        match e.spec.target {
+            Target::Addr(_) => {
+                let (key, _) = e.spec.target.key();
+                self.exact
+                    .get(&key)
+                    .and_then(|c| after(c))
+                    .unwrap_or(NO_RULE)
+            }
+            Target::Net(_) => {
+                let k = pkey(&e.spec.target);
+                self.prefix
+                    .get(&k)
+                    .and_then(|c| after(c))
+                    .unwrap_or_else(|| self.parent(k).map_or(NO_RULE, |p| self.head(p)))
+            }
+        }
+    }
+
     /// Removes a rule.
     pub fn remove(&mut self, id: RuleId) -> Result<Vec<Op>, RuleError> {
         let entry = self
@@ -930,5 +981,58 @@ mod tests {
         ));
         assert!(matches!(t.disallow(net).unwrap()[0], Op::DelAllow { .. }));
         assert!(matches!(t.disallow(net), Err(RuleError::NotAllowed { .. })));
+    }
+
+    #[test]
+    fn retime_rewrites_one_slot_in_place_and_keeps_the_chains() {
+        let mut t = RuleTable::new(16);
+        let spec = |target: &str, port: Option<u16>, ttl: Option<u64>| RuleSpec {
+            target: target.parse().unwrap(),
+            action: crate::Action::Drop,
+            scope: crate::Scope {
+                port,
+                proto: port.map(|_| crate::Proto::Tcp),
+                ..crate::Scope::default()
+            },
+            ttl: ttl.map(Duration::from_secs),
+        };
+        // Two rules on one address (a chain) and a /24 under a /16 (an inherited tail).
+        t.add_as(1, spec("192.0.2.7", Some(80), Some(60)), 0)
+            .unwrap();
+        t.add_as(2, spec("192.0.2.7", Some(443), None), 0).unwrap();
+        t.add_as(3, spec("10.1.0.0/16", None, None), 0).unwrap();
+        t.add_as(4, spec("10.1.2.0/24", None, Some(60)), 0).unwrap();
+        let before: Vec<(RuleId, u32)> = t.rules().map(|(id, e)| (id, e.slot)).collect();
+
+        let ops = t.retime(1, Some(Duration::from_secs(3600)), 5).unwrap();
+        let [Op::SetRule { slot, rule }] = ops.as_slice() else {
+            panic!("one rule rewrite expected, got {ops:?}")
+        };
+        assert_eq!(*slot, t.get(1).unwrap().slot);
+        assert_eq!(rule.expires_ns, 5 + 3_600_000_000_000);
+        assert_eq!(
+            rule.next,
+            t.get(2).unwrap().slot,
+            "still followed by rule 2"
+        );
+
+        let ops = t.retime(4, None, 5).unwrap();
+        let [Op::SetRule { rule, .. }] = ops.as_slice() else {
+            panic!("{ops:?}")
+        };
+        assert_eq!(rule.expires_ns, 0);
+        assert_eq!(
+            rule.next,
+            t.get(3).unwrap().slot,
+            "the /24 still inherits the /16"
+        );
+        assert_eq!(t.get(4).unwrap().spec.ttl, None);
+
+        let after: Vec<(RuleId, u32)> = t.rules().map(|(id, e)| (id, e.slot)).collect();
+        assert_eq!(before, after);
+        assert!(matches!(
+            t.retime(9, None, 0),
+            Err(RuleError::NoSuchRule { id: 9 })
+        ));
     }
 }

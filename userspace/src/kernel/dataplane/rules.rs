@@ -83,6 +83,17 @@ impl Dataplane {
         Ok(id)
     }
 
+    /// Gives a rule a new lifetime from now (`None`: permanent), in place: it never stops
+    /// matching on the way.
+    pub fn retime_rule(
+        &mut self,
+        id: RuleId,
+        ttl: Option<std::time::Duration>,
+    ) -> Result<(), DataplaneError> {
+        let ops = self.table.retime(id, ttl, monotonic_ns())?;
+        self.apply(&ops)
+    }
+
     /// Removes a rule.
     pub fn remove_rule(&mut self, id: RuleId) -> Result<(), DataplaneError> {
         let ops = self.table.remove(id)?;
