@@ -67,8 +67,8 @@ struct Cli {
         display_order = 900
     )]
     socket: Option<PathBuf>,
-    /// Configuration file (TOML), read by the daemon and, for `socket` and `pin_dir`, by the
-    /// other commands. A file named here must exist; without it a missing
+    /// Configuration file (TOML), read by the daemon and, for `socket`, `pin_dir` and
+    /// `state_dir`, by the other commands. A file named here must exist; without it a missing
     /// /etc/swarmwall/config.toml means the defaults.
     #[arg(short, long, global = true, value_name = "FILE", display_order = 901)]
     config: Option<PathBuf>,
