@@ -4,7 +4,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::{BackendError, Context, Desired, Health, Hits, Reconciled, RuleBackend, spec_of};
+use super::{
+    BackendError, Context, Desired, Health, Hits, Reconciled, RuleBackend, same_rule, spec_of,
+};
 use crate::{Mode, RuleSpec, Target, store::Op};
 
 /// See the [module docs](self).
@@ -86,16 +88,10 @@ impl RuleBackend for DryRun {
     }
 
     fn reconcile(&mut self, want: &Desired<'_>) -> Result<Reconciled, BackendError> {
-        let desired: BTreeMap<u64, RuleSpec> = want
-            .rules
-            .values()
-            .filter_map(|r| spec_of(r, want.now).map(|s| (r.id, s)))
-            .collect();
+        let desired = want.specs();
         let mut done = Reconciled::default();
         self.rules.retain(|id, spec| {
-            let keep = desired.get(id).is_some_and(|d| {
-                d.target == spec.target && d.action == spec.action && d.scope == spec.scope
-            });
+            let keep = desired.get(id).is_some_and(|d| same_rule(d, spec));
             done.removed += usize::from(!keep);
             keep
         });

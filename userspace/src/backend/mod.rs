@@ -61,6 +61,21 @@ pub struct Desired<'a> {
     pub now: SystemTime,
 }
 
+impl Desired<'_> {
+    /// The kernel rules the store's records come to now, by id: expired ones left out.
+    pub fn specs(&self) -> BTreeMap<u64, RuleSpec> {
+        self.rules
+            .values()
+            .filter_map(|r| spec_of(r, self.now).map(|s| (r.id, s)))
+            .collect()
+    }
+}
+
+/// True if two rules match the same packets the same way (their lifetimes aside).
+pub fn same_rule(a: &RuleSpec, b: &RuleSpec) -> bool {
+    a.target == b.target && a.action == b.action && a.scope == b.scope
+}
+
 /// What a reconcile changed.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Reconciled {

@@ -1,8 +1,8 @@
 //! The kernel data plane as a rule backend.
 
-use std::collections::BTreeMap;
-
-use super::{BackendError, Context, Desired, Health, Hits, Reconciled, RuleBackend, spec_of};
+use super::{
+    BackendError, Context, Desired, Health, Hits, Reconciled, RuleBackend, same_rule, spec_of,
+};
 use std::time::Duration;
 
 use crate::{
@@ -86,11 +86,7 @@ impl RuleBackend for Dataplane {
     }
 
     fn reconcile(&mut self, want: &Desired<'_>) -> Result<Reconciled, BackendError> {
-        let desired: BTreeMap<u64, RuleSpec> = want
-            .rules
-            .values()
-            .filter_map(|r| spec_of(r, want.now).map(|s| (r.id, s)))
-            .collect();
+        let desired = want.specs();
         let actual: Vec<(u64, RuleSpec, u64)> = self
             .table()
             .rules()
@@ -99,12 +95,10 @@ impl RuleBackend for Dataplane {
         let mono_now = monotonic_ns();
         let mut done = Reconciled::default();
         for (id, spec, expires_ns) in &actual {
-            let same_rule = desired.get(id).filter(|d| {
-                d.target == spec.target && d.action == spec.action && d.scope == spec.scope
-            });
+            let kept = desired.get(id).filter(|d| same_rule(d, spec));
             // The expiry counts too: a rule whose life the store changed (an update, a repaired
             // journal) would otherwise stop dropping in the kernel while the store still has it.
-            if let Some(d) = same_rule {
+            if let Some(d) = kept {
                 if !same_expiry(d.ttl, *expires_ns, mono_now) {
                     self.retime_rule(*id, d.ttl)?;
                     done.retimed += 1;
