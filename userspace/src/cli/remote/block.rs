@@ -25,7 +25,7 @@ pub async fn block(client: &Client, cmd: BlockCommand) -> Result<()> {
     match cmd {
         BlockCommand::Add(a) => {
             let rules = a.targets.iter().map(|t| new_rule(*t, &a.opts)).collect();
-            add(client, rules, &a.opts, None).await
+            add(client, &add_request(rules, &a.opts, None), a.opts.json).await
         }
         BlockCommand::Import(a) => {
             let (text, name) = read_list(&a.file)?;
@@ -34,11 +34,11 @@ pub async fn block(client: &Client, cmd: BlockCommand) -> Result<()> {
                 anyhow::bail!("{name} lists no addresses");
             }
             let rules = targets.iter().map(|t| new_rule(*t, &a.opts)).collect();
-            let reason = Some(format!("import from {name}"));
+            let request = add_request(rules, &a.opts, Some(format!("import from {name}")));
             if a.dry_run {
-                return preview(client, rules, &a.opts, reason).await;
+                return preview(client, &request, a.opts.json).await;
             }
-            add(client, rules, &a.opts, reason).await
+            add(client, &request, a.opts.json).await
         }
         BlockCommand::Del(d) => del(client, d).await,
         BlockCommand::List(l) => list(client, &l).await,
@@ -80,21 +80,21 @@ async fn list(client: &Client, l: &BlockList) -> Result<()> {
     emit(&render_rules(&rules, SystemTime::now()))
 }
 
-async fn preview(
-    client: &Client,
-    rules: Vec<NewRule>,
-    o: &RuleOpts,
-    default_reason: Option<String>,
-) -> Result<()> {
-    let request = AddRules {
+/// The request that adds (or previews) `rules` with the options given; `--reason` wins over
+/// `default_reason`.
+fn add_request(rules: Vec<NewRule>, o: &RuleOpts, default_reason: Option<String>) -> AddRules {
+    AddRules {
         rules,
         reason: o.reason.clone().or(default_reason),
         force: o.force,
-    };
+    }
+}
+
+async fn preview(client: &Client, request: &AddRules, json: bool) -> Result<()> {
     let p: RulesPreview = client
-        .send(hyper::Method::POST, "/v1/rules/preview", &request)
+        .send(hyper::Method::POST, "/v1/rules/preview", request)
         .await?;
-    if o.json {
+    if json {
         return print_json(&p);
     }
     emit(&render_preview(&p, SystemTime::now()))
@@ -229,19 +229,9 @@ fn new_rule(target: Target, o: &RuleOpts) -> NewRule {
     }
 }
 
-async fn add(
-    client: &Client,
-    rules: Vec<NewRule>,
-    o: &RuleOpts,
-    default_reason: Option<String>,
-) -> Result<()> {
-    let request = AddRules {
-        rules,
-        reason: o.reason.clone().or(default_reason),
-        force: o.force,
-    };
-    let r = client.add_rules(&request).await?;
-    print_change(&r, o.json)
+async fn add(client: &Client, request: &AddRules, json: bool) -> Result<()> {
+    let r = client.add_rules(request).await?;
+    print_change(&r, json)
 }
 
 /// Reads a list file, or standard input for `-`; its text and a name for messages.
