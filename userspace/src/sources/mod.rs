@@ -1,8 +1,9 @@
 //! Where the detector's request events come from. Each source turns its own input into
 //! [`RequestEvent`]s behind one interface, so the pipeline (live) and `analyze` (offline) do not
 //! care which: the kernel's ring buffer of sampled payloads ([`kernel::KernelRing`]) and pcap
-//! captures ([`pcap::PcapSource`]) today, web-server access logs next.
+//! captures ([`pcap::PcapSource`]) today, web-server access logs next ([`follow`] tails them).
 
+pub mod follow;
 pub mod kernel;
 pub mod pcap;
 
