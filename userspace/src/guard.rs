@@ -44,6 +44,17 @@ pub enum Refusal {
         /// The allow-list entry it overlaps.
         entry: Target,
     },
+    /// Covers a trusted proxy: the reverse proxy or CDN an access log names as the peer of
+    /// every request it forwarded (blocking it would block every visitor behind it).
+    #[error(
+        "guard 'trusted proxy': {target} covers the trusted proxy {proxy} (a log source's trusted_proxies); refusing"
+    )]
+    TrustedProxy {
+        /// The rule's target.
+        target: Target,
+        /// The trusted proxy entry it overlaps.
+        proxy: Target,
+    },
     /// Covers one of the host's own addresses (configured, or on an interface right now).
     #[error("guard 'own address': {target} covers this host's own address {own}; refusing")]
     OwnAddress {
@@ -62,13 +73,12 @@ pub fn overlaps(a: &Target, b: &Target) -> bool {
 }
 
 /// The guards as they stand at one moment: build one per batch of rules.
-///
-/// Trusted proxies (the access-log sources' `X-Forwarded-For` peers) will be one more list here,
-/// refused like own addresses.
 #[derive(Clone, Debug)]
 pub struct Guards {
     allow: Vec<Target>,
     own: Vec<Target>,
+    /// The access-log sources' trusted proxies (their `X-Forwarded-For` peers).
+    proxies: Vec<Target>,
     max_prefix_v4: u8,
     max_prefix_v6: u8,
 }
@@ -86,6 +96,7 @@ impl Guards {
         Self {
             allow,
             own,
+            proxies: Vec::new(),
             max_prefix_v4: DEFAULT_MAX_PREFIX_V4,
             max_prefix_v6: DEFAULT_MAX_PREFIX_V6,
         }
@@ -101,6 +112,12 @@ impl Guards {
     /// Adds the addresses on the host's interfaces to the own addresses.
     pub fn with_host_addresses(mut self, addrs: impl IntoIterator<Item = IpAddr>) -> Self {
         self.own.extend(addrs.into_iter().map(Target::Addr));
+        self
+    }
+
+    /// Adds trusted proxies: no rule may cover one.
+    pub fn with_trusted_proxies(mut self, proxies: impl IntoIterator<Item = Target>) -> Self {
+        self.proxies.extend(proxies);
         self
     }
 
@@ -138,6 +155,12 @@ impl Guards {
         }
         if let Some(own) = self.own.iter().find(|o| overlaps(o, &target)) {
             return Err(Refusal::OwnAddress { target, own: *own });
+        }
+        if let Some(proxy) = self.proxies.iter().find(|p| overlaps(p, &target)) {
+            return Err(Refusal::TrustedProxy {
+                target,
+                proxy: *proxy,
+            });
         }
         Ok(())
     }
@@ -182,6 +205,19 @@ mod tests {
             g.check(&all, true),
             Err(Refusal::Everything { .. })
         ));
+    }
+
+    #[test]
+    fn a_trusted_proxy_is_never_covered() {
+        let g = Guards::default().with_trusted_proxies([t("192.0.2.0/28")]);
+        for target in ["192.0.2.5", "192.0.2.0/24", "192.0.0.0/16"] {
+            let e = g.check(&t(target), true).unwrap_err().to_string();
+            assert!(
+                e.starts_with("guard 'trusted proxy'") && e.contains("192.0.2.0/28"),
+                "{target}: {e}"
+            );
+        }
+        assert!(g.check(&t("192.0.2.16"), false).is_ok());
     }
 
     #[test]
