@@ -404,6 +404,27 @@ pub struct PipelineView {
     pub kernel_skipped: u64,
     /// Samples lost because the ring buffer was full.
     pub kernel_lost: u64,
+    /// The other event sources: access logs (`[[sources.log]]`).
+    #[serde(default)]
+    pub sources: Vec<SourceView>,
+}
+
+/// An event source besides the kernel's ring buffer: an access log.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SourceView {
+    /// What it reads (the log's path or pattern).
+    pub name: String,
+    /// Lines read.
+    pub read: u64,
+    /// Request events they gave.
+    pub requests: u64,
+    /// Lines rejected (malformed, oversize, unparsable).
+    pub rejected: u64,
+    /// Events dropped because the detector's queue was full.
+    pub queue_overflow: u64,
+    /// What is wrong with it now (e.g. `Permission denied`), if anything.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub problem: Option<String>,
 }
 
 /// `GET /v1/swarms`.

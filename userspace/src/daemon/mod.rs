@@ -192,8 +192,9 @@ pub fn run(args: DaemonArgs, socket: Option<PathBuf>) -> Result<()> {
         Some(reader) => {
             let (book, counters) = daemon.swarm_state();
             let enforcer: Arc<dyn swarms::Enforcer> = daemon.clone();
-            let source = Box::new(crate::sources::kernel::KernelRing::new(reader));
-            let p = swarms::Pipeline::start(source, enforcer, settings, book, counters)
+            let source: Box<dyn crate::sources::EventSource> =
+                Box::new(crate::sources::kernel::KernelRing::new(reader));
+            let p = swarms::Pipeline::start(vec![source], enforcer, settings, book, counters)
                 .context("starting the swarm detector threads")?;
             tracing::info!("swarm detection is on");
             Some(p)

@@ -36,7 +36,7 @@ use crate::{
     guard::Guards,
     l7::RequestEvent,
     policy::{PlannedRule, Policy, PolicyConfig},
-    sources::{EventSource, Polled, SourceError},
+    sources::{EventSource, Polled, SourceCounters, SourceError},
 };
 
 /// How the pipeline runs.
@@ -75,6 +75,22 @@ pub struct Counters {
     pub unparsed: AtomicU64,
     /// Events dropped because the queue was full.
     pub overflow: AtomicU64,
+    /// Each source after the first (the kernel ring's counters are the fields above): access
+    /// logs, as their reader threads last saw them.
+    pub others: Mutex<Vec<SourceStatus>>,
+}
+
+/// How one event source is doing, for `status` and `swarms`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SourceStatus {
+    /// What it reads (a log path pattern).
+    pub name: String,
+    /// What it has read.
+    pub counters: SourceCounters,
+    /// Events dropped because its queue was full.
+    pub overflow: u64,
+    /// Its latest problem (e.g. `permission denied`), if any.
+    pub problem: Option<String>,
 }
 
 /// A rule the pipeline pushed and believes is in force.
@@ -444,30 +460,49 @@ impl Pipeline {
     /// Starts the reader on `source` and the detector feeding `enforcer`, filling `book` and
     /// `counters`.
     pub fn start(
-        source: Box<dyn EventSource>,
+        sources: Vec<Box<dyn EventSource>>,
         enforcer: Arc<dyn Enforcer>,
         settings: Settings,
         book: Arc<Mutex<Book>>,
         counters: Arc<Counters>,
     ) -> std::io::Result<Self> {
         let stop = Arc::new(AtomicBool::new(false));
-        let (prod, cons) = HeapRb::<RequestEvent>::new(settings.queue.max(1)).split();
         book.lock().unwrap_or_else(|p| p.into_inner()).enabled = true;
-        let reader_thread = {
+        *counters.others.lock().unwrap_or_else(|p| p.into_inner()) = sources
+            .iter()
+            .skip(1)
+            .map(|s| SourceStatus {
+                name: s.name().to_owned(),
+                ..SourceStatus::default()
+            })
+            .collect();
+        // One single-producer queue per source, so no reader ever waits on another.
+        let mut threads = Vec::new();
+        let mut queues = Vec::new();
+        for (i, source) in sources.into_iter().enumerate() {
+            let (prod, cons) = HeapRb::<RequestEvent>::new(settings.queue.max(1)).split();
+            queues.push(cons);
             let (stop, counters, book) =
                 (Arc::clone(&stop), Arc::clone(&counters), Arc::clone(&book));
-            std::thread::Builder::new()
-                .name("sw-l7-reader".into())
-                .spawn(move || {
-                    let _watch = PanicWatch {
-                        book: &book,
-                        thread: "L7 reader",
-                    };
-                    if let Err(e) = read_loop(source, prod, &counters, &stop) {
-                        Book::fail(&book, e.to_string());
-                    }
-                })?
-        };
+            threads.push(
+                std::thread::Builder::new()
+                    .name(if i == 0 {
+                        "sw-l7-reader".into()
+                    } else {
+                        format!("sw-log-{i}")
+                    })
+                    .spawn(move || {
+                        let _watch = PanicWatch {
+                            book: &book,
+                            thread: if i == 0 { "L7 reader" } else { "log reader" },
+                        };
+                        let name = source.name().to_owned();
+                        if let Err(e) = read_loop(source, prod, &counters, i, &stop) {
+                            Book::fail(&book, format!("{name}: {e}"));
+                        }
+                    })?,
+            );
+        }
         let detector_thread = {
             let stop = Arc::clone(&stop);
             std::thread::Builder::new()
@@ -477,13 +512,11 @@ impl Pipeline {
                         book: &book,
                         thread: "swarm detector",
                     };
-                    detect_loop(cons, &*enforcer, &settings, &book, &stop)
+                    detect_loop(queues, &*enforcer, &settings, &book, &stop)
                 })?
         };
-        Ok(Self {
-            stop,
-            threads: vec![reader_thread, detector_thread],
-        })
+        threads.push(detector_thread);
+        Ok(Self { stop, threads })
     }
 }
 
@@ -499,23 +532,38 @@ impl Drop for Pipeline {
 /// How long the reader waits in `poll` before looking at the stop flag.
 const POLL: Duration = Duration::from_millis(100);
 
+/// Reads `source` (the `index`th of the pipeline; 0 is the kernel ring) into `queue`.
 fn read_loop(
     mut source: Box<dyn EventSource>,
     mut queue: impl ringbuf::traits::Producer<Item = RequestEvent>,
     counters: &Counters,
+    index: usize,
     stop: &AtomicBool,
 ) -> Result<(), SourceError> {
+    let mut overflow = 0;
     while !stop.load(Ordering::Relaxed) {
         // A full queue drops the event and counts it: the reader never waits on the detector.
         let polled = source.poll(POLL, &mut |ev| {
             if queue.try_push(ev).is_err() {
-                counters.overflow.fetch_add(1, Ordering::Relaxed);
+                overflow += 1;
             }
         })?;
         let c = source.counters();
-        counters.samples.store(c.read, Ordering::Relaxed);
-        counters.requests.store(c.requests, Ordering::Relaxed);
-        counters.unparsed.store(c.unparsed, Ordering::Relaxed);
+        if index == 0 {
+            counters.samples.store(c.read, Ordering::Relaxed);
+            counters.requests.store(c.requests, Ordering::Relaxed);
+            counters.unparsed.store(c.unparsed, Ordering::Relaxed);
+            counters.overflow.store(overflow, Ordering::Relaxed);
+        } else if let Some(s) = counters
+            .others
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get_mut(index - 1)
+        {
+            s.counters = c;
+            s.overflow = overflow;
+            s.problem = source.problem();
+        }
         if polled == Polled::End {
             tracing::info!(source = source.name(), "event source exhausted");
             break;
@@ -527,8 +575,8 @@ fn read_loop(
 /// Events the detector takes from the queue before it checks whether a tick is due.
 const DRAIN_BATCH: usize = 4096;
 
-fn detect_loop(
-    mut queue: impl ringbuf::traits::Consumer<Item = RequestEvent>,
+fn detect_loop<Q: ringbuf::traits::Consumer<Item = RequestEvent>>(
+    mut queues: Vec<Q>,
     enforcer: &dyn Enforcer,
     settings: &Settings,
     book: &Mutex<Book>,
@@ -539,10 +587,16 @@ fn detect_loop(
     let mut next_tick = monotonic_ns() + tick_ns;
     while !stop.load(Ordering::Relaxed) {
         let mut n = 0;
-        while n < DRAIN_BATCH {
-            let Some(ev) = queue.try_pop() else { break };
-            engine.observe(&ev);
-            n += 1;
+        // Each queue gets its share of a batch, so a flood on one source cannot starve another.
+        let share = DRAIN_BATCH / queues.len().max(1);
+        for queue in &mut queues {
+            let mut taken = 0;
+            while taken < share {
+                let Some(ev) = queue.try_pop() else { break };
+                engine.observe(&ev);
+                taken += 1;
+            }
+            n += taken;
         }
         let now = monotonic_ns();
         if now >= next_tick {
@@ -949,7 +1003,7 @@ mod tests {
             n: 20,
             counters: Default::default(),
         });
-        read_loop(source, prod, &counters, &AtomicBool::new(false)).unwrap();
+        read_loop(source, prod, &counters, 0, &AtomicBool::new(false)).unwrap();
         assert_eq!(counters.samples.load(Ordering::Relaxed), 20);
         assert_eq!(counters.requests.load(Ordering::Relaxed), 20);
         assert_eq!(counters.overflow.load(Ordering::Relaxed), 12);
@@ -958,5 +1012,26 @@ mod tests {
             queued += 1;
         }
         assert_eq!(queued, 8);
+    }
+
+    #[test]
+    fn a_second_source_reports_in_its_own_slot_not_the_kernel_s() {
+        let (prod, _cons) = HeapRb::<RequestEvent>::new(4).split();
+        let counters = Counters::default();
+        *counters.others.lock().unwrap() = vec![SourceStatus {
+            name: "/var/log/nginx/access.log".into(),
+            ..SourceStatus::default()
+        }];
+        let source = Box::new(Burst {
+            n: 6,
+            counters: Default::default(),
+        });
+        read_loop(source, prod, &counters, 1, &AtomicBool::new(false)).unwrap();
+        assert_eq!(counters.samples.load(Ordering::Relaxed), 0);
+        assert_eq!(counters.overflow.load(Ordering::Relaxed), 0);
+        let others = counters.others.lock().unwrap();
+        assert_eq!(others[0].counters.read, 6);
+        assert_eq!(others[0].overflow, 2);
+        assert_eq!(others[0].name, "/var/log/nginx/access.log");
     }
 }

@@ -73,6 +73,11 @@ pub trait EventSource: Send {
     ) -> Result<Polled, SourceError>;
     /// What it has read so far.
     fn counters(&self) -> SourceCounters;
+    /// What is wrong with the input right now (a log that cannot be read), for status; `None`
+    /// while all is well.
+    fn problem(&self) -> Option<String> {
+        None
+    }
     /// Problems with the input that did not stop it (e.g. a truncated capture), taken once.
     fn take_warnings(&mut self) -> Vec<String> {
         Vec::new()

@@ -68,6 +68,9 @@ fn render_status(s: &Status, swarms: Option<&SwarmsView>) -> String {
             "detection off ([swarm] enabled = false)".into()
         };
         let _ = writeln!(o, "swarms:      {line}");
+        for src in &v.pipeline.sources {
+            let _ = writeln!(o, "source:      {}", super::swarms::source_line(src));
+        }
     }
     let _ = writeln!(o, "pinned at:   {}{adopted}", s.pin_dir);
     for w in &s.warnings {

@@ -10,7 +10,7 @@ use swarmwall::{
     Target,
     api::{
         client::Client,
-        types::{PardonRequest, PardonResult, PipelineView, SwarmView, SwarmsView},
+        types::{PardonRequest, PardonResult, PipelineView, SourceView, SwarmView, SwarmsView},
     },
 };
 
@@ -77,7 +77,7 @@ fn pipeline_line(p: &PipelineView) -> String {
     if !p.enabled {
         return "swarm detection is off ([swarm] enabled = false in the config)\n".into();
     }
-    format!(
+    let mut out = format!(
         "pipeline: {} samples, {} requests, {} sources tracked; dropped: {} queue overflow, \
          {} skipped and {} lost in the kernel\n",
         fmt::si_u64(p.samples),
@@ -86,7 +86,28 @@ fn pipeline_line(p: &PipelineView) -> String {
         fmt::si_u64(p.queue_overflow),
         fmt::si_u64(p.kernel_skipped),
         fmt::si_u64(p.kernel_lost),
-    )
+    );
+    for s in &p.sources {
+        out.push_str(&source_line(s));
+        out.push('\n');
+    }
+    out
+}
+
+/// One access log's line: `log /var/log/nginx/access.log: 1.2k lines, ...`.
+pub(in crate::cli) fn source_line(s: &SourceView) -> String {
+    let mut line = format!(
+        "log {}: {} lines, {} requests, {} rejected, {} queue overflow",
+        s.name,
+        fmt::si_u64(s.read),
+        fmt::si_u64(s.requests),
+        fmt::si_u64(s.rejected),
+        fmt::si_u64(s.queue_overflow)
+    );
+    if let Some(p) = &s.problem {
+        line.push_str(&format!("; warning: {p}"));
+    }
+    line
 }
 
 fn render_swarms(v: &SwarmsView, now: SystemTime) -> String {

@@ -12,8 +12,8 @@ use crate::{
         Actor, Control, Failure,
         types::{
             AddRules, AllowRequest, AllowView, ChangeResult, ChangeView, DeleteRules, IfaceView,
-            ModeView, PipelineView, RefusedView, RuleCounts, RuleView, Status, SwarmView,
-            SwarmsView, TopQuery, TopView,
+            ModeView, PipelineView, RefusedView, RuleCounts, RuleView, SourceView, Status,
+            SwarmView, SwarmsView, TopQuery, TopView,
         },
         types::{
             PardonRequest, PardonResult, PreviewItem, RulesPreview, VerdictQuery, VerdictView,
@@ -417,6 +417,20 @@ impl Control for Daemon {
                 tracked_sources: book.tracked_sources as u64,
                 kernel_skipped: stats.counters[swarmwall_maps::Stat::L7Skipped as usize],
                 kernel_lost: stats.counters[swarmwall_maps::Stat::L7Lost as usize],
+                sources: c
+                    .others
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .iter()
+                    .map(|s| SourceView {
+                        name: s.name.clone(),
+                        read: s.counters.read,
+                        requests: s.counters.requests,
+                        rejected: s.counters.unparsed,
+                        queue_overflow: s.overflow,
+                        problem: s.problem.clone(),
+                    })
+                    .collect(),
             },
         })
     }
