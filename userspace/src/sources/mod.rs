@@ -1,9 +1,10 @@
 //! Where the detector's request events come from. Each source turns its own input into
 //! [`RequestEvent`]s behind one interface, so the pipeline (live) and `analyze` (offline) do not
 //! care which: the kernel's ring buffer of sampled payloads ([`kernel::KernelRing`]) and pcap
-//! captures ([`pcap::PcapSource`]) today, web-server access logs next.
+//! captures ([`pcap::PcapSource`]), and web-server access logs ([`log::LogSource`]).
 
 pub mod kernel;
+pub mod log;
 pub mod pcap;
 
 use std::time::Duration;
