@@ -50,6 +50,14 @@ pub enum SourceError {
         /// Why.
         why: String,
     },
+    /// Text that no access-log format reads, or a format that cannot be used.
+    #[error("{path} is neither a pcap capture nor an access log swarmwall can read: {why}")]
+    NotLog {
+        /// The file.
+        path: String,
+        /// Why.
+        why: String,
+    },
     /// Waiting for or reading input failed.
     #[error("reading {name}: {source}")]
     Read {

@@ -369,7 +369,7 @@ impl LineParser {
 
     /// One line (without its newline) as a request event. Total: any bytes give an event or a
     /// reason.
-    pub fn parse(&mut self, line: &[u8]) -> Result<RequestEvent, Reject> {
+    pub fn parse(&self, line: &[u8]) -> Result<RequestEvent, Reject> {
         let line = line.strip_suffix(b"\r").unwrap_or(line);
         match &self.format.0 {
             Inner::Text(steps) => {
