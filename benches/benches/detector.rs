@@ -31,6 +31,7 @@ fn event(ts_ns: u64, src: IpAddr, path: String, ua: &str) -> RequestEvent {
         path,
         user_agent: Some(ua.into()),
         referer: None,
+        ..RequestEvent::default()
     }
 }
 

@@ -468,6 +468,130 @@ pub fn write_pcap(frames: &[(u64, Vec<u8>)], labels: &Labels, pcap: &Path) -> Re
     fs::write(&path, json + "\n").with_context(|| format!("writing {}", path.display()))
 }
 
+/// How [`write_access_log`] renders a scenario's requests.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogLayout {
+    /// nginx's and Apache's default (`combined`): no site per line, so the reader is told it.
+    Combined,
+    /// [`COMBINED_WITH_SERVER`]: `combined` plus `$host`, `$server_addr` and `$server_port`, as
+    /// a multi-tenant server logs.
+    CombinedWithServer,
+}
+
+/// The nginx `log_format` of [`LogLayout::CombinedWithServer`].
+pub const COMBINED_WITH_SERVER: &str = r#"$remote_addr - $remote_user [$time_local] "$request" $status $body_bytes_sent "$http_referer" "$http_user_agent" "$host" $server_addr $server_port"#;
+
+/// Generates a scenario and writes its HTTP requests to `log` as the web server would have
+/// logged them (one line per request, second resolution, in capture order), and its labels to
+/// [`labels_path`]`(log)`; returns the labels.
+pub fn write_access_log(s: Scenario, seed: u64, layout: LogLayout, log: &Path) -> Result<Labels> {
+    let (frames, labels) = generate(s, seed);
+    let mut out = BufWriter::new(
+        fs::File::create(log).with_context(|| format!("creating {}", log.display()))?,
+    );
+    for (ts, frame) in &frames {
+        if let Some(line) = access_log_line(*ts, frame, layout) {
+            out.write_all(line.as_bytes())
+                .with_context(|| format!("writing {}", log.display()))?;
+        }
+    }
+    out.flush()
+        .with_context(|| format!("writing {}", log.display()))?;
+    let json = serde_json::to_string_pretty(&labels)?;
+    let path = labels_path(log);
+    fs::write(&path, json + "\n")
+        .with_context(|| format!("writing {}", path.display()))
+        .map(|()| labels)
+}
+
+/// The access-log line of the request a frame carries (`None` for a SYN).
+fn access_log_line(ts_us: u64, frame: &[u8], layout: LogLayout) -> Option<String> {
+    use pnet::packet::{
+        ethernet::{EtherTypes, EthernetPacket},
+        ipv4::Ipv4Packet,
+        ipv6::Ipv6Packet,
+        tcp::TcpPacket,
+    };
+    let eth = EthernetPacket::new(frame)?;
+    let (src, dst, l4): (IpAddr, IpAddr, Vec<u8>) = match eth.get_ethertype() {
+        EtherTypes::Ipv4 => {
+            let ip = Ipv4Packet::new(eth.payload())?;
+            (
+                ip.get_source().into(),
+                ip.get_destination().into(),
+                ip.payload().to_vec(),
+            )
+        }
+        EtherTypes::Ipv6 => {
+            let ip = Ipv6Packet::new(eth.payload())?;
+            (
+                ip.get_source().into(),
+                ip.get_destination().into(),
+                ip.payload().to_vec(),
+            )
+        }
+        _ => return None,
+    };
+    let tcp = TcpPacket::new(&l4)?;
+    let text = std::str::from_utf8(tcp.payload()).ok()?;
+    let (head, _body) = text.split_once("\r\n\r\n")?;
+    let request = head.split("\r\n").next()?;
+    let method = request.split(' ').next()?;
+    let header = |name: &str| {
+        head.split("\r\n")
+            .skip(1)
+            .find_map(|l| {
+                l.split_once(": ")
+                    .filter(|(k, _)| k.eq_ignore_ascii_case(name))
+            })
+            .map_or("-", |(_, v)| v)
+    };
+    let (host, referer, ua) = (header("Host"), header("Referer"), header("User-Agent"));
+    // What a server plausibly answered: the form's redirect, else the page or asset, with a
+    // size that depends on the path only (as a static file's would).
+    let status = if method == "POST" { 303 } else { 200 };
+    let bytes = if method == "POST" {
+        0
+    } else {
+        1_000 + request.bytes().map(u64::from).sum::<u64>() * 37 % 50_000
+    };
+    let time = clf_time(ts_us);
+    let mut line =
+        format!("{src} - - [{time}] \"{request}\" {status} {bytes} \"{referer}\" \"{ua}\"");
+    if layout == LogLayout::CombinedWithServer {
+        let host = host.split(':').next().unwrap_or(host);
+        line.push_str(&format!(" \"{host}\" {dst} {}", tcp.get_destination()));
+    }
+    line.push('\n');
+    Some(line)
+}
+
+/// `$time_local` in UTC (`01/May/2024:12:00:00 +0000`) of a time in µs since the Unix epoch.
+fn clf_time(us: u64) -> String {
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let secs = us / 1_000_000;
+    let (days, rem) = ((secs / 86_400) as i64, secs % 86_400);
+    // Howard Hinnant's civil_from_days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{d:02}/{}/{y}:{:02}:{:02}:{:02} +0000",
+        MONTHS[(m - 1) as usize],
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60
+    )
+}
+
 // ---------------------------------------------------------------------------------------------
 // The sites
 // ---------------------------------------------------------------------------------------------

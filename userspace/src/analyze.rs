@@ -1,8 +1,11 @@
-//! `swarmwall analyze <file.pcap>`: the parser, detector and policy of the live daemon, run over
-//! a capture with its own timestamps, so an admin can see what swarmwall would have done with
-//! yesterday's traffic before trusting it to enforce. Needs no root and no daemon.
+//! `swarmwall analyze <file>`: the parser, detector and policy of the live daemon, run over a
+//! pcap capture or a web server's access log with its own timestamps, so an admin can see what
+//! swarmwall would have done with yesterday's traffic before trusting it to enforce. Needs no
+//! root and no daemon.
 
-use std::{path::Path, time::Duration};
+use std::{io::Read as _, net::SocketAddr, path::Path, time::Duration};
+
+use ipnet::IpNet;
 
 use serde::Serialize;
 
@@ -13,7 +16,11 @@ use crate::{
     guard::Guards,
     l7::RequestEvent,
     policy::{Policy, PolicyConfig},
-    sources::{EventSource as _, Polled, SourceError, pcap::PcapSource},
+    sources::{
+        EventSource as _, Polled, SourceError,
+        log::{Format, LineParser, LogSource, Reject},
+        pcap::PcapSource,
+    },
 };
 
 /// What `analyze` needs besides the capture.
@@ -27,6 +34,21 @@ pub struct Options {
     pub allow: Vec<Target>,
     /// The host's own addresses.
     pub own: Vec<Target>,
+    /// How to read an access log (ignored for a pcap).
+    pub log: LogOptions,
+}
+
+/// How `analyze` reads an access log.
+#[derive(Clone, Debug, Default)]
+pub struct LogOptions {
+    /// `combined`, `common`, `json` or an nginx `log_format` string; `None`: whichever of the
+    /// first three reads the file's first lines best.
+    pub format: Option<String>,
+    /// The site the requests went to (`ADDR:PORT`, one per address family); `None`: from the
+    /// lines' `$server_addr`, else unspecified addresses on port 80.
+    pub sites: Vec<SocketAddr>,
+    /// Reverse proxies whose `X-Forwarded-For` names the client.
+    pub trusted_proxies: Vec<IpNet>,
 }
 
 /// A page in the report.
@@ -103,8 +125,11 @@ pub struct Report {
     pub rules: Vec<RuleOut>,
     /// What the guards stopped.
     pub refused: Vec<RefusedOut>,
-    /// Packets read.
+    /// Packets read (a pcap).
     pub packets: u64,
+    /// Lines read (an access log; absent for a pcap).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub lines: u64,
     /// HTTP requests parsed.
     pub requests: u64,
     /// Problems with the capture (e.g. a truncated tail).
@@ -113,6 +138,10 @@ pub struct Report {
 
 /// Errors that stop an analysis: the capture's (a damaged tail only warns).
 pub type AnalyzeError = SourceError;
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
 
 fn rfc3339(ns: u64) -> String {
     let t = std::time::UNIX_EPOCH + std::time::Duration::from_nanos(ns);
@@ -212,4 +241,182 @@ pub fn analyze_pcap(path: &Path, opts: &Options) -> Result<Report, AnalyzeError>
     report.packets = source.counters().read;
     report.warnings = source.take_warnings();
     Ok(report)
+}
+
+/// What a file holds, judged by its first bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum InputKind {
+    /// A pcap (or pcapng) capture, or binary data (which the pcap reader then refuses).
+    Pcap,
+    /// Text: an access log.
+    Log,
+}
+
+/// Bytes looked at to tell a capture from a log, and to guess a log's format.
+const SNIFF: usize = 64 * 1024;
+
+/// Whether `head` (a file's first bytes) is a capture or text: pcap magic numbers (either byte
+/// order, µs or ns) and pcapng's are captures; bytes with no NUL that are mostly printable
+/// (UTF-8 allowed) are text; anything else goes to the pcap reader, whose error says why.
+pub fn detect(head: &[u8]) -> InputKind {
+    const MAGICS: [[u8; 4]; 5] = [
+        [0xd4, 0xc3, 0xb2, 0xa1],
+        [0xa1, 0xb2, 0xc3, 0xd4],
+        [0x4d, 0x3c, 0xb2, 0xa1],
+        [0xa1, 0xb2, 0x3c, 0x4d],
+        [0x0a, 0x0d, 0x0d, 0x0a],
+    ];
+    if head.len() >= 4 && MAGICS.iter().any(|m| head.starts_with(m)) {
+        return InputKind::Pcap;
+    }
+    if head.is_empty() || head.contains(&0) {
+        return InputKind::Pcap;
+    }
+    let printable = head
+        .iter()
+        .filter(|&&b| b >= 0x20 || matches!(b, b'\n' | b'\r' | b'\t'))
+        .count();
+    if printable * 100 >= head.len() * 95 {
+        InputKind::Log
+    } else {
+        InputKind::Pcap
+    }
+}
+
+/// Analyzes a pcap capture or an access log, told apart by content ([`detect`]).
+pub fn analyze_file(path: &Path, opts: &Options) -> Result<Report, AnalyzeError> {
+    let head = read_head(path)?;
+    match detect(&head) {
+        InputKind::Pcap => analyze_pcap(path, opts),
+        InputKind::Log => analyze_log(path, opts),
+    }
+}
+
+fn read_head(path: &Path) -> Result<Vec<u8>, AnalyzeError> {
+    let open = |source| SourceError::Open {
+        path: path.display().to_string(),
+        source,
+    };
+    let mut head = Vec::with_capacity(SNIFF);
+    std::fs::File::open(path)
+        .and_then(|f| f.take(SNIFF as u64).read_to_end(&mut head))
+        .map_err(open)?;
+    Ok(head)
+}
+
+/// Analyzes a web server's access log. Rejected lines (garbage, oversize, another format) are
+/// counted and reported as a warning, as is a last line cut short; a file none of whose first
+/// lines parse is an error naming the format and the first line's fault.
+pub fn analyze_log(path: &Path, opts: &Options) -> Result<Report, AnalyzeError> {
+    let name = path.display().to_string();
+    let not_log = |why: String| SourceError::NotLog {
+        path: name.clone(),
+        why,
+    };
+    let head = read_head(path)?;
+    let (spec, format) = match &opts.log.format {
+        Some(spec) => (
+            spec.clone(),
+            Format::parse(spec, None).map_err(|e| not_log(e.to_string()))?,
+        ),
+        None => guess_format(&head).ok_or_else(|| not_log(first_fault(&head)))?,
+    };
+    let mut warnings = Vec::new();
+    let mut sites = opts.log.sites.clone();
+    if sites.is_empty() && !format.has_server_addr() {
+        sites = vec![
+            SocketAddr::from(([0, 0, 0, 0], 80)),
+            SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, 80)),
+        ];
+        warnings.push(format!(
+            "{name}: format {spec:?} does not name the server (no $server_addr) and no --site was given; requests are taken as sent to 0.0.0.0:80 and [::]:80 (pass --site ADDR:PORT to scope rules to the site)"
+        ));
+    }
+    let parser = LineParser::new(format, sites, opts.log.trusted_proxies.clone());
+    let mut source = LogSource::open(path, parser)?;
+    let mut events = Vec::new();
+    while source.poll(Duration::ZERO, &mut |ev| events.push(ev))? == Polled::More {}
+    let counters = source.log_counters();
+    if counters.events == 0 {
+        let why = match source.first_reject() {
+            Some((line, r)) => format!(
+                "no line is in format {spec:?} (line {line}: {})",
+                describe(r)
+            ),
+            None => "it holds no lines".to_owned(),
+        };
+        return Err(not_log(why));
+    }
+    let mut report = analyze_events(events, opts);
+    report.lines = counters.lines;
+    warnings.extend(source.take_warnings());
+    report.warnings = warnings;
+    Ok(report)
+}
+
+/// The named format that reads the most of the first lines, if any reads one.
+fn guess_format(head: &[u8]) -> Option<(String, Format)> {
+    let lines: Vec<&[u8]> = head
+        .split(|&b| b == b'\n')
+        .filter(|l| !l.trim_ascii().is_empty())
+        .take(200)
+        .collect();
+    let mut best: Option<(usize, &str)> = None;
+    for spec in ["combined", "common", "json"] {
+        let Ok(format) = Format::parse(spec, None) else {
+            continue;
+        };
+        // Any site will do to count parsable lines.
+        let p = LineParser::new(
+            format,
+            vec![SocketAddr::from(([192, 0, 2, 1], 80))],
+            Vec::new(),
+        );
+        let ok = lines.iter().filter(|l| p.parse(l).is_ok()).count();
+        if ok > 0 && best.is_none_or(|(n, _)| ok > n) {
+            best = Some((ok, spec));
+        }
+    }
+    let (_, spec) = best?;
+    Some((spec.to_owned(), Format::parse(spec, None).ok()?))
+}
+
+/// Why the first line fits no named format, for the error.
+fn first_fault(head: &[u8]) -> String {
+    let Some(first) = head
+        .split(|&b| b == b'\n')
+        .find(|l| !l.trim_ascii().is_empty())
+    else {
+        return "it holds no lines".to_owned();
+    };
+    let site = vec![SocketAddr::from(([192, 0, 2, 1], 80))];
+    let why = |spec: &str| {
+        Format::parse(spec, None)
+            .ok()
+            .and_then(|f| {
+                LineParser::new(f, site.clone(), Vec::new())
+                    .parse(first)
+                    .err()
+            })
+            .map_or("unreadable", describe)
+    };
+    format!(
+        "its first line is not in format combined ({}), common ({}) or json ({}); pass --format '<nginx log_format>' if it is another",
+        why("combined"),
+        why("common"),
+        why("json")
+    )
+}
+
+fn describe(r: Reject) -> &'static str {
+    match r {
+        Reject::Oversize => "longer than 8 KiB",
+        Reject::Layout => "the text around the fields does not match",
+        Reject::Json => "not a JSON object of strings and numbers",
+        Reject::Client => "the client is not an IP address",
+        Reject::Time => "the time is missing or unreadable",
+        Reject::Request => "the request is not METHOD target HTTP/x",
+        Reject::Status => "the status is not a number",
+        Reject::Site => "no site",
+    }
 }

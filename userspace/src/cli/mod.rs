@@ -86,17 +86,29 @@ enum Command {
         #[command(flatten)]
         args: swarmwall::daemon::DaemonArgs,
     },
-    /// Find bot swarms in a pcap capture and show the rules swarmwall would have pushed, offline:
-    /// the same parser, detector and policy as the daemon, on the capture's timestamps. Needs no
-    /// root and no daemon.
+    /// Find bot swarms in a pcap capture or a web server's access log and show the rules
+    /// swarmwall would have pushed, offline: the same parser, detector and policy as the daemon,
+    /// on the file's timestamps. Needs no root and no daemon.
     #[command(after_help = "Examples:\n  \
         swarmwall analyze yesterday.pcap\n  \
         swarmwall analyze capture.pcap --json | jq '.rules | length'\n  \
-        swarmwall analyze capture.pcap --allow 192.0.2.0/24    # never block the office\n\n\
+        swarmwall analyze capture.pcap --allow 192.0.2.0/24    # never block the office\n  \
+        swarmwall analyze /var/log/nginx/access.log --site 203.0.113.10:443\n\n\
         Capture web traffic with e.g.: tcpdump -i eth0 -w capture.pcap 'tcp dst port 80'")]
     Analyze {
-        /// The capture (pcap, Ethernet link type).
+        /// The capture (pcap, Ethernet link type) or access log; told apart by content.
         file: PathBuf,
+        /// An access log's format: combined, common, json, or an nginx log_format string
+        /// [default: whichever of combined, common and json reads the first lines].
+        #[arg(long, value_name = "FORMAT")]
+        format: Option<String>,
+        /// The site an access log's requests went to (repeatable, one per address family)
+        /// [default: the lines' $server_addr:$server_port].
+        #[arg(long, value_name = "ADDR:PORT")]
+        site: Vec<std::net::SocketAddr>,
+        /// A reverse proxy or CDN (repeatable): its lines take the client from X-Forwarded-For.
+        #[arg(long, value_name = "CIDR")]
+        trusted_proxy: Vec<ipnet::IpNet>,
         /// Print one JSON object: {"swarms": [...], "rules": [...], ...}.
         #[arg(long)]
         json: bool,
@@ -701,10 +713,20 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Config(cmd) => config_cmd::run(cmd, config.as_deref()),
         Command::Analyze {
             file,
+            format,
+            site,
+            trusted_proxy,
             json,
             allow,
             own,
-        } => analyze(&file, json, allow, own),
+        } => {
+            let log = swarmwall::analyze::LogOptions {
+                format,
+                sites: site,
+                trusted_proxies: trusted_proxy,
+            };
+            analyze(&file, json, allow, own, log)
+        }
         Command::Down { pin_dir } => {
             let pin_dir = config_cmd::down_pin_dir(pin_dir, file.as_ref());
             local::down(&pin_dir, client().path())
@@ -749,14 +771,16 @@ fn analyze(
     json: bool,
     allow: Vec<swarmwall::Target>,
     own: Vec<swarmwall::Target>,
+    log: swarmwall::analyze::LogOptions,
 ) -> anyhow::Result<()> {
-    use swarmwall::analyze::{Options, analyze_pcap};
+    use swarmwall::analyze::{Options, analyze_file};
     let opts = Options {
         allow,
         own,
+        log,
         ..Options::default()
     };
-    let report = analyze_pcap(file, &opts)?;
+    let report = analyze_file(file, &opts)?;
     for w in &report.warnings {
         eprintln!("swarmwall: warning: {w}");
     }
@@ -764,10 +788,14 @@ fn analyze(
         println!("{}", serde_json::to_string_pretty(&report)?);
         return Ok(());
     }
+    let read = if report.lines > 0 {
+        format!("{} lines", report.lines)
+    } else {
+        format!("{} packets", report.packets)
+    };
     println!(
-        "{}: {} packets, {} HTTP requests, {} swarm(s), {} rule(s)",
+        "{}: {read}, {} HTTP requests, {} swarm(s), {} rule(s)",
         file.display(),
-        report.packets,
         report.requests,
         report.swarms.len(),
         report.rules.len()

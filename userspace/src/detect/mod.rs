@@ -533,6 +533,7 @@ mod tests {
             path: path.into(),
             user_agent: Some(ua.into()),
             referer: None,
+            ..RequestEvent::default()
         }
     }
 

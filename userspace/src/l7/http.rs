@@ -293,8 +293,11 @@ fn method_token(buf: &[u8]) -> Result<&[u8], ParseError> {
     }
 }
 
-/// The path and (authority) host of a request target.
-fn split_target(method: &str, target: &[u8]) -> Result<(String, Option<String>), ParseError> {
+/// The path and (authority) host of a request target (access logs reuse it).
+pub(crate) fn split_target(
+    method: &str,
+    target: &[u8],
+) -> Result<(String, Option<String>), ParseError> {
     if method == "CONNECT" {
         // authority-form: host:port, no path.
         if target.contains(&b'/') || target.contains(&b'@') {
@@ -369,7 +372,7 @@ fn lossy(bytes: &[u8]) -> String {
 }
 
 /// A `Host` value (or an authority) lower-cased, without its port; `None` when empty.
-fn normalize_host(raw: &[u8]) -> Option<String> {
+pub(crate) fn normalize_host(raw: &[u8]) -> Option<String> {
     let raw = trim_ows(raw);
     let host = if raw.first() == Some(&b'[') {
         // IP literal: keep the brackets, drop what follows `]` (the port).

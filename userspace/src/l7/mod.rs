@@ -57,6 +57,30 @@ pub struct RequestEvent {
     pub user_agent: Option<String>,
     /// `Referer`, if any.
     pub referer: Option<String>,
+    /// The status the server answered with; only access logs know it.
+    pub status: Option<u16>,
+    /// Response body bytes sent; only access logs know it.
+    pub bytes: Option<u64>,
+}
+
+/// Unspecified addresses, port 0, an empty path and no optional field: lets constructors name
+/// only what they know (`..RequestEvent::default()`), so adding a field breaks none of them.
+impl Default for RequestEvent {
+    fn default() -> Self {
+        Self {
+            ts_ns: 0,
+            src: IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
+            dst: IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
+            dst_port: 0,
+            kind: Kind::Http,
+            host: None,
+            path: String::new(),
+            user_agent: None,
+            referer: None,
+            status: None,
+            bytes: None,
+        }
+    }
 }
 
 /// The HTTP requests in a TCP payload from `src` to `dst`:`dst_port` (several when pipelined),
@@ -82,6 +106,7 @@ pub fn http_events(
             path: r.path,
             user_agent: r.user_agent,
             referer: r.referer,
+            ..RequestEvent::default()
         })
         .collect()
 }
@@ -105,6 +130,7 @@ pub fn from_sample(ev: &swarmwall_maps::L7Event) -> Vec<RequestEvent> {
             path: String::new(),
             user_agent: None,
             referer: None,
+            ..RequestEvent::default()
         }],
         _ => Vec::new(),
     }

@@ -1,10 +1,12 @@
 //! Where the detector's request events come from. Each source turns its own input into
 //! [`RequestEvent`]s behind one interface, so the pipeline (live) and `analyze` (offline) do not
 //! care which: the kernel's ring buffer of sampled payloads ([`kernel::KernelRing`]) and pcap
-//! captures ([`pcap::PcapSource`]) today, web-server access logs next ([`follow`] tails them).
+//! captures ([`pcap::PcapSource`]), and web-server access logs ([`log::LogSource`] reads a
+//! file; [`follow`] tails live ones through logrotate).
 
 pub mod follow;
 pub mod kernel;
+pub mod log;
 pub mod pcap;
 
 use std::time::Duration;
@@ -45,6 +47,14 @@ pub enum SourceError {
     /// Not in a format the source reads.
     #[error("{path} is not a pcap capture swarmwall can read: {why}")]
     Format {
+        /// The file.
+        path: String,
+        /// Why.
+        why: String,
+    },
+    /// Text that no access-log format reads, or a format that cannot be used.
+    #[error("{path} is neither a pcap capture nor an access log swarmwall can read: {why}")]
+    NotLog {
         /// The file.
         path: String,
         /// Why.
