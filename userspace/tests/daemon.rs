@@ -1139,3 +1139,179 @@ fn json_errors_are_json_and_reasons_have_no_control_characters() {
     assert!(answer.contains("control character"), "{answer}");
     assert_eq!(lab.ids(&[]), vec![1, 2]);
 }
+
+// ---- Access logs: the pages behind HTTPS (issue 9). ----
+
+/// A combined-format line, as nginx writes it.
+fn combined(src: &str, path: &str, ua: &str) -> String {
+    format!(
+        "{src} - - [01/May/2024:12:00:00 +0000] \"GET {path} HTTP/1.1\" 200 5120 \"-\" \"{ua}\"\n"
+    )
+}
+
+fn append_to(path: &std::path::Path, text: &str) {
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .unwrap();
+    f.write_all(text.as_bytes()).unwrap();
+}
+
+#[test]
+fn an_https_swarm_in_the_access_log_is_blocked_through_a_log_rotation() {
+    require_root!();
+    let mut lab = Lab::new();
+    let logs = lab.root.join("nginx");
+    std::fs::create_dir_all(&logs).unwrap();
+    let log = logs.join("shop.access.log");
+    std::fs::write(&log, combined("192.0.2.200", "/old", "before the start")).unwrap();
+    let config = lab.root.join("config.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[sources.log]]\npath = {:?}\nformat = \"combined\"\nsite = [\"198.51.100.1:443\"]\n\
+             trusted_proxies = [\"198.51.100.2\"]\n",
+            log.to_str().unwrap()
+        ),
+    )
+    .unwrap();
+    let socket = lab.socket();
+    let mut child = lab.spawn_daemon(
+        &socket,
+        &["--config", config.to_str().unwrap()],
+        "daemon.log",
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while UnixStream::connect(&socket).is_err() {
+        assert!(Instant::now() < deadline, "no daemon:\n{}", lab.log());
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "daemon exited:\n{}",
+            lab.log()
+        );
+        sleep(Duration::from_millis(100));
+    }
+    lab.daemon = Some(child);
+    let source = |lab: &Lab| lab.json(&["swarms"])["pipeline"]["sources"][0].clone();
+    assert_eq!(source(&lab)["name"], log.to_str().unwrap());
+
+    // A flood of garbage is counted and changes nothing.
+    let mut garbage = String::new();
+    for i in 0..200 {
+        garbage.push_str(&format!("\u{1b}]0;junk {i} \"\"\"\n"));
+    }
+    append_to(&log, &garbage);
+    // The trusted proxy is never blocked.
+    let o = lab.cli(&["block", "add", "198.51.100.2"]);
+    assert!(!o.status.success(), "the trusted proxy was blocked");
+    assert!(String::from_utf8_lossy(&o.stderr).contains("trusted proxy"));
+
+    // 12 bots fetch two gallery pages over HTTPS; 3 visitors browse with their assets. Halfway,
+    // logrotate renames the log and nginx keeps writing to the old file for one more round
+    // before it reopens the new one.
+    let bots: Vec<String> = (10..22).map(|i| format!("192.0.2.{i}")).collect();
+    let visitors = ["203.0.113.7", "203.0.113.8", "203.0.113.9"];
+    let mut written = 1 + 200;
+    let mut current = log.clone();
+    for round in 0..12 {
+        if round == 6 {
+            std::fs::rename(&log, logs.join("shop.access.log.1")).unwrap();
+            current = logs.join("shop.access.log.1");
+            std::fs::write(&log, "").unwrap();
+        }
+        if round == 7 {
+            current = log.clone();
+        }
+        let mut text = String::new();
+        for b in &bots {
+            text.push_str(&combined(
+                b,
+                &format!("/gallery/{}", 1 + round % 2),
+                "curl/8.0",
+            ));
+            written += 1;
+        }
+        for (i, v) in visitors.iter().enumerate() {
+            for path in [format!("/p/{round}/{i}"), format!("/img/{round}/{i}.jpg")] {
+                text.push_str(&combined(
+                    v,
+                    &path,
+                    "Mozilla/5.0 (X11; Linux x86_64) Firefox/128.0",
+                ));
+                written += 1;
+            }
+        }
+        append_to(&current, &text);
+        sleep(Duration::from_millis(200));
+    }
+
+    // Every line was read, through the rotation; the garbage was rejected.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while source(&lab)["read"].as_u64().unwrap() < written - 1 && Instant::now() < deadline {
+        sleep(Duration::from_millis(100));
+    }
+    let s = source(&lab);
+    // The line present before the start is not read (the log is followed from its end).
+    assert_eq!(s["read"], written - 1, "{s}");
+    assert_eq!(s["rejected"], 200, "{s}");
+
+    // The swarm is found in the log and blocked on the HTTPS site, member by member.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let swarm = loop {
+        let v = lab.json(&["swarms"]);
+        if let Some(s) = v["swarms"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["state"] == "blocked")
+        {
+            break s.clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no blocked swarm: {v}\n{}",
+            lab.log()
+        );
+        sleep(Duration::from_millis(200));
+    };
+    let mut members: Vec<String> = swarm["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m.as_str().unwrap().to_owned())
+        .collect();
+    members.sort();
+    let mut want = bots.clone();
+    want.sort();
+    assert_eq!(members, want, "{swarm}");
+    assert_eq!(swarm["site"], "198.51.100.1:443", "{swarm}");
+    // Each bot's rule, or (as here, where every source seen in 192.0.2.0/24 is a member) their
+    // /24, scoped to the HTTPS site; no visitor, and not the proxy, is covered.
+    let rules = lab.json(&["block", "list"]);
+    let nets: Vec<ipnet::IpNet> = rules
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            assert_eq!(r["scope"]["dst"], "198.51.100.1", "{r}");
+            assert_eq!(r["scope"]["port"], 443, "{r}");
+            assert_eq!(r["scope"]["proto"], "tcp", "{r}");
+            assert!(r["expires_at"].is_string(), "{r}");
+            let t = r["target"].as_str().unwrap();
+            t.parse()
+                .unwrap_or_else(|_| ipnet::IpNet::from(t.parse::<IpAddr>().unwrap()))
+        })
+        .collect();
+    let covered = |a: &str| {
+        nets.iter()
+            .any(|n| n.contains(&a.parse::<IpAddr>().unwrap()))
+    };
+    assert!(bots.iter().all(|b| covered(b)), "{rules}");
+    assert!(
+        !visitors.iter().any(|v| covered(v)) && !covered("198.51.100.2"),
+        "{rules}"
+    );
+    let status = lab.ok(&["status"]);
+    assert!(status.contains("source:      log "), "{status}");
+}

@@ -55,6 +55,16 @@ pub struct Config {
     pub l7: L7Config,
     /// `[swarm]`: the swarm detector and the policy that turns swarms into rules.
     pub swarm: SwarmConfig,
+    /// `[sources]`: request events besides the kernel's samples.
+    pub sources: SourcesConfig,
+}
+
+/// `[sources]`: where the swarm detector's requests come from besides the kernel's samples.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct SourcesConfig {
+    /// `[[sources.log]]`: web-server access logs, tailed (the pages behind HTTPS).
+    pub log: Vec<crate::sources::log::config::LogSourceConfig>,
 }
 
 /// `[l7]`: kernel payload sampling.
@@ -144,6 +154,7 @@ impl Default for Config {
             max_prefix_v6: 48,
             l7: L7Config::default(),
             swarm: SwarmConfig::default(),
+            sources: SourcesConfig::default(),
         }
     }
 }
@@ -169,6 +180,8 @@ pub struct Checked {
     pub detector: DetectorConfig,
     /// `[swarm]`, as policy tuning.
     pub policy: PolicyConfig,
+    /// Every log source's `trusted_proxies`: no rule may cover one.
+    pub trusted_proxies: Vec<Target>,
 }
 
 impl Config {
@@ -260,6 +273,17 @@ impl Config {
             bail!("[l7] port {p}: expected 1 to 65535");
         }
         let (detector, policy) = self.swarm.check()?;
+        let mut trusted_proxies = Vec::new();
+        for l in &self.sources.log {
+            l.validate()?;
+            for net in &l.trusted_proxies {
+                // A /32 (/128) is the one address: the parser makes it an exact target.
+                let t: Target = net.trunc().to_string().parse().with_context(|| {
+                    format!("sources.log {:?} trusted_proxies: entry {net}", l.path)
+                })?;
+                trusted_proxies.push(t);
+            }
+        }
         Ok(Checked {
             raw: self,
             attach,
@@ -270,6 +294,7 @@ impl Config {
             sizes,
             detector,
             policy,
+            trusted_proxies,
         })
     }
 }

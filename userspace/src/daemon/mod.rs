@@ -179,6 +179,8 @@ pub fn run(args: DaemonArgs, socket: Option<PathBuf>) -> Result<()> {
         policy: inner.config.policy.clone(),
         ..swarms::Settings::default()
     };
+    // Like [swarm], the log sources are read at start; a SIGHUP does not change them.
+    let log_sources = inner.config.raw.sources.log.clone();
 
     let socket_path = inner.config.raw.socket.clone();
     let gid = inner.config.socket_gid;
@@ -192,9 +194,15 @@ pub fn run(args: DaemonArgs, socket: Option<PathBuf>) -> Result<()> {
         Some(reader) => {
             let (book, counters) = daemon.swarm_state();
             let enforcer: Arc<dyn swarms::Enforcer> = daemon.clone();
-            let source: Box<dyn crate::sources::EventSource> =
-                Box::new(crate::sources::kernel::KernelRing::new(reader));
-            let p = swarms::Pipeline::start(vec![source], enforcer, settings, book, counters)
+            let mut sources: Vec<Box<dyn crate::sources::EventSource>> =
+                vec![Box::new(crate::sources::kernel::KernelRing::new(reader))];
+            for l in &log_sources {
+                let tailed = crate::sources::tailed::TailedLog::new(l)
+                    .with_context(|| format!("following the access log {}", l.path))?;
+                tracing::info!(path = %l.path, format = %l.format, "following an access log");
+                sources.push(Box::new(tailed));
+            }
+            let p = swarms::Pipeline::start(sources, enforcer, settings, book, counters)
                 .context("starting the swarm detector threads")?;
             tracing::info!("swarm detection is on");
             Some(p)

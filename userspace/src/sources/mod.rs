@@ -8,6 +8,7 @@ pub mod follow;
 pub mod kernel;
 pub mod log;
 pub mod pcap;
+pub mod tailed;
 
 use std::time::Duration;
 

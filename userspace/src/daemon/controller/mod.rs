@@ -161,7 +161,8 @@ impl Inner {
         let mut allow = self.config.allow.clone();
         allow.extend(self.store.state().allow.keys().copied());
         let g = Guards::new(allow, self.config.own.clone())
-            .with_prefix_bounds(self.config.raw.max_prefix_v4, self.config.raw.max_prefix_v6);
+            .with_prefix_bounds(self.config.raw.max_prefix_v4, self.config.raw.max_prefix_v6)
+            .with_trusted_proxies(self.config.trusted_proxies.iter().copied());
         if self.config.raw.detect_own_addresses {
             g.with_host_addresses(self.host.current())
         } else {
