@@ -493,7 +493,7 @@ impl LineParser {
         };
         let mut current = client;
         for entry in xff.rsplit(|&b| b == b',') {
-            let Some(ip) = parse_ip(trim(entry)) else {
+            let Some(ip) = parse_ip(entry.trim_ascii()) else {
                 return current;
             };
             current = ip;
@@ -639,10 +639,6 @@ fn dash(v: &[u8]) -> Option<&[u8]> {
     (v != b"-" && !v.is_empty()).then_some(v)
 }
 
-fn trim(v: &[u8]) -> &[u8] {
-    v.trim_ascii()
-}
-
 fn lossy(v: &[u8]) -> String {
     String::from_utf8_lossy(v).into_owned()
 }
@@ -668,10 +664,6 @@ fn parse_u64(v: &[u8]) -> Option<u64> {
     )
 }
 
-fn digits(v: &[u8]) -> Option<u64> {
-    parse_u64(v)
-}
-
 /// Days since 1970-01-01 of a civil date (Howard Hinnant's `days_from_civil`).
 fn days_from_civil(y: i64, m: u64, d: u64) -> i64 {
     let y = if m <= 2 { y - 1 } else { y };
@@ -683,13 +675,10 @@ fn days_from_civil(y: i64, m: u64, d: u64) -> i64 {
     era * 146_097 + doe - 719_468
 }
 
+/// Unix ns of a civil date `(y, mo, d)` and time `(h, mi, s)` at `off_s` seconds east of UTC.
 fn to_ns(
-    y: u64,
-    mo: u64,
-    d: u64,
-    h: u64,
-    mi: u64,
-    s: u64,
+    (y, mo, d): (u64, u64, u64),
+    (h, mi, s): (u64, u64, u64),
     frac_ns: u64,
     off_s: i64,
 ) -> Option<u64> {
@@ -725,7 +714,7 @@ fn parse_offset(v: &[u8]) -> Option<i64> {
         5 if rest[2] == b':' => (&rest[..2], &rest[3..]),
         _ => return None,
     };
-    let (h, m) = (digits(h)?, digits(m)?);
+    let (h, m) = (parse_u64(h)?, parse_u64(m)?);
     (h <= 23 && m <= 59).then(|| sign * (h * 3600 + m * 60) as i64)
 }
 
@@ -747,12 +736,12 @@ fn parse_time_local(v: &[u8]) -> Option<u64> {
     ];
     let mo = MONTHS.iter().position(|m| *m == &v[3..6])? as u64 + 1;
     to_ns(
-        digits(&v[7..11])?,
-        mo,
-        digits(&v[..2])?,
-        digits(&v[12..14])?,
-        digits(&v[15..17])?,
-        digits(&v[18..20])?,
+        (parse_u64(&v[7..11])?, mo, parse_u64(&v[..2])?),
+        (
+            parse_u64(&v[12..14])?,
+            parse_u64(&v[15..17])?,
+            parse_u64(&v[18..20])?,
+        ),
         0,
         parse_offset(&v[21..])?,
     )
@@ -777,16 +766,20 @@ fn parse_iso8601(v: &[u8]) -> Option<u64> {
             return None;
         }
         let kept = &r[..n.min(9)];
-        frac_ns = digits(kept)? * 10u64.pow(9 - kept.len() as u32);
+        frac_ns = parse_u64(kept)? * 10u64.pow(9 - kept.len() as u32);
         rest = &r[n..];
     }
     to_ns(
-        digits(&v[..4])?,
-        digits(&v[5..7])?,
-        digits(&v[8..10])?,
-        digits(&v[11..13])?,
-        digits(&v[14..16])?,
-        digits(&v[17..19])?,
+        (
+            parse_u64(&v[..4])?,
+            parse_u64(&v[5..7])?,
+            parse_u64(&v[8..10])?,
+        ),
+        (
+            parse_u64(&v[11..13])?,
+            parse_u64(&v[14..16])?,
+            parse_u64(&v[17..19])?,
+        ),
         frac_ns,
         parse_offset(rest)?,
     )
@@ -806,7 +799,7 @@ fn parse_epoch(v: &[u8]) -> Option<u64> {
         if !frac.iter().all(u8::is_ascii_digit) {
             return None;
         }
-        digits(kept)? * 10u64.pow(9 - kept.len() as u32)
+        parse_u64(kept)? * 10u64.pow(9 - kept.len() as u32)
     };
     secs.checked_mul(1_000_000_000)?.checked_add(frac_ns)
 }

@@ -236,6 +236,8 @@ impl EventSource for LogSource {
                 }
             }
         };
+        // Moved out for the call, so its callback can borrow `self` (no allocation: an empty
+        // splitter holds an empty Vec).
         let mut splitter = std::mem::replace(&mut self.splitter, LineSplitter::new(0));
         let buf = std::mem::take(&mut self.buf);
         if n == 0 {
