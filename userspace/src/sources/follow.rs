@@ -17,6 +17,7 @@
 //! writer cannot grow memory. A file that cannot be read is a reported error, retried on every
 //! scan, never fatal.
 
+use super::log::LineSplitter;
 use std::{
     collections::BTreeMap,
     fs::File,
@@ -30,8 +31,6 @@ use std::{
 /// How long a rotated-away file is still read: the web server writes to it until it reopens its
 /// logs (logrotate's `postrotate` signals it).
 pub const ROTATED_GRACE: Duration = Duration::from_secs(10);
-/// Longest line handed out; longer ones are skipped and counted.
-pub const MAX_LINE: usize = 16 << 10;
 /// How often files are re-examined without an inotify event.
 const RESCAN_EVERY: Duration = Duration::from_secs(1);
 /// Bytes read from one file per read call.
@@ -80,10 +79,8 @@ struct Followed {
     id: (u64, u64),
     /// Bytes consumed.
     offset: u64,
-    /// The start of a line whose end has not been written yet.
-    partial: Vec<u8>,
-    /// The current line is over the limit: skip to its end.
-    skipping: bool,
+    /// Holds the start of a line whose end has not been written yet (bounded).
+    lines: LineSplitter,
     /// When it was rotated away (for the grace period).
     rotated_at: Option<Instant>,
 }
@@ -163,17 +160,16 @@ impl Follower {
             }
         }
         self.scan();
-        let max = self.max_line;
         let mut errors = Vec::new();
         for f in self.rotated.iter_mut() {
-            if let Err(e) = read_new(f, max, &mut self.stats, out) {
+            if let Err(e) = read_new(f, &mut self.stats, out) {
                 errors.push(format!("{}: {e}", f.path.display()));
             }
         }
         self.rotated
             .retain(|f| f.rotated_at.is_some_and(|t| t.elapsed() < ROTATED_GRACE));
         for f in self.files.values_mut() {
-            if let Err(e) = read_new(f, max, &mut self.stats, out) {
+            if let Err(e) = read_new(f, &mut self.stats, out) {
                 errors.push(format!("{}: {e}", f.path.display()));
             }
         }
@@ -227,8 +223,7 @@ impl Follower {
                         // copytruncate: the same file, cut short; what is in it now is new.
                         self.stats.truncations += 1;
                         f.offset = 0;
-                        f.partial.clear();
-                        f.skipping = false;
+                        f.lines = LineSplitter::new(self.max_line);
                     }
                 }
                 existing => {
@@ -251,8 +246,7 @@ impl Follower {
                                     file,
                                     id,
                                     offset,
-                                    partial: Vec::new(),
-                                    skipping: false,
+                                    lines: LineSplitter::new(self.max_line),
                                     rotated_at: None,
                                 },
                             );
@@ -292,7 +286,6 @@ impl Follower {
 /// Reads what was appended to `f` since its offset and hands out the complete lines.
 fn read_new(
     f: &mut Followed,
-    max_line: usize,
     stats: &mut FollowStats,
     out: &mut dyn FnMut(&Path, &[u8]),
 ) -> io::Result<()> {
@@ -305,37 +298,14 @@ fn read_new(
         }
         f.offset += n as u64;
         stats.bytes += n as u64;
-        let mut rest = &buf[..n];
-        while let Some(i) = memchr::memchr(b'\n', rest) {
-            let (piece, tail) = (&rest[..i], &rest[i + 1..]);
-            rest = tail;
-            if f.skipping {
-                f.skipping = false;
-                continue;
+        let path = &f.path;
+        f.lines.push(&buf[..n], |line| match line {
+            Ok(l) => {
+                stats.lines += 1;
+                out(path, l);
             }
-            if f.partial.len() + piece.len() > max_line {
-                stats.oversize += 1;
-                f.partial.clear();
-                continue;
-            }
-            stats.lines += 1;
-            if f.partial.is_empty() {
-                out(&f.path, piece);
-            } else {
-                f.partial.extend_from_slice(piece);
-                out(&f.path, &f.partial);
-                f.partial.clear();
-            }
-        }
-        if !f.skipping {
-            if f.partial.len() + rest.len() > max_line {
-                stats.oversize += 1;
-                f.partial.clear();
-                f.skipping = true;
-            } else {
-                f.partial.extend_from_slice(rest);
-            }
-        }
+            Err(_) => stats.oversize += 1,
+        });
     }
 }
 
@@ -519,11 +489,7 @@ mod tests {
         append(&log, "\nok\n");
         assert_eq!(poll_n(&mut f, 1), ["access.log:ok"]);
         assert_eq!(f.stats().oversize, 1);
-        assert!(
-            f.files
-                .values()
-                .all(|x| x.partial.is_empty() && !x.skipping)
-        );
+        assert!(f.files.values().all(|x| !x.lines.has_partial()));
     }
 
     #[test]
