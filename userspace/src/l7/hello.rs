@@ -155,7 +155,7 @@ fn extensions(block: &[u8], out: &mut ClientHello) -> Result<(), ParseError> {
 
 /// A list of `n` bytes of big-endian `u16`s that must fill the rest of `r`.
 fn u16_list(r: &mut Reader<'_>, n: usize, what: &'static str) -> Result<Vec<u16>, ParseError> {
-    if n % 2 != 0 {
+    if !n.is_multiple_of(2) {
         return Err(ParseError::Malformed(what));
     }
     let bytes = r.take(n, what)?;
