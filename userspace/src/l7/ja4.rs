@@ -397,6 +397,26 @@ mod tests {
         assert!(fp.starts_with("t12i999900_"), "{fp}");
     }
 
+    /// `cargo test -p swarmwall --release --lib l7::ja4::tests::throughput -- --ignored --nocapture`
+    #[test]
+    #[ignore = "timing, run by hand in release"]
+    fn throughput() {
+        let payload = browser("www.example.com");
+        const N: u32 = 200_000;
+        let start = std::time::Instant::now();
+        let mut total = 0usize;
+        for _ in 0..N {
+            let h = hello::parse(std::hint::black_box(&payload)).unwrap();
+            total += ja4(&h).len();
+        }
+        let elapsed = start.elapsed();
+        println!(
+            "hello::parse + ja4: {} bytes, {:.0} ns/hello ({total})",
+            payload.len(),
+            elapsed.as_nanos() as f64 / f64::from(N)
+        );
+    }
+
     #[test]
     fn fingerprint_shape() {
         assert!(Fingerprint::parse("t13d1516h2_8daaf6152771_e5627efa2ab1").is_some());

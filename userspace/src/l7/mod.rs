@@ -93,7 +93,8 @@ pub fn http_events(
 }
 
 /// The request events in one kernel sample: the HTTP requests its bytes hold (a segment may
-/// carry several pipelined ones), or the TLS hello's SNI. Bytes that do not parse give nothing.
+/// carry several pipelined ones), or the TLS hello's (see [`tls_event`]). HTTP bytes that do not
+/// parse give nothing.
 pub fn from_sample(ev: &swarmwall_maps::L7Event) -> Vec<RequestEvent> {
     let data = &ev.data[..(ev.len as usize).min(ev.data.len())];
     let src = crate::addr::from_key(&ev.src);

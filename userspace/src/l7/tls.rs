@@ -5,7 +5,8 @@
 //! methods and the extensions, until the `server_name` extension. Every length field is checked
 //! twice: against the structure that contains it (a violation is [`ParseError::Malformed`]) and
 //! against the bytes actually copied (running out is [`ParseError::Truncated`]). No recursion;
-//! every loop consumes input, so the work is linear in the payload.
+//! every loop consumes input, so the work is linear in the payload. [`super::hello`] reuses this
+//! walk for the whole ClientHello.
 
 use std::borrow::Cow;
 
