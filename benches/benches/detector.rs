@@ -28,6 +28,7 @@ fn event(ts_ns: u64, src: IpAddr, path: String, ua: &str) -> RequestEvent {
         dst_port: 80,
         kind: Kind::Http,
         host: Some("shop.example".into()),
+        ja4: None,
         path,
         user_agent: Some(ua.into()),
         referer: None,

@@ -345,6 +345,7 @@ mod tests {
             site: ("203.0.113.10".parse().unwrap(), 80),
             sites: vec![("203.0.113.10".parse().unwrap(), 80)],
             member_site: BTreeMap::new(),
+            member_ja4: BTreeMap::new(),
             pages: vec![],
             members: [member].into(),
             active: [member].into(),

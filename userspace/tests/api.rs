@@ -342,6 +342,10 @@ fn fake_swarm() -> SwarmView {
         rules_pushed: 2,
         changes: vec![3],
         impact: 0.0,
+        ja4: vec![Ja4View {
+            fingerprint: "t13d1516h2_8daaf6152771_e5627efa2ab1".into(),
+            share: 1.0,
+        }],
     }
 }
 
@@ -1460,12 +1464,14 @@ fn cli_lists_and_shows_swarms() {
         "[2001:db8::10]:80",
         "covered by the allow list",
         "2 sources each sent",
+        "ja4         t13d1516h2_8daaf6152771_e5627efa2ab1  100% of members",
     ] {
         assert!(out.contains(want), "{want:?} missing from:\n{out}");
     }
     let o = h.cli(&["swarms", "show", "7", "--json"]);
     let v: SwarmView = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(v.id, 7);
+    assert_eq!(v.ja4, fake_swarm().ja4);
 
     let o = h.cli(&["swarms", "show", "8"]);
     assert_eq!(o.status.code(), Some(1));

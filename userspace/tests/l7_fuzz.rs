@@ -18,7 +18,7 @@ use proptest::collection::vec;
 use proptest::option;
 use proptest::prelude::*;
 use proptest::sample::{Index, select};
-use swarmwall::l7::{HttpRequest, http, tls};
+use swarmwall::l7::{HttpRequest, hello, http, ja4, tls};
 
 // ---------------------------------------------------------------------------------------------
 // Invariants that hold for any input.
@@ -34,6 +34,16 @@ fn check_any(payload: &[u8]) {
         for r in reqs {
             check_request(r);
         }
+    }
+    if let Ok(h) = hello::parse(payload) {
+        // The whole hello agrees with the SNI walk, and always has a well-formed JA4.
+        assert_eq!(tls::sni(payload), Ok(h.sni.clone()), "{payload:?}");
+        assert!(!h.cipher_suites.is_empty() && h.alpn.len() <= hello::MAX_ALPN);
+        let fp = ja4::ja4(&h);
+        assert!(ja4::Fingerprint::parse(&fp).is_some(), "{fp}");
+        assert_eq!(fp.as_bytes()[0], b't');
+        assert_eq!(fp.as_bytes()[3] == b'd', h.has_extension(0), "{fp}");
+        assert!(ja4::ja4_raw(&h).starts_with(&fp[..10]));
     }
     if let Ok(Some(name)) = tls::sni(payload) {
         assert!(!name.is_empty());
@@ -455,6 +465,8 @@ proptest! {
         chunk in prop_oneof![Just(1usize << 14), 1usize..300],
         cuts in vec(any::<Index>(), 8),
     ) {
+        // Random data in an extension the whole-hello view decodes may well be malformed.
+        let opaque = others.iter().all(|(t, _)| ![0x000a, 0x000d, 0x0010, 0x002b].contains(t));
         let mut exts = others;
         if let Some(h) = &host {
             exts.insert(sni_at.index(exts.len() + 1), server_name(h));
@@ -462,8 +474,18 @@ proptest! {
         let payload = client_hello(&exts, session_id, suites, chunk);
         let expect = host.map(|h| h.to_ascii_lowercase());
         prop_assert_eq!(tls::sni(&payload), Ok(expect.clone()));
+        let whole = hello::parse(&payload);
+        if opaque {
+            prop_assert_eq!(whole.as_ref().map(|h| h.sni.clone()), Ok(expect.clone()));
+            prop_assert_eq!(whole.as_ref().map(|h| h.extensions.len()), Ok(exts.len()));
+        }
         for cut in cuts {
             let cut = cut.index(payload.len());
+            // Any strict prefix of a good hello lacks part of it.
+            if whole.is_ok() {
+                prop_assert_eq!(hello::parse(&payload[..cut]), Err(tls::ParseError::Truncated));
+            }
+            check_any(&payload[..cut]);
             let got = tls::sni(&payload[..cut]);
             match &expect {
                 // A strict prefix cannot prove there is no name.

@@ -380,6 +380,19 @@ pub struct SwarmView {
     pub changes: Vec<u64>,
     /// Share of recent legitimate requests its last plan would have dropped (the impact preview).
     pub impact: f64,
+    /// The TLS client fingerprints (JA4) most members open their connections with, most common
+    /// first (at most 5); empty when no member's ClientHello was seen (plain HTTP).
+    #[serde(default)]
+    pub ja4: Vec<Ja4View>,
+}
+
+/// One TLS client fingerprint of a swarm's members.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Ja4View {
+    /// The JA4 fingerprint (`t13d1516h2_8daaf6152771_e5627efa2ab1`).
+    pub fingerprint: String,
+    /// Share of all members (0..1) whose last ClientHello had it.
+    pub share: f64,
 }
 
 /// The L7 pipeline's counters.

@@ -695,6 +695,7 @@ mod tests {
             dst_port: 80,
             kind: Kind::Http,
             host: Some("shop.example".into()),
+            ja4: None,
             path: path.into(),
             user_agent: Some(ua.into()),
             referer: None,

@@ -7,11 +7,13 @@ use std::{
 };
 
 use super::{Detector, Page, Site, Swarm, candidates::Candidate, sites_by_members};
+use crate::l7::ja4::Fingerprint;
 
 /// What one cluster of candidates amounts to.
 pub(super) struct Found {
     members: BTreeSet<IpAddr>,
     member_site: BTreeMap<IpAddr, Site>,
+    member_ja4: BTreeMap<IpAddr, Fingerprint>,
     sites: Vec<Site>,
     pages: Vec<Page>,
     rate: f64,
@@ -114,9 +116,11 @@ impl Detector {
                 top_ua * 100.0
             ),
         ];
+        let member_ja4 = self.member_ja4(&members);
         Some(Found {
             members,
             member_site,
+            member_ja4,
             sites,
             pages,
             rate,
@@ -132,6 +136,7 @@ impl Detector {
         let Found {
             members,
             member_site,
+            member_ja4,
             sites,
             pages,
             rate,
@@ -150,6 +155,7 @@ impl Detector {
                 s.members.extend(members.iter().copied());
                 s.active.extend(members.iter().copied());
                 s.member_site.extend(member_site);
+                s.member_ja4.extend(member_ja4);
                 s.sites = sites_by_members(&s.member_site);
                 if let Some(first) = s.sites.first() {
                     s.site = *first;
@@ -171,15 +177,17 @@ impl Detector {
                         first
                     );
                 }
+                s.evidence.extend(s.ja4_evidence());
                 s.onset_ns = s.onset_ns.min(onset);
                 (s.members.len() != before).then(|| s.clone())
             }
             None => {
-                let s = Swarm {
+                let mut s = Swarm {
                     id: self.next_swarm,
                     site: sites[0],
                     sites,
                     member_site,
+                    member_ja4,
                     pages,
                     active: members.clone(),
                     members,
@@ -190,6 +198,7 @@ impl Detector {
                     confidence,
                     evidence,
                 };
+                s.evidence.extend(s.ja4_evidence());
                 self.next_swarm += 1;
                 self.swarms.push(s.clone());
                 Some(s)

@@ -33,12 +33,15 @@ use hashbrown::HashTable;
 use rustc_hash::FxHashMap;
 use smallvec::SmallVec;
 
-use crate::l7::{Kind, RequestEvent};
+use crate::l7::{Kind, RequestEvent, ja4::Fingerprint};
 
 mod candidates;
 mod clustering;
 mod evidence;
+mod fingerprints;
 mod pages;
+
+pub use fingerprints::{JA4_EVIDENCE_SHARE, JA4_TOP};
 
 /// Pages remembered per source; a source with more distinct pages is not concentrated anyway.
 pub const MAX_TRACKED_PAGES: usize = 6;
@@ -152,6 +155,8 @@ pub struct Swarm {
     pub sites: Vec<Site>,
     /// The site each member attacks (its rules are scoped to that one).
     pub member_site: BTreeMap<IpAddr, Site>,
+    /// The last TLS fingerprint (JA4) of each member whose ClientHello was seen.
+    pub member_ja4: BTreeMap<IpAddr, Fingerprint>,
     /// The pages it hammers.
     pub pages: Vec<Page>,
     /// Member sources (every source ever clustered into the swarm).
@@ -203,6 +208,8 @@ pub struct Detector {
     next_swarm: u64,
     last_tick_ns: Option<u64>,
     events: u64,
+    /// Last JA4 of each source and when it was seen (at most `max_sources`).
+    fingerprints: FxHashMap<IpAddr, (Fingerprint, u64)>,
 }
 
 fn decay(value: &mut f64, last: u64, now: u64, tau_ns: f64) {
@@ -288,6 +295,7 @@ impl Detector {
             next_swarm: 1,
             last_tick_ns: None,
             events: 0,
+            fingerprints: FxHashMap::default(),
         }
     }
 
@@ -328,6 +336,10 @@ impl Detector {
 
     /// Feeds one request.
     pub fn observe(&mut self, ev: &RequestEvent) {
+        // The hello that carries a JA4 carries no page: remember it for the source's requests.
+        if let Some(fp) = ev.ja4.as_deref().and_then(Fingerprint::parse) {
+            self.note_ja4(ev.src, fp, ev.ts_ns);
+        }
         if ev.kind != Kind::Http {
             return;
         }
@@ -530,6 +542,7 @@ mod tests {
             dst_port: 80,
             kind: Kind::Http,
             host: Some("shop.example".into()),
+            ja4: None,
             path: path.into(),
             user_agent: Some(ua.into()),
             referer: None,

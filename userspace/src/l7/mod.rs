@@ -1,12 +1,15 @@
 //! Layer 7: what the sampled payloads say. The kernel copies the first bytes of TCP segments that
 //! start an HTTP request (or a TLS ClientHello); [`http`] and [`tls`] turn those bytes into
-//! [`HttpRequest`]s and SNI names, and [`RequestEvent`] is what the swarm detector consumes.
+//! [`HttpRequest`]s and SNI names, [`hello`] and [`ja4`] a whole ClientHello into its JA4
+//! fingerprint, and [`RequestEvent`] is what the swarm detector consumes.
 //!
 //! Payloads are hostile input: every parser here is total (no panics, bounded work) and fuzzed.
 
 use std::net::IpAddr;
 
+pub mod hello;
 pub mod http;
+pub mod ja4;
 pub mod tls;
 
 /// One HTTP request parsed from a payload.
@@ -51,6 +54,8 @@ pub struct RequestEvent {
     pub kind: Kind,
     /// `Host` (HTTP) or SNI (TLS), lower-cased.
     pub host: Option<String>,
+    /// JA4 fingerprint of the client's TLS ClientHello, when the whole hello was seen.
+    pub ja4: Option<String>,
     /// The page (see [`HttpRequest::path`]); empty for TLS.
     pub path: String,
     /// `User-Agent`, if any.
@@ -74,6 +79,7 @@ impl Default for RequestEvent {
             dst_port: 0,
             kind: Kind::Http,
             host: None,
+            ja4: None,
             path: String::new(),
             user_agent: None,
             referer: None,
@@ -103,6 +109,7 @@ pub fn http_events(
             dst_port,
             kind: Kind::Http,
             host: r.host,
+            ja4: None,
             path: r.path,
             user_agent: r.user_agent,
             referer: r.referer,
@@ -112,26 +119,44 @@ pub fn http_events(
 }
 
 /// The request events in one kernel sample: the HTTP requests its bytes hold (a segment may
-/// carry several pipelined ones), or the TLS hello's SNI. Bytes that do not parse give nothing.
+/// carry several pipelined ones), or the TLS hello's (see [`tls_event`]). HTTP bytes that do not
+/// parse give nothing.
 pub fn from_sample(ev: &swarmwall_maps::L7Event) -> Vec<RequestEvent> {
     let data = &ev.data[..(ev.len as usize).min(ev.data.len())];
     let src = crate::addr::from_key(&ev.src);
     let dst = crate::addr::from_key(&ev.dst);
     match ev.kind {
         swarmwall_maps::L7_HTTP => http_events(ev.ts_ns, src, dst, ev.dst_port, data),
-        // A hello whose SNI lies beyond the copied bytes still tells who connected.
-        swarmwall_maps::L7_TLS => vec![RequestEvent {
-            ts_ns: ev.ts_ns,
-            src,
-            dst,
-            dst_port: ev.dst_port,
-            kind: Kind::TlsHello,
-            host: tls::sni(data).ok().flatten(),
-            path: String::new(),
-            user_agent: None,
-            referer: None,
-            ..RequestEvent::default()
-        }],
+        swarmwall_maps::L7_TLS => vec![tls_event(ev.ts_ns, src, dst, ev.dst_port, data)],
         _ => Vec::new(),
+    }
+}
+
+/// The request event of a TLS ClientHello from `src` to `dst`:`dst_port`: the SNI and, when the
+/// whole hello is in `payload`, its JA4. A hello cut before its end still gives the SNI if the
+/// name came first, and in any case tells who connected.
+pub fn tls_event(
+    ts_ns: u64,
+    src: IpAddr,
+    dst: IpAddr,
+    dst_port: u16,
+    payload: &[u8],
+) -> RequestEvent {
+    let (host, ja4) = match hello::parse(payload) {
+        Ok(h) => {
+            let ja4 = ja4::ja4(&h);
+            (h.sni, Some(ja4))
+        }
+        Err(_) => (tls::sni(payload).ok().flatten(), None),
+    };
+    RequestEvent {
+        ts_ns,
+        src,
+        dst,
+        dst_port,
+        kind: Kind::TlsHello,
+        host,
+        ja4,
+        ..RequestEvent::default()
     }
 }

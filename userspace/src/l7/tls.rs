@@ -5,7 +5,8 @@
 //! methods and the extensions, until the `server_name` extension. Every length field is checked
 //! twice: against the structure that contains it (a violation is [`ParseError::Malformed`]) and
 //! against the bytes actually copied (running out is [`ParseError::Truncated`]). No recursion;
-//! every loop consumes input, so the work is linear in the payload.
+//! every loop consumes input, so the work is linear in the payload. [`super::hello`] reuses this
+//! walk for the whole ClientHello.
 
 use std::borrow::Cow;
 
@@ -14,7 +15,7 @@ const CONTENT_HANDSHAKE: u8 = 22;
 /// Handshake message type `client_hello`.
 const CLIENT_HELLO: u8 = 1;
 /// Extension type `server_name` (RFC 6066).
-const EXT_SERVER_NAME: u16 = 0;
+pub(super) const EXT_SERVER_NAME: u16 = 0;
 /// `NameType` `host_name`.
 const NAME_HOST: u8 = 0;
 /// Longest TLS plaintext record body (RFC 8446 §5.1).
@@ -31,8 +32,9 @@ pub enum ParseError {
     /// A handshake record, but its message is not a ClientHello.
     #[error("TLS handshake message is not a ClientHello")]
     NotClientHello,
-    /// The payload ends before the server name (or the end of the ClientHello) was reached.
-    #[error("truncated before the server name")]
+    /// The payload ends before the part asked for (the server name, or the whole ClientHello)
+    /// was reached; more of the flow may complete it.
+    #[error("truncated ClientHello")]
     Truncated,
     /// A length or field that no conforming client sends.
     #[error("malformed ClientHello: {0}")]
@@ -51,7 +53,7 @@ pub fn sni(payload: &[u8]) -> Result<Option<String>, ParseError> {
 
 /// The first handshake message's bytes (type, length, body), as far as the payload goes,
 /// reassembled from consecutive handshake records when the sender fragmented it.
-fn handshake_message(payload: &[u8]) -> Result<Cow<'_, [u8]>, ParseError> {
+pub(super) fn handshake_message(payload: &[u8]) -> Result<Cow<'_, [u8]>, ParseError> {
     let (first, mut pos) = record(payload, 0)?;
     let mut msg = Cow::Borrowed(first);
     // Each round consumes a record header at least, so this ends within `payload.len() / 5`.
@@ -107,34 +109,7 @@ fn u24(a: u8, b: u8, c: u8) -> usize {
 
 /// Walks a ClientHello handshake message to its server name.
 fn client_hello_sni(msg: &[u8]) -> Result<Option<String>, ParseError> {
-    let mut top = Reader::new(msg, usize::MAX);
-    if top.u8("handshake type")? != CLIENT_HELLO {
-        return Err(ParseError::NotClientHello);
-    }
-    let len = top.take(3, "handshake length")?;
-    let len = u24(len[0], len[1], len[2]);
-    let mut hello = top.sub(len, "handshake length")?;
-
-    let version = hello.take(2, "client version")?;
-    if version[0] != 3 {
-        return Err(ParseError::Malformed("client version is not 3.x"));
-    }
-    hello.take(32, "random")?;
-    let session_id = hello.u8("session id length")?;
-    if session_id > 32 {
-        return Err(ParseError::Malformed("session id longer than 32 bytes"));
-    }
-    hello.take(usize::from(session_id), "session id")?;
-    let suites = usize::from(hello.u16("cipher suites length")?);
-    if suites < 2 || suites % 2 != 0 {
-        return Err(ParseError::Malformed("cipher suites length"));
-    }
-    hello.take(suites, "cipher suites")?;
-    let compression = usize::from(hello.u8("compression methods length")?);
-    if compression == 0 {
-        return Err(ParseError::Malformed("no compression method"));
-    }
-    hello.take(compression, "compression methods")?;
+    let Prefix { mut hello, .. } = hello_prefix(msg)?;
     if hello.done() {
         // No extensions at all (SSL 3.0 style).
         return Ok(None);
@@ -150,23 +125,80 @@ fn client_hello_sni(msg: &[u8]) -> Result<Option<String>, ParseError> {
             exts.take(len, "extension data")?;
             continue;
         }
-        let mut ext = exts.sub(len, "server_name extension length")?;
-        let list_len = usize::from(ext.u16("server name list length")?);
-        let mut list = ext.sub(list_len, "server name list length")?;
-        if list.done() {
-            return Err(ParseError::Malformed("empty server name list"));
-        }
-        while !list.done() {
-            let name_type = list.u8("name type")?;
-            let name_len = usize::from(list.u16("server name length")?);
-            let name = list.take(name_len, "server name")?;
-            if name_type == NAME_HOST {
-                return host_name(name).map(Some);
-            }
+        let ext = exts.sub(len, "server_name extension length")?;
+        if let Some(name) = server_name(ext)? {
+            return Ok(Some(name));
         }
     }
     if !hello.done() {
         return Err(ParseError::Malformed("bytes after the extensions"));
+    }
+    Ok(None)
+}
+
+/// The fixed part of a ClientHello, up to the extensions.
+pub(super) struct Prefix<'a> {
+    /// `legacy_version`.
+    pub(super) version: u16,
+    /// The cipher suites, two bytes each, as sent.
+    pub(super) suites: &'a [u8],
+    /// The rest of the hello body: the optional extensions block.
+    pub(super) hello: Reader<'a>,
+}
+
+/// Checks the handshake header of a ClientHello message and reads its fixed fields.
+pub(super) fn hello_prefix(msg: &[u8]) -> Result<Prefix<'_>, ParseError> {
+    let mut top = Reader::new(msg, usize::MAX);
+    if top.u8("handshake type")? != CLIENT_HELLO {
+        return Err(ParseError::NotClientHello);
+    }
+    let len = top.take(3, "handshake length")?;
+    let len = u24(len[0], len[1], len[2]);
+    let mut hello = top.sub(len, "handshake length")?;
+
+    let version = hello.take(2, "client version")?;
+    if version[0] != 3 {
+        return Err(ParseError::Malformed("client version is not 3.x"));
+    }
+    let version = u16::from_be_bytes([version[0], version[1]]);
+    hello.take(32, "random")?;
+    let session_id = hello.u8("session id length")?;
+    if session_id > 32 {
+        return Err(ParseError::Malformed("session id longer than 32 bytes"));
+    }
+    hello.take(usize::from(session_id), "session id")?;
+    let suites = usize::from(hello.u16("cipher suites length")?);
+    if suites < 2 || suites % 2 != 0 {
+        return Err(ParseError::Malformed("cipher suites length"));
+    }
+    let suites = hello.take(suites, "cipher suites")?;
+    let compression = usize::from(hello.u8("compression methods length")?);
+    if compression == 0 {
+        return Err(ParseError::Malformed("no compression method"));
+    }
+    hello.take(compression, "compression methods")?;
+    Ok(Prefix {
+        version,
+        suites,
+        hello,
+    })
+}
+
+/// The first `host_name` in the data of a `server_name` extension; `None` when the list holds
+/// only other name types.
+pub(super) fn server_name(mut ext: Reader<'_>) -> Result<Option<String>, ParseError> {
+    let list_len = usize::from(ext.u16("server name list length")?);
+    let mut list = ext.sub(list_len, "server name list length")?;
+    if list.done() {
+        return Err(ParseError::Malformed("empty server name list"));
+    }
+    while !list.done() {
+        let name_type = list.u8("name type")?;
+        let name_len = usize::from(list.u16("server name length")?);
+        let name = list.take(name_len, "server name")?;
+        if name_type == NAME_HOST {
+            return host_name(name).map(Some);
+        }
     }
     Ok(None)
 }
@@ -188,14 +220,14 @@ fn host_name(name: &[u8]) -> Result<String, ParseError> {
 
 /// A cursor over a length-delimited structure of which only a prefix may be present: `limit` is
 /// the declared length, `data` the part of it that was copied.
-struct Reader<'a> {
+pub(super) struct Reader<'a> {
     data: &'a [u8],
     limit: usize,
     pos: usize,
 }
 
 impl<'a> Reader<'a> {
-    fn new(data: &'a [u8], limit: usize) -> Self {
+    pub(super) fn new(data: &'a [u8], limit: usize) -> Self {
         Self {
             data,
             limit,
@@ -203,12 +235,17 @@ impl<'a> Reader<'a> {
         }
     }
 
-    fn done(&self) -> bool {
+    pub(super) fn done(&self) -> bool {
         self.pos >= self.limit
     }
 
+    /// Whether copied bytes remain (as opposed to declared bytes that were not copied).
+    pub(super) fn present(&self) -> bool {
+        self.pos < self.data.len()
+    }
+
     /// The next `n` bytes: `Malformed(what)` past the declared end, `Truncated` past the data.
-    fn take(&mut self, n: usize, what: &'static str) -> Result<&'a [u8], ParseError> {
+    pub(super) fn take(&mut self, n: usize, what: &'static str) -> Result<&'a [u8], ParseError> {
         let end = self.end(n, what)?;
         let bytes = self.data.get(self.pos..end).ok_or(ParseError::Truncated)?;
         self.pos = end;
@@ -216,7 +253,7 @@ impl<'a> Reader<'a> {
     }
 
     /// A reader over the next `n` bytes (which may be only partly present).
-    fn sub(&mut self, n: usize, what: &'static str) -> Result<Reader<'a>, ParseError> {
+    pub(super) fn sub(&mut self, n: usize, what: &'static str) -> Result<Reader<'a>, ParseError> {
         let end = self.end(n, what)?;
         let data = self
             .data
@@ -226,11 +263,11 @@ impl<'a> Reader<'a> {
         Ok(Reader::new(data, n))
     }
 
-    fn u8(&mut self, what: &'static str) -> Result<u8, ParseError> {
+    pub(super) fn u8(&mut self, what: &'static str) -> Result<u8, ParseError> {
         Ok(self.take(1, what)?[0])
     }
 
-    fn u16(&mut self, what: &'static str) -> Result<u16, ParseError> {
+    pub(super) fn u16(&mut self, what: &'static str) -> Result<u16, ParseError> {
         let b = self.take(2, what)?;
         Ok(u16::from_be_bytes([b[0], b[1]]))
     }

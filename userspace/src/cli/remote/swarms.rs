@@ -224,6 +224,7 @@ fn render_swarm(s: &SwarmView, now: SystemTime) -> String {
     for e in &s.evidence {
         let _ = writeln!(o, "    - {e}");
     }
+    o.push_str(&ja4_lines(s));
     let _ = writeln!(
         o,
         "  members     {} ({} active at the last tick)",
@@ -257,6 +258,22 @@ fn render_swarm(s: &SwarmView, now: SystemTime) -> String {
         for r in &s.refused {
             let _ = writeln!(o, "    {}: {}", r.target, r.why);
         }
+    }
+    o
+}
+
+/// The members' TLS fingerprints, one per line with its share; nothing when no member's
+/// ClientHello was seen.
+fn ja4_lines(s: &SwarmView) -> String {
+    let mut o = String::new();
+    for (i, j) in s.ja4.iter().enumerate() {
+        let label = if i == 0 { "ja4" } else { "" };
+        let _ = writeln!(
+            o,
+            "  {label:<10}  {}  {:.0}% of members",
+            j.fingerprint,
+            j.share * 100.0
+        );
     }
     o
 }

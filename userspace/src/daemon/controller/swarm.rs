@@ -11,7 +11,7 @@ use crate::{
     Action, Mode, RuleSpec, Scope, Target,
     api::{
         Failure,
-        types::{PageView, PlannedView, RefusedView, ScopeView, SwarmView},
+        types::{Ja4View, PageView, PlannedView, RefusedView, ScopeView, SwarmView},
     },
     daemon::swarms::{Book, Counters, Enforcer, PushOutcome, Pushed, Tracked},
     dataplane::monotonic_ns,
@@ -215,6 +215,14 @@ impl Daemon {
             rules_pushed: t.pushed_total,
             changes: t.changes.clone(),
             impact: t.impact,
+            ja4: s
+                .ja4_shares()
+                .into_iter()
+                .map(|(fp, share)| Ja4View {
+                    fingerprint: fp.to_string(),
+                    share,
+                })
+                .collect(),
         }
     }
 

@@ -477,6 +477,7 @@ impl LineParser {
             referer: f.referer.and_then(dash).map(lossy),
             status,
             bytes,
+            ja4: None,
         })
     }
 
