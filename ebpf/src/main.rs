@@ -20,16 +20,17 @@ use aya_ebpf::{
     helpers::{bpf_jiffies64, bpf_ktime_get_coarse_ns, bpf_xdp_load_bytes},
     macros::{map, xdp},
     maps::{
-        Array, HashMap, LpmTrie, LruPerCpuHashMap, PerCpuArray, ProgramArray, RingBuf,
+        Array, HashMap, LpmTrie, LruHashMap, LruPerCpuHashMap, PerCpuArray, ProgramArray, RingBuf,
         lpm_trie::Key,
     },
     programs::XdpContext,
 };
 use swarmwall_maps::{
-    ACTION_DROP, ACTION_OBSERVE, Addr, ClockCache, Config, FLAG_CACHE_OFF, GlobalStats, JUMP_L7,
-    L7_HTTP, L7_SNAP, L7_TLS, L7Budget, L7Event, L7Meta, MAX_CHAIN, MODE_OBSERVE, NO_RULE, Rule,
-    RuleHits, SCOPE_DST, SCOPE_PORT, SCOPE_PROTO, SLOT_ALLOWED, STAT_COUNT, SourceCounters,
-    SourceSlot, Stat, addr_words, defaults, filter_bit, src_hash,
+    ACTION_DROP, ACTION_OBSERVE, Addr, ClockCache, Config, FLAG_CACHE_OFF, GlobalStats,
+    HELLO_CHUNKS, HELLO_MAX, HELLO_SEGS, HELLO_TIMEOUT_NS, HelloFlow, HelloKey, JUMP_L7,
+    L7_FLAG_CONT, L7_FLAG_END, L7_HTTP, L7_SNAP, L7_TLS, L7Budget, L7Event, L7Meta, MAX_CHAIN,
+    MODE_OBSERVE, NO_RULE, Rule, RuleHits, SCOPE_DST, SCOPE_PORT, SCOPE_PROTO, SLOT_ALLOWED,
+    STAT_COUNT, SourceCounters, SourceSlot, Stat, addr_words, defaults, filter_bit, src_hash,
 };
 
 use crate::parse::{Packet, field, header, parse};
@@ -79,6 +80,12 @@ static L7_BUDGET: PerCpuArray<L7Budget> = PerCpuArray::with_max_entries(1, 0);
 
 #[map(name = "SW_L7_META")]
 static L7_META: PerCpuArray<L7Meta> = PerCpuArray::with_max_entries(1, 0);
+
+// One value per flow, not per CPU: a continuation segment may be steered to another CPU than
+// the first. Only the sampling program (TLS-port segments with payload) touches it.
+#[map(name = "SW_HELLO")]
+static HELLO: LruHashMap<HelloKey, HelloFlow> =
+    LruHashMap::with_max_entries(defaults::HELLO_FLOWS, 0);
 
 #[map(name = "SW_JUMP")]
 static JUMP: ProgramArray = ProgramArray::with_max_entries(1, 0);
@@ -415,16 +422,21 @@ fn hand_over(pkt: &Packet, kind: u8) -> bool {
         (*m).dst = pkt.dst;
         (*m).src_port = pkt.src_port;
         (*m).dst_port = pkt.dst_port;
+        (*m).l3_off = pkt.l3_off;
+        (*m).l4_off = pkt.l4_off;
         (*m).payload_off = pkt.payload_off;
         (*m).kind = kind;
-        (*m)._pad = 0;
+        (*m)._pad = [0; 5];
     }
     true
 }
 
 /// The sampling program, reached by tail call from the data plane for a passed TCP segment to a
 /// sampled port: copies its first bytes into the L7 ring buffer if it starts an HTTP request
-/// (or a TLS ClientHello), within the per-CPU event budget. Always passes the packet.
+/// (or a TLS ClientHello), within the per-CPU event budget. A hello longer than its segment
+/// (a post-quantum key share does that) is copied whole, up to [`HELLO_MAX`] bytes in records
+/// of [`L7_SNAP`], and its flow remembered in [`HELLO`] so that the next segments in sequence
+/// are copied too (at most [`HELLO_SEGS`] of them). Always passes the packet.
 #[xdp]
 pub fn swarmwall_l7(ctx: XdpContext) -> u32 {
     if let Some(m) = L7_META.get(0) {
@@ -443,18 +455,28 @@ fn sample(ctx: &XdpContext, m: &L7Meta) {
         return;
     }
     let off = (m.payload_off & 0x3fff) as usize;
-    let Some(head) = header::<8>(ctx, off) else {
+    let len = payload_len(ctx, m, off);
+    if len == 0 {
+        // A bare ACK (whatever Ethernet padding follows it).
         return;
-    };
-    // SAFETY: bytes 0..6 lie within the checked 8 bytes.
-    let (word, b5) = unsafe { (field::<u32>(head, 0), field::<u8>(head, 5)) };
-    let starts = if kind == L7_HTTP {
-        METHODS.contains(&word)
-    } else {
-        // Handshake record, TLS 1.x, handshake type ClientHello.
-        word & 0xffff == 0x0316 && b5 == 1
+    }
+    let starts = match header::<8>(ctx, off) {
+        Some(head) => {
+            // SAFETY: bytes 0..6 lie within the checked 8 bytes.
+            let (word, b5) = unsafe { (field::<u32>(head, 0), field::<u8>(head, 5)) };
+            if kind == L7_HTTP {
+                METHODS.contains(&word)
+            } else {
+                // Handshake record, TLS 1.x, handshake type ClientHello.
+                word & 0xffff == 0x0316 && b5 == 1
+            }
+        }
+        None => false,
     };
     if !starts {
+        if kind == L7_TLS {
+            continuation(ctx, m, off, len);
+        }
         return;
     }
     let mut now = 0;
@@ -477,36 +499,206 @@ fn sample(ctx: &XdpContext, m: &L7Meta) {
         record_extra(Stat::L7Skipped);
         return;
     }
+    // One token per request or hello: its continuation segments ride on this admission.
     b.tokens -= ONE;
-    let Some(mut entry) = L7_EVENTS.reserve::<L7Event>(0) else {
-        record_extra(Stat::L7Lost);
+    if kind == L7_HTTP {
+        let n = if len > L7_SNAP { L7_SNAP } else { len };
+        if emit(ctx, m, off, n, 0, 0, L7_FLAG_END, t) {
+            record_extra(Stat::L7Sampled);
+        }
+        return;
+    }
+    let Some(head) = header::<8>(ctx, off) else {
         return;
     };
-    let avail = ctx.data_end().saturating_sub(ctx.data() + off);
-    let n = if avail > L7_SNAP { L7_SNAP } else { avail } as u32;
-    // In 1..=L7_SNAP by construction, which the verifier can see (LLVM folds a plain `n == 0`
-    // check away); equal to n for every n in 1..=L7_SNAP, and avail >= 8 here anyway.
-    let n = (n.wrapping_sub(1) & (L7_SNAP as u32 - 1)) + 1;
-    let ev = entry.as_mut_ptr();
-    // SAFETY: `ev` points at a reserved ring buffer record of size_of::<L7Event>() bytes; every
-    // field is written before submit; the copy stays within `data` (1 <= n <= L7_SNAP).
-    unsafe {
-        (*ev).ts_ns = t;
-        (*ev).src = m.src;
-        (*ev).dst = m.dst;
-        (*ev).src_port = m.src_port;
-        (*ev).dst_port = m.dst_port;
-        (*ev).kind = kind;
-        (*ev)._pad = 0;
-        (*ev).len = n as u16;
-        let r = bpf_xdp_load_bytes(ctx.ctx, off as u32, (*ev).data.as_mut_ptr().cast(), n);
-        if r != 0 {
-            entry.discard(0);
-            return;
+    // SAFETY: bytes 3..5 (the record length, big-endian) lie within the checked 8 bytes.
+    let record = u16::from_be(unsafe { field::<u16>(head, 3) }) as usize + 5;
+    let total = if record > HELLO_MAX {
+        HELLO_MAX
+    } else {
+        record
+    };
+    let n = if len > total { total } else { len };
+    let mut flags = L7_FLAG_END;
+    if n < total
+        && let Some(seq) = tcp_seq(ctx, m)
+    {
+        let flow = HelloFlow {
+            ts_ns: t,
+            next_seq: seq.wrapping_add(n as u32),
+            got: n as u16,
+            total: total as u16,
+            segs: 0,
+            _pad: [0; 7],
+        };
+        // Remembered before the records go out, so that the last one can say whether more come.
+        if HELLO.insert(hello_key(m), flow, 0).is_ok() {
+            flags = 0;
+            record_extra(Stat::L7HelloTracked);
         }
     }
-    entry.submit(0);
-    record_extra(Stat::L7Sampled);
+    if emit(ctx, m, off, n, 0, total, flags, t) {
+        record_extra(Stat::L7Sampled);
+    }
+}
+
+/// A TLS-port segment that starts nothing: if its flow's hello is being followed and the segment
+/// is the next one in sequence, copies its share of the hello. Retransmissions (an old sequence
+/// number) and segments past a lost one are ignored; a flow silent for [`HELLO_TIMEOUT_NS`] is
+/// forgotten.
+#[inline(always)]
+fn continuation(ctx: &XdpContext, m: &L7Meta, off: usize, len: usize) {
+    let key = hello_key(m);
+    let Some(f) = HELLO.get_ptr_mut(key) else {
+        return;
+    };
+    // SAFETY: a value of a (non-per-CPU) hash map, valid while the program runs (RCU). Another
+    // CPU may update the same flow at once; the worst case is one segment copied twice or not
+    // at all, which the reader's reassembly tolerates.
+    let f = unsafe { &mut *f };
+    let mut now = 0;
+    let t = clock(&mut now);
+    if t.saturating_sub(f.ts_ns) > HELLO_TIMEOUT_NS {
+        let _ = HELLO.remove(key);
+        return;
+    }
+    let Some(seq) = tcp_seq(ctx, m) else {
+        return;
+    };
+    if seq != f.next_seq {
+        return;
+    }
+    let got = f.got as usize;
+    let total = f.total as usize;
+    if got >= total || total > HELLO_MAX {
+        let _ = HELLO.remove(key);
+        return;
+    }
+    let want = total - got;
+    let n = if len > want { want } else { len };
+    f.got = (got + n) as u16;
+    f.next_seq = seq.wrapping_add(n as u32);
+    f.segs += 1;
+    f.ts_ns = t;
+    let done = got + n >= total || f.segs >= HELLO_SEGS;
+    let mut flags = L7_FLAG_CONT;
+    if done {
+        flags |= L7_FLAG_END;
+        let _ = HELLO.remove(key);
+    }
+    if emit(ctx, m, off, n, got, total, flags, t) {
+        record_extra(Stat::L7HelloContinued);
+    }
+}
+
+/// The flow of the segment the data plane handed over.
+#[inline(always)]
+fn hello_key(m: &L7Meta) -> HelloKey {
+    HelloKey {
+        src: m.src,
+        dst: m.dst,
+        src_port: m.src_port,
+        dst_port: m.dst_port,
+        _pad: 0,
+    }
+}
+
+/// The segment's TCP sequence number.
+#[inline(always)]
+fn tcp_seq(ctx: &XdpContext, m: &L7Meta) -> Option<u32> {
+    if m.l4_off > 8192 {
+        return None;
+    }
+    let h = header::<8>(ctx, (m.l4_off & 0x3fff) as usize)?;
+    // SAFETY: bytes 4..8 lie within the checked 8 bytes.
+    Some(u32::from_be(unsafe { field::<u32>(h, 4) }))
+}
+
+/// TCP payload bytes in the frame from `off`: up to the end of the IP packet, so the Ethernet
+/// padding after a short segment (a bare ACK) does not count.
+#[inline(always)]
+fn payload_len(ctx: &XdpContext, m: &L7Meta, off: usize) -> usize {
+    if m.l3_off > 8192 {
+        return 0;
+    }
+    let l3 = (m.l3_off & 0x3fff) as usize;
+    let Some(h) = header::<8>(ctx, l3) else {
+        return 0;
+    };
+    // SAFETY: bytes 0..6 lie within the checked 8 bytes.
+    let (vers, v4_total, v6_payload) = unsafe {
+        (
+            field::<u8>(h, 0) >> 4,
+            field::<u16>(h, 2),
+            field::<u16>(h, 4),
+        )
+    };
+    let ip_end = if vers == 4 {
+        l3 + u16::from_be(v4_total) as usize
+    } else {
+        l3 + 40 + u16::from_be(v6_payload) as usize
+    };
+    let in_ip = ip_end.saturating_sub(off);
+    let in_frame = ctx.data_end().saturating_sub(ctx.data() + off);
+    if in_ip < in_frame { in_ip } else { in_frame }
+}
+
+/// Copies `n` payload bytes from `off` into the ring as records of at most [`L7_SNAP`] bytes,
+/// the first at `offset` of the payload's stream; the last record carries `flags`, the others
+/// `flags` without [`L7_FLAG_END`]. False if a record could not be written (counted).
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn emit(
+    ctx: &XdpContext,
+    m: &L7Meta,
+    off: usize,
+    n: usize,
+    offset: usize,
+    total: usize,
+    flags: u8,
+    t: u64,
+) -> bool {
+    for i in 0..HELLO_CHUNKS {
+        let start = i * L7_SNAP;
+        if start >= n {
+            break;
+        }
+        let left = n - start;
+        let len = if left > L7_SNAP { L7_SNAP } else { left } as u32;
+        // In 1..=L7_SNAP by construction, which the verifier can see (LLVM folds a plain
+        // `len == 0` check away); equal to len for every len in 1..=L7_SNAP.
+        let len = (len.wrapping_sub(1) & (L7_SNAP as u32 - 1)) + 1;
+        let last = left <= L7_SNAP;
+        let Some(mut entry) = L7_EVENTS.reserve::<L7Event>(0) else {
+            record_extra(Stat::L7Lost);
+            return false;
+        };
+        let ev = entry.as_mut_ptr();
+        // SAFETY: `ev` points at a reserved ring buffer record of size_of::<L7Event>() bytes;
+        // every field is written before submit; the copy stays within `data` (1 <= len <=
+        // L7_SNAP) and the helper checks the frame's bounds itself.
+        unsafe {
+            (*ev).ts_ns = t;
+            (*ev).src = m.src;
+            (*ev).dst = m.dst;
+            (*ev).src_port = m.src_port;
+            (*ev).dst_port = m.dst_port;
+            (*ev).kind = m.kind;
+            (*ev).flags = if last { flags } else { flags & !L7_FLAG_END };
+            (*ev).len = len as u16;
+            (*ev).offset = ((offset + start) & 0xffff) as u16;
+            (*ev).total = (total & 0xffff) as u16;
+            (*ev)._pad = 0;
+            let at = ((off + start) & 0xffff) as u32;
+            let r = bpf_xdp_load_bytes(ctx.ctx, at, (*ev).data.as_mut_ptr().cast(), len);
+            if r != 0 {
+                entry.discard(0);
+                return false;
+            }
+        }
+        entry.submit(0);
+    }
+    true
 }
 
 /// Adds a slot's counts to the source's LRU entry (creating it if needed).

@@ -41,6 +41,10 @@ pub struct Packet {
     pub src_port: u16,
     /// Offset of the transport payload from the start of the frame (TCP/UDP, when `has_port`).
     pub payload_off: u16,
+    /// Offset of the transport header from the start of the frame (when `has_port`).
+    pub l4_off: u16,
+    /// Offset of the IP header from the start of the frame.
+    pub l3_off: u16,
 }
 
 /// Returns a pointer to `N` bytes at `offset` from the start of the packet, if they lie wholly
@@ -118,6 +122,8 @@ fn parse_v4(ctx: &XdpContext, off: usize) -> Result<Packet, Stat> {
         dst_port: 0,
         src_port: 0,
         payload_off: 0,
+        l4_off: 0,
+        l3_off: off as u16,
     };
     if u16::from_be(frag) & 0x1fff != 0 {
         // Only the first fragment carries the transport header.
@@ -152,6 +158,8 @@ fn parse_v6(ctx: &XdpContext, off: usize) -> Result<Packet, Stat> {
         dst_port: 0,
         src_port: 0,
         payload_off: 0,
+        l4_off: 0,
+        l3_off: off as u16,
     };
     let mut l4 = off + 40;
     for _ in 0..IPV6_EXT_MAX {
@@ -214,6 +222,7 @@ fn ports(ctx: &XdpContext, off: usize, pkt: &mut Packet) {
                 8
             };
             pkt.payload_off = (off + hlen) as u16;
+            pkt.l4_off = off as u16;
         }
         None => record_extra(Stat::L4Truncated),
     }

@@ -3,6 +3,7 @@
 //! care which: the kernel's ring buffer of sampled payloads ([`kernel::KernelRing`]) and pcap
 //! captures ([`pcap::PcapSource`]) today, web-server access logs next.
 
+pub mod hello;
 pub mod kernel;
 pub mod pcap;
 
