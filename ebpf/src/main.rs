@@ -422,11 +422,9 @@ fn hand_over(pkt: &Packet, kind: u8) -> bool {
         (*m).dst = pkt.dst;
         (*m).src_port = pkt.src_port;
         (*m).dst_port = pkt.dst_port;
-        (*m).l3_off = pkt.l3_off;
         (*m).l4_off = pkt.l4_off;
-        (*m).payload_off = pkt.payload_off;
         (*m).kind = kind;
-        (*m)._pad = [0; 5];
+        (*m)._pad = 0;
     }
     true
 }
@@ -449,13 +447,20 @@ pub fn swarmwall_l7(ctx: XdpContext) -> u32 {
 #[inline(always)]
 fn sample(ctx: &XdpContext, m: &L7Meta) {
     let kind = m.kind;
-    // Bounded for the verifier (a range check on pkt + off needs off + size below 64 KiB); no
-    // XDP frame has its payload further in than this.
-    if m.payload_off > 8192 {
+    // The fixed-offset headers first: checked after the TCP header's, LLVM would fold their
+    // bounds checks away (implied for it, not for the verifier).
+    let Some(ip_end) = ip_end(ctx) else {
         return;
-    }
-    let off = (m.payload_off & 0x3fff) as usize;
-    let len = payload_len(ctx, m, off);
+    };
+    let Some(tcp) = tcp_header(ctx, m) else {
+        return;
+    };
+    let off = tcp.payload_off;
+    let in_ip = ip_end.saturating_sub(off);
+    let in_frame = ctx.data_end().saturating_sub(ctx.data() + off);
+    // The payload up to the end of the IP packet, so the Ethernet padding after a short segment
+    // (a bare ACK) does not count.
+    let len = if in_ip < in_frame { in_ip } else { in_frame };
     if len == 0 {
         // A bare ACK (whatever Ethernet padding follows it).
         return;
@@ -475,7 +480,7 @@ fn sample(ctx: &XdpContext, m: &L7Meta) {
     };
     if !starts {
         if kind == L7_TLS {
-            continuation(ctx, m, off, len);
+            continuation(ctx, m, &tcp, len);
         }
         return;
     }
@@ -520,12 +525,10 @@ fn sample(ctx: &XdpContext, m: &L7Meta) {
     };
     let n = if len > total { total } else { len };
     let mut flags = L7_FLAG_END;
-    if n < total
-        && let Some(seq) = tcp_seq(ctx, m)
-    {
+    if n < total {
         let flow = HelloFlow {
             ts_ns: t,
-            next_seq: seq.wrapping_add(n as u32),
+            next_seq: tcp.seq.wrapping_add(n as u32),
             got: n as u16,
             total: total as u16,
             segs: 0,
@@ -547,7 +550,7 @@ fn sample(ctx: &XdpContext, m: &L7Meta) {
 /// number) and segments past a lost one are ignored; a flow silent for [`HELLO_TIMEOUT_NS`] is
 /// forgotten.
 #[inline(always)]
-fn continuation(ctx: &XdpContext, m: &L7Meta, off: usize, len: usize) {
+fn continuation(ctx: &XdpContext, m: &L7Meta, tcp: &Tcp, len: usize) {
     let key = hello_key(m);
     let Some(f) = HELLO.get_ptr_mut(key) else {
         return;
@@ -562,9 +565,7 @@ fn continuation(ctx: &XdpContext, m: &L7Meta, off: usize, len: usize) {
         let _ = HELLO.remove(key);
         return;
     }
-    let Some(seq) = tcp_seq(ctx, m) else {
-        return;
-    };
+    let (seq, off) = (tcp.seq, tcp.payload_off);
     if seq != f.next_seq {
         return;
     }
@@ -603,28 +604,53 @@ fn hello_key(m: &L7Meta) -> HelloKey {
     }
 }
 
-/// The segment's TCP sequence number.
+/// What the sampling program reads from the TCP header.
+struct Tcp {
+    /// Sequence number, host byte order.
+    seq: u32,
+    /// Offset of the payload in the frame, below 16 KiB.
+    payload_off: usize,
+}
+
+/// The handed-over segment's TCP header.
 #[inline(always)]
-fn tcp_seq(ctx: &XdpContext, m: &L7Meta) -> Option<u32> {
+fn tcp_header(ctx: &XdpContext, m: &L7Meta) -> Option<Tcp> {
+    // Bounded for the verifier (a range check on pkt + off needs off + size below 64 KiB); no
+    // XDP frame has its payload further in than this.
     if m.l4_off > 8192 {
         return None;
     }
-    let h = header::<8>(ctx, (m.l4_off & 0x3fff) as usize)?;
-    // SAFETY: bytes 4..8 lie within the checked 8 bytes.
-    Some(u32::from_be(unsafe { field::<u32>(h, 4) }))
+    let l4 = (m.l4_off & 0x3fff) as usize;
+    let h = header::<20>(ctx, l4)?;
+    // SAFETY: bytes 4..8 and 12 lie within the checked 20 bytes.
+    let (seq, doff) = unsafe { (field::<u32>(h, 4), field::<u8>(h, 12)) };
+    Some(Tcp {
+        seq: u32::from_be(seq),
+        payload_off: l4 + ((doff >> 4) as usize) * 4,
+    })
 }
 
-/// TCP payload bytes in the frame from `off`: up to the end of the IP packet, so the Ethernet
-/// padding after a short segment (a bare ACK) does not count.
+const ETH_P_8021Q: u16 = 0x8100;
+const ETH_P_8021AD: u16 = 0x88a8;
+
+/// Where the IP packet ends in the frame. The IP header is found again here (Ethernet, up to
+/// two VLAN tags) rather than handed over, to keep the parser of every packet as it was.
 #[inline(always)]
-fn payload_len(ctx: &XdpContext, m: &L7Meta, off: usize) -> usize {
-    if m.l3_off > 8192 {
-        return 0;
+fn ip_end(ctx: &XdpContext) -> Option<usize> {
+    let mut l3 = 14;
+    let eth = header::<14>(ctx, 0)?;
+    // SAFETY: bytes 12..14 of the checked 14-byte header.
+    let mut proto = u16::from_be(unsafe { field::<u16>(eth, 12) });
+    for _ in 0..2 {
+        if proto != ETH_P_8021Q && proto != ETH_P_8021AD {
+            break;
+        }
+        let tag = header::<4>(ctx, l3)?;
+        // SAFETY: bytes 2..4 of the checked 4-byte tag.
+        proto = u16::from_be(unsafe { field::<u16>(tag, 2) });
+        l3 += 4;
     }
-    let l3 = (m.l3_off & 0x3fff) as usize;
-    let Some(h) = header::<8>(ctx, l3) else {
-        return 0;
-    };
+    let h = header::<8>(ctx, l3)?;
     // SAFETY: bytes 0..6 lie within the checked 8 bytes.
     let (vers, v4_total, v6_payload) = unsafe {
         (
@@ -633,14 +659,11 @@ fn payload_len(ctx: &XdpContext, m: &L7Meta, off: usize) -> usize {
             field::<u16>(h, 4),
         )
     };
-    let ip_end = if vers == 4 {
+    Some(if vers == 4 {
         l3 + u16::from_be(v4_total) as usize
     } else {
         l3 + 40 + u16::from_be(v6_payload) as usize
-    };
-    let in_ip = ip_end.saturating_sub(off);
-    let in_frame = ctx.data_end().saturating_sub(ctx.data() + off);
-    if in_ip < in_frame { in_ip } else { in_frame }
+    })
 }
 
 /// Copies `n` payload bytes from `off` into the ring as records of at most [`L7_SNAP`] bytes,

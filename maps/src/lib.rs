@@ -200,18 +200,15 @@ pub struct L7Meta {
     pub src_port: u16,
     /// Destination port.
     pub dst_port: u16,
-    /// Offset of the IP header in the frame (its length tells padding from payload).
-    pub l3_off: u16,
-    /// Offset of the TCP header in the frame (its sequence number follows a hello's flow).
+    /// Offset of the TCP header in the frame (the sampling program finds the payload, and the
+    /// sequence number that follows a hello's flow, from there).
     pub l4_off: u16,
-    /// Offset of the TCP payload in the frame.
-    pub payload_off: u16,
     /// [`L7_HTTP`] or [`L7_TLS`].
     pub kind: u8,
     /// Explicit padding; zero.
-    pub _pad: [u8; 5],
+    pub _pad: u8,
 }
-const _: () = assert!(size_of::<L7Meta>() == 48);
+const _: () = assert!(size_of::<L7Meta>() == 40);
 
 /// Per-CPU token bucket for L7 events.
 #[repr(C)]
