@@ -465,21 +465,29 @@ fn sample(ctx: &XdpContext, m: &L7Meta) {
         // A bare ACK (whatever Ethernet padding follows it).
         return;
     }
-    let starts = match header::<8>(ctx, off) {
+    // Whether the segment starts a request or hello; and, for TLS, whether it starts some other
+    // record (change cipher spec, alert, application data: the bulk of a client's segments),
+    // which no hello continues, so it needs no flow lookup.
+    let (starts, record) = match header::<8>(ctx, off) {
         Some(head) => {
             // SAFETY: bytes 0..6 lie within the checked 8 bytes.
             let (word, b5) = unsafe { (field::<u32>(head, 0), field::<u8>(head, 5)) };
             if kind == L7_HTTP {
-                METHODS.contains(&word)
+                (METHODS.contains(&word), false)
             } else {
+                let (rtype, major, minor) = (word & 0xff, (word >> 8) & 0xff, (word >> 16) & 0xff);
                 // Handshake record, TLS 1.x, handshake type ClientHello.
-                word & 0xffff == 0x0316 && b5 == 1
+                let hello = rtype == 0x16 && major == 3 && b5 == 1;
+                (
+                    hello,
+                    (0x14..=0x17).contains(&rtype) && major == 3 && minor <= 4,
+                )
             }
         }
-        None => false,
+        None => (false, false),
     };
     if !starts {
-        if kind == L7_TLS {
+        if kind == L7_TLS && !record {
             continuation(ctx, m, &tcp, len);
         }
         return;
