@@ -517,10 +517,11 @@ mod tests {
 
     #[test]
     fn a_new_hello_on_the_same_flow_replaces_the_old() {
-        let h = hello(1850);
+        let old = hello(1900);
+        let h: Vec<u8> = hello(1850).iter().map(|b| b ^ 0x5a).collect();
         let evs = records(1, &h, 1448);
         let mut a = HelloAssembler::new(Limits::default());
-        run(&mut a, &evs[..2], 0);
+        run(&mut a, &records(1, &old, 1448)[..2], 0);
         let out = run(&mut a, &evs, 0);
         assert_eq!(out.len(), 2);
         assert_eq!(out[0].data.len(), 1024);
