@@ -75,6 +75,12 @@ pub struct Counters {
     pub unparsed: AtomicU64,
     /// Events dropped because the queue was full.
     pub overflow: AtomicU64,
+    /// TLS hellos put together from several records (a browser's spans two segments).
+    pub hellos_reassembled: AtomicU64,
+    /// Hellos handed on incomplete: the rest did not come in time.
+    pub hellos_timed_out: AtomicU64,
+    /// Hellos handed on incomplete: the reassembly's memory cap needed their room.
+    pub hellos_dropped: AtomicU64,
 }
 
 /// A rule the pipeline pushed and believes is in force.
@@ -516,6 +522,14 @@ fn read_loop(
         counters.samples.store(c.read, Ordering::Relaxed);
         counters.requests.store(c.requests, Ordering::Relaxed);
         counters.unparsed.store(c.unparsed, Ordering::Relaxed);
+        let h = source.hellos();
+        counters
+            .hellos_reassembled
+            .store(h.reassembled, Ordering::Relaxed);
+        counters
+            .hellos_timed_out
+            .store(h.timed_out, Ordering::Relaxed);
+        counters.hellos_dropped.store(h.dropped, Ordering::Relaxed);
         if polled == Polled::End {
             tracing::info!(source = source.name(), "event source exhausted");
             break;

@@ -104,4 +104,8 @@ impl EventSource for KernelRing {
     fn counters(&self) -> SourceCounters {
         self.counters
     }
+
+    fn hellos(&self) -> HelloCounters {
+        self.hellos.counters()
+    }
 }

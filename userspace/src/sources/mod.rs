@@ -73,6 +73,10 @@ pub trait EventSource: Send {
     ) -> Result<Polled, SourceError>;
     /// What it has read so far.
     fn counters(&self) -> SourceCounters;
+    /// What its TLS hello reassembly did (all zero for a source that needs none).
+    fn hellos(&self) -> hello::HelloCounters {
+        hello::HelloCounters::default()
+    }
     /// Problems with the input that did not stop it (e.g. a truncated capture), taken once.
     fn take_warnings(&mut self) -> Vec<String> {
         Vec::new()
