@@ -51,8 +51,11 @@ fn sample(i: u64) -> L7Event {
         src_port: 40_000 + (i % 20_000) as u16,
         dst_port: 80,
         kind: L7_HTTP,
-        _pad: 0,
+        flags: swarmwall_maps::L7_FLAG_END,
         len: n as u16,
+        offset: 0,
+        total: 0,
+        _pad: 0,
         data,
     }
 }

@@ -20,16 +20,17 @@ use aya_ebpf::{
     helpers::{bpf_jiffies64, bpf_ktime_get_coarse_ns, bpf_xdp_load_bytes},
     macros::{map, xdp},
     maps::{
-        Array, HashMap, LpmTrie, LruPerCpuHashMap, PerCpuArray, ProgramArray, RingBuf,
+        Array, HashMap, LpmTrie, LruHashMap, LruPerCpuHashMap, PerCpuArray, ProgramArray, RingBuf,
         lpm_trie::Key,
     },
     programs::XdpContext,
 };
 use swarmwall_maps::{
-    ACTION_DROP, ACTION_OBSERVE, Addr, ClockCache, Config, FLAG_CACHE_OFF, GlobalStats, JUMP_L7,
-    L7_HTTP, L7_SNAP, L7_TLS, L7Budget, L7Event, L7Meta, MAX_CHAIN, MODE_OBSERVE, NO_RULE, Rule,
-    RuleHits, SCOPE_DST, SCOPE_PORT, SCOPE_PROTO, SLOT_ALLOWED, STAT_COUNT, SourceCounters,
-    SourceSlot, Stat, addr_words, defaults, filter_bit, src_hash,
+    ACTION_DROP, ACTION_OBSERVE, Addr, ClockCache, Config, FLAG_CACHE_OFF, GlobalStats,
+    HELLO_CHUNKS, HELLO_MAX, HELLO_SEGS, HELLO_TIMEOUT_NS, HelloFlow, HelloKey, JUMP_L7,
+    L7_FLAG_CONT, L7_FLAG_END, L7_HTTP, L7_SNAP, L7_TLS, L7Budget, L7Event, L7Meta, MAX_CHAIN,
+    MODE_OBSERVE, NO_RULE, Rule, RuleHits, SCOPE_DST, SCOPE_PORT, SCOPE_PROTO, SLOT_ALLOWED,
+    STAT_COUNT, SourceCounters, SourceSlot, Stat, addr_words, defaults, filter_bit, src_hash,
 };
 
 use crate::parse::{Packet, field, header, parse};
@@ -79,6 +80,12 @@ static L7_BUDGET: PerCpuArray<L7Budget> = PerCpuArray::with_max_entries(1, 0);
 
 #[map(name = "SW_L7_META")]
 static L7_META: PerCpuArray<L7Meta> = PerCpuArray::with_max_entries(1, 0);
+
+// One value per flow, not per CPU: a continuation segment may be steered to another CPU than
+// the first. Only the sampling program (TLS-port segments with payload) touches it.
+#[map(name = "SW_HELLO")]
+static HELLO: LruHashMap<HelloKey, HelloFlow> =
+    LruHashMap::with_max_entries(defaults::HELLO_FLOWS, 0);
 
 #[map(name = "SW_JUMP")]
 static JUMP: ProgramArray = ProgramArray::with_max_entries(1, 0);
@@ -415,7 +422,7 @@ fn hand_over(pkt: &Packet, kind: u8) -> bool {
         (*m).dst = pkt.dst;
         (*m).src_port = pkt.src_port;
         (*m).dst_port = pkt.dst_port;
-        (*m).payload_off = pkt.payload_off;
+        (*m).l4_off = pkt.l4_off;
         (*m).kind = kind;
         (*m)._pad = 0;
     }
@@ -424,7 +431,10 @@ fn hand_over(pkt: &Packet, kind: u8) -> bool {
 
 /// The sampling program, reached by tail call from the data plane for a passed TCP segment to a
 /// sampled port: copies its first bytes into the L7 ring buffer if it starts an HTTP request
-/// (or a TLS ClientHello), within the per-CPU event budget. Always passes the packet.
+/// (or a TLS ClientHello), within the per-CPU event budget. A hello longer than its segment
+/// (a post-quantum key share does that) is copied whole, up to [`HELLO_MAX`] bytes in records
+/// of [`L7_SNAP`], and its flow remembered in [`HELLO`] so that the next segments in sequence
+/// are copied too (at most [`HELLO_SEGS`] of them). Always passes the packet.
 #[xdp]
 pub fn swarmwall_l7(ctx: XdpContext) -> u32 {
     if let Some(m) = L7_META.get(0) {
@@ -437,24 +447,49 @@ pub fn swarmwall_l7(ctx: XdpContext) -> u32 {
 #[inline(always)]
 fn sample(ctx: &XdpContext, m: &L7Meta) {
     let kind = m.kind;
-    // Bounded for the verifier (a range check on pkt + off needs off + size below 64 KiB); no
-    // XDP frame has its payload further in than this.
-    if m.payload_off > 8192 {
+    // The fixed-offset headers first: checked after the TCP header's, LLVM would fold their
+    // bounds checks away (implied for it, not for the verifier).
+    let Some(ip_end) = ip_end(ctx) else {
+        return;
+    };
+    let Some(tcp) = tcp_header(ctx, m) else {
+        return;
+    };
+    let off = tcp.payload_off;
+    let in_ip = ip_end.saturating_sub(off);
+    let in_frame = ctx.data_end().saturating_sub(ctx.data() + off);
+    // The payload up to the end of the IP packet, so the Ethernet padding after a short segment
+    // (a bare ACK) does not count.
+    let len = if in_ip < in_frame { in_ip } else { in_frame };
+    if len == 0 {
+        // A bare ACK (whatever Ethernet padding follows it).
         return;
     }
-    let off = (m.payload_off & 0x3fff) as usize;
-    let Some(head) = header::<8>(ctx, off) else {
-        return;
-    };
-    // SAFETY: bytes 0..6 lie within the checked 8 bytes.
-    let (word, b5) = unsafe { (field::<u32>(head, 0), field::<u8>(head, 5)) };
-    let starts = if kind == L7_HTTP {
-        METHODS.contains(&word)
-    } else {
-        // Handshake record, TLS 1.x, handshake type ClientHello.
-        word & 0xffff == 0x0316 && b5 == 1
+    // Whether the segment starts a request or hello; and, for TLS, whether it starts some other
+    // record (change cipher spec, alert, application data: the bulk of a client's segments),
+    // which no hello continues, so it needs no flow lookup.
+    let (starts, record) = match header::<8>(ctx, off) {
+        Some(head) => {
+            // SAFETY: bytes 0..6 lie within the checked 8 bytes.
+            let (word, b5) = unsafe { (field::<u32>(head, 0), field::<u8>(head, 5)) };
+            if kind == L7_HTTP {
+                (METHODS.contains(&word), false)
+            } else {
+                let (rtype, major, minor) = (word & 0xff, (word >> 8) & 0xff, (word >> 16) & 0xff);
+                // Handshake record, TLS 1.x, handshake type ClientHello.
+                let hello = rtype == 0x16 && major == 3 && b5 == 1;
+                (
+                    hello,
+                    (0x14..=0x17).contains(&rtype) && major == 3 && minor <= 4,
+                )
+            }
+        }
+        None => (false, false),
     };
     if !starts {
+        if kind == L7_TLS && !record {
+            continuation(ctx, m, &tcp, len);
+        }
         return;
     }
     let mut now = 0;
@@ -477,36 +512,224 @@ fn sample(ctx: &XdpContext, m: &L7Meta) {
         record_extra(Stat::L7Skipped);
         return;
     }
+    // One token per request or hello: its continuation segments ride on this admission.
     b.tokens -= ONE;
-    let Some(mut entry) = L7_EVENTS.reserve::<L7Event>(0) else {
-        record_extra(Stat::L7Lost);
+    if kind == L7_HTTP {
+        let n = if len > L7_SNAP { L7_SNAP } else { len };
+        if emit(ctx, m, off, n, 0, 0, L7_FLAG_END, t) {
+            record_extra(Stat::L7Sampled);
+        }
+        return;
+    }
+    let Some(head) = header::<8>(ctx, off) else {
         return;
     };
-    let avail = ctx.data_end().saturating_sub(ctx.data() + off);
-    let n = if avail > L7_SNAP { L7_SNAP } else { avail } as u32;
-    // In 1..=L7_SNAP by construction, which the verifier can see (LLVM folds a plain `n == 0`
-    // check away); equal to n for every n in 1..=L7_SNAP, and avail >= 8 here anyway.
-    let n = (n.wrapping_sub(1) & (L7_SNAP as u32 - 1)) + 1;
-    let ev = entry.as_mut_ptr();
-    // SAFETY: `ev` points at a reserved ring buffer record of size_of::<L7Event>() bytes; every
-    // field is written before submit; the copy stays within `data` (1 <= n <= L7_SNAP).
-    unsafe {
-        (*ev).ts_ns = t;
-        (*ev).src = m.src;
-        (*ev).dst = m.dst;
-        (*ev).src_port = m.src_port;
-        (*ev).dst_port = m.dst_port;
-        (*ev).kind = kind;
-        (*ev)._pad = 0;
-        (*ev).len = n as u16;
-        let r = bpf_xdp_load_bytes(ctx.ctx, off as u32, (*ev).data.as_mut_ptr().cast(), n);
-        if r != 0 {
-            entry.discard(0);
-            return;
+    // SAFETY: bytes 3..5 (the record length, big-endian) lie within the checked 8 bytes.
+    let record = u16::from_be(unsafe { field::<u16>(head, 3) }) as usize + 5;
+    let total = if record > HELLO_MAX {
+        HELLO_MAX
+    } else {
+        record
+    };
+    let n = if len > total { total } else { len };
+    let mut flags = L7_FLAG_END;
+    if n < total {
+        let flow = HelloFlow {
+            ts_ns: t,
+            next_seq: tcp.seq.wrapping_add(n as u32),
+            got: n as u16,
+            total: total as u16,
+            segs: 0,
+            _pad: [0; 7],
+        };
+        // Remembered before the records go out, so that the last one can say whether more come.
+        if HELLO.insert(hello_key(m), flow, 0).is_ok() {
+            flags = 0;
+            record_extra(Stat::L7HelloTracked);
         }
     }
-    entry.submit(0);
-    record_extra(Stat::L7Sampled);
+    if emit(ctx, m, off, n, 0, total, flags, t) {
+        record_extra(Stat::L7Sampled);
+    }
+}
+
+/// A TLS-port segment that starts nothing: if its flow's hello is being followed and the segment
+/// is the next one in sequence, copies its share of the hello. Retransmissions (an old sequence
+/// number) and segments past a lost one are ignored; a flow silent for [`HELLO_TIMEOUT_NS`] is
+/// forgotten.
+#[inline(always)]
+fn continuation(ctx: &XdpContext, m: &L7Meta, tcp: &Tcp, len: usize) {
+    let key = hello_key(m);
+    let Some(f) = HELLO.get_ptr_mut(key) else {
+        return;
+    };
+    // SAFETY: a value of a (non-per-CPU) hash map, valid while the program runs (RCU). Another
+    // CPU may update the same flow at once; the worst case is one segment copied twice or not
+    // at all, which the reader's reassembly tolerates.
+    let f = unsafe { &mut *f };
+    let mut now = 0;
+    let t = clock(&mut now);
+    if t.saturating_sub(f.ts_ns) > HELLO_TIMEOUT_NS {
+        let _ = HELLO.remove(key);
+        return;
+    }
+    let (seq, off) = (tcp.seq, tcp.payload_off);
+    if seq != f.next_seq {
+        return;
+    }
+    let got = f.got as usize;
+    let total = f.total as usize;
+    if got >= total || total > HELLO_MAX {
+        let _ = HELLO.remove(key);
+        return;
+    }
+    let want = total - got;
+    let n = if len > want { want } else { len };
+    f.got = (got + n) as u16;
+    f.next_seq = seq.wrapping_add(n as u32);
+    f.segs += 1;
+    f.ts_ns = t;
+    let done = got + n >= total || f.segs >= HELLO_SEGS;
+    let mut flags = L7_FLAG_CONT;
+    if done {
+        flags |= L7_FLAG_END;
+        let _ = HELLO.remove(key);
+    }
+    if emit(ctx, m, off, n, got, total, flags, t) {
+        record_extra(Stat::L7HelloContinued);
+    }
+}
+
+/// The flow of the segment the data plane handed over.
+#[inline(always)]
+fn hello_key(m: &L7Meta) -> HelloKey {
+    HelloKey {
+        src: m.src,
+        dst: m.dst,
+        src_port: m.src_port,
+        dst_port: m.dst_port,
+        _pad: 0,
+    }
+}
+
+/// What the sampling program reads from the TCP header.
+struct Tcp {
+    /// Sequence number, host byte order.
+    seq: u32,
+    /// Offset of the payload in the frame, below 16 KiB.
+    payload_off: usize,
+}
+
+/// The handed-over segment's TCP header.
+#[inline(always)]
+fn tcp_header(ctx: &XdpContext, m: &L7Meta) -> Option<Tcp> {
+    // Bounded for the verifier (a range check on pkt + off needs off + size below 64 KiB); no
+    // XDP frame has its payload further in than this.
+    if m.l4_off > 8192 {
+        return None;
+    }
+    let l4 = (m.l4_off & 0x3fff) as usize;
+    let h = header::<20>(ctx, l4)?;
+    // SAFETY: bytes 4..8 and 12 lie within the checked 20 bytes.
+    let (seq, doff) = unsafe { (field::<u32>(h, 4), field::<u8>(h, 12)) };
+    Some(Tcp {
+        seq: u32::from_be(seq),
+        payload_off: l4 + ((doff >> 4) as usize) * 4,
+    })
+}
+
+const ETH_P_8021Q: u16 = 0x8100;
+const ETH_P_8021AD: u16 = 0x88a8;
+
+/// Where the IP packet ends in the frame. The IP header is found again here (Ethernet, up to
+/// two VLAN tags) rather than handed over, to keep the parser of every packet as it was.
+#[inline(always)]
+fn ip_end(ctx: &XdpContext) -> Option<usize> {
+    let mut l3 = 14;
+    let eth = header::<14>(ctx, 0)?;
+    // SAFETY: bytes 12..14 of the checked 14-byte header.
+    let mut proto = u16::from_be(unsafe { field::<u16>(eth, 12) });
+    for _ in 0..2 {
+        if proto != ETH_P_8021Q && proto != ETH_P_8021AD {
+            break;
+        }
+        let tag = header::<4>(ctx, l3)?;
+        // SAFETY: bytes 2..4 of the checked 4-byte tag.
+        proto = u16::from_be(unsafe { field::<u16>(tag, 2) });
+        l3 += 4;
+    }
+    let h = header::<8>(ctx, l3)?;
+    // SAFETY: bytes 0..6 lie within the checked 8 bytes.
+    let (vers, v4_total, v6_payload) = unsafe {
+        (
+            field::<u8>(h, 0) >> 4,
+            field::<u16>(h, 2),
+            field::<u16>(h, 4),
+        )
+    };
+    Some(if vers == 4 {
+        l3 + u16::from_be(v4_total) as usize
+    } else {
+        l3 + 40 + u16::from_be(v6_payload) as usize
+    })
+}
+
+/// Copies `n` payload bytes from `off` into the ring as records of at most [`L7_SNAP`] bytes,
+/// the first at `offset` of the payload's stream; the last record carries `flags`, the others
+/// `flags` without [`L7_FLAG_END`]. False if a record could not be written (counted).
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn emit(
+    ctx: &XdpContext,
+    m: &L7Meta,
+    off: usize,
+    n: usize,
+    offset: usize,
+    total: usize,
+    flags: u8,
+    t: u64,
+) -> bool {
+    for i in 0..HELLO_CHUNKS {
+        let start = i * L7_SNAP;
+        if start >= n {
+            break;
+        }
+        let left = n - start;
+        let len = if left > L7_SNAP { L7_SNAP } else { left } as u32;
+        // In 1..=L7_SNAP by construction, which the verifier can see (LLVM folds a plain
+        // `len == 0` check away); equal to len for every len in 1..=L7_SNAP.
+        let len = (len.wrapping_sub(1) & (L7_SNAP as u32 - 1)) + 1;
+        let last = left <= L7_SNAP;
+        let Some(mut entry) = L7_EVENTS.reserve::<L7Event>(0) else {
+            record_extra(Stat::L7Lost);
+            return false;
+        };
+        let ev = entry.as_mut_ptr();
+        // SAFETY: `ev` points at a reserved ring buffer record of size_of::<L7Event>() bytes;
+        // every field is written before submit; the copy stays within `data` (1 <= len <=
+        // L7_SNAP) and the helper checks the frame's bounds itself.
+        unsafe {
+            (*ev).ts_ns = t;
+            (*ev).src = m.src;
+            (*ev).dst = m.dst;
+            (*ev).src_port = m.src_port;
+            (*ev).dst_port = m.dst_port;
+            (*ev).kind = m.kind;
+            (*ev).flags = if last { flags } else { flags & !L7_FLAG_END };
+            (*ev).len = len as u16;
+            (*ev).offset = ((offset + start) & 0xffff) as u16;
+            (*ev).total = (total & 0xffff) as u16;
+            (*ev)._pad = 0;
+            let at = ((off + start) & 0xffff) as u32;
+            let r = bpf_xdp_load_bytes(ctx.ctx, at, (*ev).data.as_mut_ptr().cast(), len);
+            if r != 0 {
+                entry.discard(0);
+                return false;
+            }
+        }
+        entry.submit(0);
+    }
+    true
 }
 
 /// Adds a slot's counts to the source's LRU entry (creating it if needed).

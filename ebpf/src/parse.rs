@@ -39,8 +39,9 @@ pub struct Packet {
     pub dst_port: u16,
     /// Source port, host byte order (when `has_port`).
     pub src_port: u16,
-    /// Offset of the transport payload from the start of the frame (TCP/UDP, when `has_port`).
-    pub payload_off: u16,
+    /// Offset of the transport header from the start of the frame (TCP/UDP, when `has_port`);
+    /// the sampling program finds the payload from there, so no other path pays for it.
+    pub l4_off: u16,
 }
 
 /// Returns a pointer to `N` bytes at `offset` from the start of the packet, if they lie wholly
@@ -117,7 +118,7 @@ fn parse_v4(ctx: &XdpContext, off: usize) -> Result<Packet, Stat> {
         has_port: false,
         dst_port: 0,
         src_port: 0,
-        payload_off: 0,
+        l4_off: 0,
     };
     if u16::from_be(frag) & 0x1fff != 0 {
         // Only the first fragment carries the transport header.
@@ -151,7 +152,7 @@ fn parse_v6(ctx: &XdpContext, off: usize) -> Result<Packet, Stat> {
         has_port: false,
         dst_port: 0,
         src_port: 0,
-        payload_off: 0,
+        l4_off: 0,
     };
     let mut l4 = off + 40;
     for _ in 0..IPV6_EXT_MAX {
@@ -207,13 +208,7 @@ fn ports(ctx: &XdpContext, off: usize, pkt: &mut Packet) {
             pkt.src_port = u16::from_be(sport);
             pkt.dst_port = u16::from_be(dport);
             pkt.has_port = true;
-            let hlen = if pkt.proto == IPPROTO_TCP {
-                // SAFETY: byte 12 lies within the checked 20-byte TCP header.
-                ((unsafe { field::<u8>(h, 12) } >> 4) as usize) * 4
-            } else {
-                8
-            };
-            pkt.payload_off = (off + hlen) as u16;
+            pkt.l4_off = off as u16;
         }
         None => record_extra(Stat::L4Truncated),
     }

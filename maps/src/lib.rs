@@ -11,7 +11,7 @@ use core::mem::size_of;
 
 /// Version of this ABI. Stored in [`Config::abi_version`] by the loader so that a daemon can
 /// refuse maps pinned by an incompatible build instead of misreading them.
-pub const ABI_VERSION: u32 = 1;
+pub const ABI_VERSION: u32 = 2;
 
 /// Map names, shared by the kernel program's statics and the userspace loader.
 ///
@@ -49,6 +49,9 @@ pub mod names {
     pub const L7_META: &str = "SW_L7_META";
     /// Program array: slot [`super::JUMP_L7`] holds the sampling program.
     pub const JUMP: &str = "SW_JUMP";
+    /// TLS flows whose ClientHello is longer than its first segment: LRU hash of
+    /// [`super::HelloKey`] to [`super::HelloFlow`], so the continuation segments are sampled too.
+    pub const HELLO: &str = "SW_HELLO";
 }
 
 /// Program names inside the object.
@@ -79,6 +82,9 @@ pub mod defaults {
     pub const L7_RATE: u32 = 20_000;
     /// Bytes of the L7 event ring buffer (a power of two, a multiple of the page size).
     pub const L7_RING: u32 = 1 << 22;
+    /// TLS flows [`super::names::HELLO`] remembers at once (an LRU: a flood of first segments
+    /// evicts the oldest, it cannot grow the map).
+    pub const HELLO_FLOWS: u32 = 8192;
 }
 
 /// Payload bytes an [`L7Event`] carries: the request line, `Host`, and as many headers as fit.
@@ -88,7 +94,27 @@ pub const L7_HTTP: u8 = 1;
 /// [`L7Event::kind`]: a TLS ClientHello.
 pub const L7_TLS: u8 = 2;
 
-/// The first bytes of a TCP segment that starts an HTTP request or a TLS ClientHello.
+/// Bytes of a TLS ClientHello the kernel copies at most, over all its segments (a post-quantum
+/// key share makes a browser's hello 1.7–1.9 KB). A multiple of [`L7_SNAP`].
+pub const HELLO_MAX: usize = 2048;
+/// [`L7Event`] records one segment's share of a hello takes at most.
+pub const HELLO_CHUNKS: usize = HELLO_MAX / L7_SNAP;
+/// Continuation segments sampled per hello at most, after the first.
+pub const HELLO_SEGS: u8 = 3;
+/// A remembered hello flow whose next segment has not come within this long is forgotten.
+pub const HELLO_TIMEOUT_NS: u64 = 1_000_000_000;
+
+/// [`L7Event::flags`]: the kernel sends no more records for this payload (for a hello: its
+/// last bytes, or the last the kernel will copy). HTTP records always carry it.
+pub const L7_FLAG_END: u8 = 1;
+/// [`L7Event::flags`]: the bytes come from a continuation segment of the hello, not its first.
+pub const L7_FLAG_CONT: u8 = 2;
+
+/// Up to [`L7_SNAP`] bytes of a TCP payload that starts an HTTP request or a TLS ClientHello.
+///
+/// A hello longer than one record comes as several, in order of `offset` from one CPU (those
+/// of a continuation segment may come from another): the reader reassembles them per flow
+/// (addresses and ports) until it has `total` bytes or a record flagged [`L7_FLAG_END`].
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct L7Event {
@@ -104,14 +130,58 @@ pub struct L7Event {
     pub dst_port: u16,
     /// [`L7_HTTP`] or [`L7_TLS`].
     pub kind: u8,
-    /// Explicit padding; zero.
-    pub _pad: u8,
+    /// `L7_FLAG_*` bits.
+    pub flags: u8,
     /// Bytes of `data` filled (at most [`L7_SNAP`]).
     pub len: u16,
-    /// The payload's first bytes.
+    /// Where `data` starts in the hello (0 for its first bytes, and for HTTP).
+    pub offset: u16,
+    /// For a hello: its length (record header included) as the record says, at most
+    /// [`HELLO_MAX`]; 0 for HTTP.
+    pub total: u16,
+    /// Explicit padding; zero.
+    pub _pad: u32,
+    /// The payload's bytes from `offset`.
     pub data: [u8; L7_SNAP],
 }
-const _: () = assert!(size_of::<L7Event>() == 48 + L7_SNAP);
+const _: () = assert!(size_of::<L7Event>() == 56 + L7_SNAP);
+const _: () = assert!(HELLO_MAX.is_multiple_of(L7_SNAP) && HELLO_MAX <= u16::MAX as usize);
+
+/// Key of [`names::HELLO`]: one TCP flow, client to server.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HelloKey {
+    /// Client address.
+    pub src: Addr,
+    /// Server address.
+    pub dst: Addr,
+    /// Client port.
+    pub src_port: u16,
+    /// Server port.
+    pub dst_port: u16,
+    /// Explicit padding; zero (it is hashed with the key).
+    pub _pad: u32,
+}
+const _: () = assert!(size_of::<HelloKey>() == 40);
+
+/// Value of [`names::HELLO`]: how far the kernel has copied a flow's hello.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HelloFlow {
+    /// When the flow was remembered or last advanced, `CLOCK_MONOTONIC` (coarse) ns.
+    pub ts_ns: u64,
+    /// TCP sequence number the next segment must carry to be sampled (host byte order).
+    pub next_seq: u32,
+    /// Bytes of the hello copied so far.
+    pub got: u16,
+    /// Bytes to copy in all: [`L7Event::total`].
+    pub total: u16,
+    /// Continuation segments sampled so far.
+    pub segs: u8,
+    /// Explicit padding; zero.
+    pub _pad: [u8; 7],
+}
+const _: () = assert!(size_of::<HelloFlow>() == 24);
 
 /// Slot of [`names::JUMP`] that holds the sampling program.
 pub const JUMP_L7: u32 = 0;
@@ -130,8 +200,9 @@ pub struct L7Meta {
     pub src_port: u16,
     /// Destination port.
     pub dst_port: u16,
-    /// Offset of the TCP payload in the frame.
-    pub payload_off: u16,
+    /// Offset of the TCP header in the frame (the sampling program finds the payload, and the
+    /// sequence number that follows a hello's flow, from there).
+    pub l4_off: u16,
     /// [`L7_HTTP`] or [`L7_TLS`].
     pub kind: u8,
     /// Explicit padding; zero.
@@ -411,14 +482,18 @@ pub enum Stat {
     L7Skipped = 12,
     /// One was lost: the ring buffer was full (userspace not keeping up).
     L7Lost = 13,
+    /// A TLS hello longer than its first segment: the flow was remembered for its continuation.
+    L7HelloTracked = 14,
+    /// A continuation segment of a remembered hello was copied into the ring buffer.
+    L7HelloContinued = 15,
 }
 
 /// Number of [`Stat`] slots.
-pub const STAT_COUNT: usize = 16;
+pub const STAT_COUNT: usize = 24;
 
 impl Stat {
     /// Every slot, in index order, for rendering.
-    pub const ALL: [Stat; 14] = [
+    pub const ALL: [Stat; 16] = [
         Stat::Seen,
         Stat::Passed,
         Stat::Allowed,
@@ -433,6 +508,8 @@ impl Stat {
         Stat::L7Sampled,
         Stat::L7Skipped,
         Stat::L7Lost,
+        Stat::L7HelloTracked,
+        Stat::L7HelloContinued,
     ];
 
     /// A stable, machine-friendly name.
@@ -452,6 +529,8 @@ impl Stat {
             Stat::L7Sampled => "l7_sampled",
             Stat::L7Skipped => "l7_skipped",
             Stat::L7Lost => "l7_lost",
+            Stat::L7HelloTracked => "l7_hello_tracked",
+            Stat::L7HelloContinued => "l7_hello_continued",
         }
     }
 }
@@ -460,7 +539,7 @@ impl Stat {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct GlobalStats {
-    /// Indexed by [`Stat`]; the last slot is spare.
+    /// Indexed by [`Stat`]; the slots past [`Stat::ALL`] are spare.
     pub counters: [u64; STAT_COUNT],
 }
 const _: () = assert!(size_of::<GlobalStats>() == 8 * STAT_COUNT);
@@ -584,6 +663,10 @@ mod user {
     unsafe impl aya::Pod for super::L7Budget {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::L7Meta {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::HelloKey {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::HelloFlow {}
 }
 
 #[cfg(test)]

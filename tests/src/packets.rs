@@ -89,6 +89,9 @@ enum Ipv6Ext {
     },
 }
 
+/// The TCP sequence number of a [`Frame`] unless [`Frame::tcp_seq`] says otherwise.
+pub const DEFAULT_SEQ: u32 = 0x5357_0001;
+
 /// A fluent builder for one Ethernet frame carrying UDP or TCP over IPv4 or IPv6.
 ///
 /// Options apply in the order given where order matters (VLAN tags, IPv6 extension headers).
@@ -110,6 +113,7 @@ pub struct Frame {
     ipv4_fragment: Option<(u16, bool)>,
     ipv6_exts: Vec<Ipv6Ext>,
     pad_to: usize,
+    seq: u32,
 }
 
 impl Frame {
@@ -161,6 +165,7 @@ impl Frame {
             ipv4_fragment: None,
             ipv6_exts: Vec::new(),
             pad_to: 0,
+            seq: DEFAULT_SEQ,
         }
     }
 
@@ -188,6 +193,13 @@ impl Frame {
             L4::Tcp { flags: f } => *f = flags,
             L4::Udp => panic!("tcp_flags on a UDP frame"),
         }
+        self
+    }
+
+    /// Sets the TCP sequence number (default [`DEFAULT_SEQ`]): a payload split over segments
+    /// advances it by each segment's length.
+    pub fn tcp_seq(mut self, seq: u32) -> Self {
+        self.seq = seq;
         self
     }
 
@@ -350,7 +362,7 @@ impl Frame {
         let mut tcp = MutableTcpPacket::new(&mut buf).expect("buffer sized for a TCP header");
         tcp.set_source(self.sport);
         tcp.set_destination(self.dport);
-        tcp.set_sequence(0x5357_0001);
+        tcp.set_sequence(self.seq);
         if flags & TcpFlags::ACK != 0 {
             tcp.set_acknowledgement(1);
         }

@@ -4,10 +4,19 @@
 
 mod common;
 
+use std::time::Duration;
+
 use common::{ip, small};
-use swarmwall::{Dataplane, Prog, RuleSpec, l7};
-use swarmwall_integration::{packets::Frame, require_root};
-use swarmwall_maps::{L7_HTTP, L7_SNAP, L7_TLS, Stat};
+use swarmwall::{
+    Dataplane, Prog, RuleSpec, l7,
+    sources::hello::{HelloAssembler, Limits},
+};
+use swarmwall_integration::{
+    hello::browser_client_hello,
+    packets::{DEFAULT_SEQ, Frame},
+    require_root,
+};
+use swarmwall_maps::{HELLO_TIMEOUT_NS, L7_FLAG_CONT, L7_FLAG_END, L7_HTTP, L7_SNAP, L7_TLS, Stat};
 
 const REQUEST: &[u8] =
     b"GET /gallery/7?x=1 HTTP/1.1\r\nHost: Shop.Example\r\nUser-Agent: bot/1.0\r\n\r\n";
@@ -127,4 +136,150 @@ fn the_budget_caps_events_and_counts_the_rest() {
     assert!((5..=6).contains(&sampled), "{sampled}");
     assert_eq!(dp.stat(Stat::L7Sampled).unwrap(), sampled);
     assert_eq!(dp.stat(Stat::L7Skipped).unwrap(), 40 - sampled);
+}
+
+/// The records of one flow, reassembled as the daemon's reader does, parsed.
+fn reassembled(evs: &[swarmwall_maps::L7Event]) -> Vec<l7::RequestEvent> {
+    let mut a = HelloAssembler::new(Limits::default());
+    let mut out = Vec::new();
+    for e in evs {
+        a.push(e, 0, &mut |p| {
+            out.extend(l7::from_payload(
+                p.kind,
+                p.ts_ns,
+                swarmwall::addr::from_key(&p.src),
+                swarmwall::addr::from_key(&p.dst),
+                p.dst_port,
+                &p.data,
+            ))
+        });
+    }
+    out
+}
+
+/// A browser-sized hello cut into the two segments a 1500-byte MTU makes of it.
+fn hello_segments(src: &str, sport: u16, hello: &[u8]) -> [Vec<u8>; 2] {
+    const MSS: usize = 1448;
+    let seg = |seq: u32, payload: &[u8]| {
+        Frame::tcp(ip(src), ip("203.0.113.10"), sport, 443)
+            .tcp_flags(0x18)
+            .tcp_seq(seq)
+            .payload(payload)
+            .build()
+    };
+    [
+        seg(DEFAULT_SEQ, &hello[..MSS]),
+        seg(DEFAULT_SEQ + MSS as u32, &hello[MSS..]),
+    ]
+}
+
+#[test]
+fn a_hello_over_two_segments_is_captured_whole() {
+    require_root!();
+    let mut dp = Dataplane::load(small()).unwrap();
+    let mut reader = dp.take_l7_reader().unwrap();
+    let hello = browser_client_hello("late.shop.example");
+    let [first, second] = hello_segments("192.0.2.1", 40000, &hello);
+    // A bare ACK and a retransmitted first segment in between change nothing.
+    let ack = Frame::tcp(ip("192.0.2.1"), ip("203.0.113.10"), 40000, 443)
+        .tcp_flags(0x10)
+        .tcp_seq(DEFAULT_SEQ + 1448)
+        .build();
+    for f in [&first, &ack, &first, &second] {
+        dp.test_run(Prog::Main, f, 1).unwrap();
+    }
+    let evs = drain(&mut reader);
+    // The first segment's 1448 bytes in three records, the retransmission's again, the rest.
+    assert_eq!(
+        evs.len(),
+        7,
+        "{:?}",
+        evs.iter()
+            .map(|e| (e.offset, e.len, e.flags))
+            .collect::<Vec<_>>()
+    );
+    let cont = evs.last().unwrap();
+    assert_eq!(cont.flags, L7_FLAG_CONT | L7_FLAG_END);
+    assert_eq!(
+        (cont.offset as usize, cont.len as usize),
+        (1448, hello.len() - 1448)
+    );
+    assert!(evs.iter().all(|e| e.total as usize == hello.len()));
+    let reqs = reassembled(&evs);
+    assert_eq!(reqs.len(), 1, "one hello, retransmission or not: {reqs:?}");
+    assert_eq!(reqs[0].host.as_deref(), Some("late.shop.example"));
+    assert_eq!(reqs[0].kind, l7::Kind::TlsHello);
+    assert_eq!(dp.stat(Stat::L7HelloTracked).unwrap(), 2);
+    assert_eq!(dp.stat(Stat::L7HelloContinued).unwrap(), 1);
+    // Done: the flow is forgotten, a further segment is not sampled.
+    dp.test_run(Prog::Main, &second, 1).unwrap();
+    assert!(drain(&mut reader).is_empty());
+
+    // The first 512 bytes of the first segment alone, as before, did not hold the name.
+    assert_eq!(l7::from_sample(&evs[0])[0].host, None);
+
+    // IPv6, the same.
+    let seg6 = |seq: u32, payload: &[u8]| {
+        Frame::tcp(ip("2001:db8::1"), ip("2001:db8::10"), 40002, 443)
+            .tcp_flags(0x18)
+            .tcp_seq(seq)
+            .payload(payload)
+            .build()
+    };
+    dp.test_run(Prog::Main, &seg6(9, &hello[..1400]), 1)
+        .unwrap();
+    dp.test_run(Prog::Main, &seg6(9 + 1400, &hello[1400..]), 1)
+        .unwrap();
+    let reqs = reassembled(&drain(&mut reader));
+    assert_eq!(reqs.len(), 1);
+    assert_eq!(reqs[0].host.as_deref(), Some("late.shop.example"));
+}
+
+#[test]
+fn a_continuation_out_of_sequence_or_too_late_is_not_sampled() {
+    require_root!();
+    let mut dp = Dataplane::load(small()).unwrap();
+    let mut reader = dp.take_l7_reader().unwrap();
+    let hello = browser_client_hello("late.shop.example");
+    let [first, _] = hello_segments("192.0.2.2", 40001, &hello);
+    dp.test_run(Prog::Main, &first, 1).unwrap();
+    assert_eq!(drain(&mut reader).len(), 3);
+    // A segment past a lost one: not the next in sequence.
+    let ahead = Frame::tcp(ip("192.0.2.2"), ip("203.0.113.10"), 40001, 443)
+        .tcp_flags(0x18)
+        .tcp_seq(DEFAULT_SEQ + 1448 + 100)
+        .payload(&hello[1548..])
+        .build();
+    dp.test_run(Prog::Main, &ahead, 1).unwrap();
+    assert!(drain(&mut reader).is_empty());
+    // The right one, but after the kernel stopped waiting: dropped, and the entry with it.
+    std::thread::sleep(Duration::from_nanos(HELLO_TIMEOUT_NS) + Duration::from_millis(100));
+    let [_, second] = hello_segments("192.0.2.2", 40001, &hello);
+    dp.test_run(Prog::Main, &second, 1).unwrap();
+    assert!(drain(&mut reader).is_empty());
+    assert_eq!(dp.stat(Stat::L7HelloContinued).unwrap(), 0);
+    assert_eq!(dp.hello_flows().unwrap(), 0);
+}
+
+#[test]
+fn a_flood_of_first_segments_cannot_grow_the_flow_map() {
+    require_root!();
+    let mut dp = Dataplane::load(small()).unwrap();
+    let _reader = dp.take_l7_reader().unwrap();
+    dp.set_l7(&[80], &[443], 1_000_000).unwrap();
+    let hello = browser_client_hello("late.shop.example");
+    let flows = swarmwall_maps::defaults::HELLO_FLOWS + 2000;
+    for i in 0..flows {
+        let [first, _] = hello_segments("192.0.2.3", (i % 60000) as u16, &hello);
+        // Distinct flows: vary the source address too.
+        let mut f = first;
+        f[14 + 12 + 2] = (i >> 8) as u8;
+        f[14 + 12 + 3] = i as u8;
+        dp.test_run(Prog::Main, &f, 1).unwrap();
+    }
+    let held = dp.hello_flows().unwrap();
+    assert!(
+        held <= swarmwall_maps::defaults::HELLO_FLOWS as usize,
+        "{held} flows remembered"
+    );
 }

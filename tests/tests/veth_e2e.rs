@@ -334,3 +334,66 @@ fn a_port_scoped_rule_drops_only_that_port() {
     let stats = dp.stats().unwrap().counters;
     assert_eq!(stats[Stat::DroppedExact as usize], 2 * n, "{stats:?}");
 }
+
+/// A browser-sized ClientHello written on a real connection crosses the veth as two segments
+/// (1500-byte MTU); the data plane follows the flow into the second, and the reader's
+/// reassembly gives the parser the whole hello: the SNI past byte 1500 is found. IPv4 and IPv6.
+#[test]
+fn a_hello_over_two_segments_yields_its_sni_over_a_veth() {
+    use std::io::{Read as _, Write as _};
+    use swarmwall::{
+        l7,
+        sources::hello::{HelloAssembler, Limits},
+    };
+    use swarmwall_integration::hello::browser_client_hello;
+    use swarmwall_maps::L7_FLAG_CONT;
+
+    require_root!();
+    let lab = Lab::new();
+    let mut dp = lab.dataplane(Vec::new());
+    let mut reader = dp.take_l7_reader().unwrap();
+    let hello = browser_client_hello("late.lab.example");
+    for (client, server) in [("198.51.100.10", SERVER4), ("2001:db8:100::10", SERVER6)] {
+        let to = std::net::SocketAddr::new(ip(server), 443);
+        let listener = tcp_listen(&lab.server, to).unwrap();
+        let mut stream = tcp_connect_from(&lab.client, ip(client), to, CONNECT_TIMEOUT)
+            .unwrap()
+            .unwrap();
+        stream.write_all(&hello).unwrap();
+        let (mut conn, _) = listener.accept().unwrap();
+        conn.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        let mut got = vec![0; hello.len()];
+        conn.read_exact(&mut got).unwrap();
+        assert_eq!(got, hello, "the server got the hello intact");
+
+        let mut records = Vec::new();
+        let mut hellos = Vec::new();
+        let mut a = HelloAssembler::new(Limits::default());
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while hellos.is_empty() && Instant::now() < deadline {
+            while let Some(ev) = reader.next_event() {
+                records.push((ev.offset, ev.len, ev.flags));
+                a.push(&ev, 0, &mut |p| {
+                    hellos.extend(l7::from_payload(
+                        p.kind,
+                        p.ts_ns,
+                        swarmwall::addr::from_key(&p.src),
+                        swarmwall::addr::from_key(&p.dst),
+                        p.dst_port,
+                        &p.data,
+                    ))
+                });
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert!(
+            records.iter().any(|&(_, _, f)| f & L7_FLAG_CONT != 0),
+            "no continuation segment was sampled: {records:?}"
+        );
+        assert_eq!(hellos.len(), 1, "{hellos:?} from {records:?}");
+        assert_eq!(hellos[0].src, ip(client));
+        assert_eq!(hellos[0].dst_port, 443);
+        assert_eq!(hellos[0].host.as_deref(), Some("late.lab.example"));
+    }
+    assert_eq!(dp.stat(Stat::L7HelloContinued).unwrap(), 2);
+}

@@ -417,6 +417,15 @@ pub struct PipelineView {
     pub kernel_skipped: u64,
     /// Samples lost because the ring buffer was full.
     pub kernel_lost: u64,
+    /// TLS hellos put together from several samples (a browser's spans two segments).
+    #[serde(default)]
+    pub hellos_reassembled: u64,
+    /// Hellos parsed incomplete because the rest did not come in time.
+    #[serde(default)]
+    pub hellos_timed_out: u64,
+    /// Hellos parsed incomplete because the reassembly's memory cap needed their room.
+    #[serde(default)]
+    pub hellos_dropped: u64,
     /// The other event sources: access logs (`[[sources.log]]`).
     #[serde(default)]
     pub sources: Vec<SourceView>,

@@ -75,6 +75,12 @@ pub struct Counters {
     pub unparsed: AtomicU64,
     /// Events dropped because the queue was full.
     pub overflow: AtomicU64,
+    /// TLS hellos put together from several records (a browser's spans two segments).
+    pub hellos_reassembled: AtomicU64,
+    /// Hellos handed on incomplete: the rest did not come in time.
+    pub hellos_timed_out: AtomicU64,
+    /// Hellos handed on incomplete: the reassembly's memory cap needed their room.
+    pub hellos_dropped: AtomicU64,
     /// Each source after the first (the kernel ring's counters are the fields above): access
     /// logs, as their reader threads last saw them.
     pub others: Mutex<Vec<SourceStatus>>,
@@ -554,6 +560,14 @@ fn read_loop(
             counters.requests.store(c.requests, Ordering::Relaxed);
             counters.unparsed.store(c.unparsed, Ordering::Relaxed);
             counters.overflow.store(overflow, Ordering::Relaxed);
+            let h = source.hellos();
+            counters
+                .hellos_reassembled
+                .store(h.reassembled, Ordering::Relaxed);
+            counters
+                .hellos_timed_out
+                .store(h.timed_out, Ordering::Relaxed);
+            counters.hellos_dropped.store(h.dropped, Ordering::Relaxed);
         } else if let Some(s) = counters
             .others
             .lock()

@@ -119,15 +119,30 @@ pub fn http_events(
 }
 
 /// The request events in one kernel sample: the HTTP requests its bytes hold (a segment may
-/// carry several pipelined ones), or the TLS hello's (see [`tls_event`]). HTTP bytes that do not
-/// parse give nothing.
+/// carry several pipelined ones), or the TLS hello's SNI and JA4 (see [`tls_event`]). HTTP
+/// bytes that do not parse give nothing. A hello longer than one record is only whole after
+/// reassembly ([`crate::sources::hello`]), whose output goes to [`from_payload`].
 pub fn from_sample(ev: &swarmwall_maps::L7Event) -> Vec<RequestEvent> {
     let data = &ev.data[..(ev.len as usize).min(ev.data.len())];
     let src = crate::addr::from_key(&ev.src);
     let dst = crate::addr::from_key(&ev.dst);
-    match ev.kind {
-        swarmwall_maps::L7_HTTP => http_events(ev.ts_ns, src, dst, ev.dst_port, data),
-        swarmwall_maps::L7_TLS => vec![tls_event(ev.ts_ns, src, dst, ev.dst_port, data)],
+    from_payload(ev.kind, ev.ts_ns, src, dst, ev.dst_port, data)
+}
+
+/// The request events in a payload of `kind` (`L7_HTTP` or `L7_TLS`): a kernel sample's bytes
+/// or a reassembled hello.
+pub fn from_payload(
+    kind: u8,
+    ts_ns: u64,
+    src: IpAddr,
+    dst: IpAddr,
+    dst_port: u16,
+    data: &[u8],
+) -> Vec<RequestEvent> {
+    match kind {
+        swarmwall_maps::L7_HTTP => http_events(ts_ns, src, dst, dst_port, data),
+        // A hello cut short (its rest lost) still tells who connected, and often its SNI.
+        swarmwall_maps::L7_TLS => vec![tls_event(ts_ns, src, dst, dst_port, data)],
         _ => Vec::new(),
     }
 }

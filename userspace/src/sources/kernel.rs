@@ -1,27 +1,63 @@
 //! The kernel's ring buffer of sampled payloads (HTTP request heads, TLS ClientHellos), parsed
-//! into request events.
+//! into request events. A hello that came in several records (a browser's, over two segments)
+//! is reassembled first ([`super::hello`]), so the parser sees all of it.
 
 use std::{os::fd::AsRawFd as _, time::Duration};
 
-use super::{EventSource, Polled, SourceCounters, SourceError};
+use super::{
+    EventSource, Polled, SourceCounters, SourceError,
+    hello::{HelloAssembler, HelloCounters, Limits, Payload},
+};
 use crate::{
-    dataplane::L7Reader,
+    dataplane::{L7Reader, monotonic_ns},
     l7::{self, RequestEvent},
 };
 
 /// The data plane's L7 ring buffer as an [`EventSource`].
 pub struct KernelRing {
     reader: L7Reader,
+    hellos: HelloAssembler,
     counters: SourceCounters,
 }
 
 impl KernelRing {
-    /// Reads from `reader` (taken from the data plane once).
+    /// Reads from `reader` (taken from the data plane once), reassembling hellos within the
+    /// default [`Limits`].
     pub fn new(reader: L7Reader) -> Self {
+        Self::with_limits(reader, Limits::default())
+    }
+
+    /// Reads from `reader`, reassembling hellos within `limits`.
+    pub fn with_limits(reader: L7Reader, limits: Limits) -> Self {
         Self {
             reader,
+            hellos: HelloAssembler::new(limits),
             counters: SourceCounters::default(),
         }
+    }
+
+    /// What the hello reassembly did so far.
+    pub fn hello_counters(&self) -> HelloCounters {
+        self.hellos.counters()
+    }
+
+    /// Hellos waiting for their remaining records, and the bytes they hold.
+    pub fn hellos_pending(&self) -> (usize, usize) {
+        (self.hellos.pending(), self.hellos.bytes())
+    }
+}
+
+/// Parses one whole payload into request events for `out`, counting.
+fn parse(counters: &mut SourceCounters, p: &Payload, out: &mut dyn FnMut(RequestEvent)) {
+    let src = crate::addr::from_key(&p.src);
+    let dst = crate::addr::from_key(&p.dst);
+    let events = l7::from_payload(p.kind, p.ts_ns, src, dst, p.dst_port, &p.data);
+    if events.is_empty() {
+        counters.unparsed += 1;
+    }
+    for ev in events {
+        counters.requests += 1;
+        out(ev);
     }
 }
 
@@ -53,21 +89,23 @@ impl EventSource for KernelRing {
                 });
             }
         }
+        let now = monotonic_ns();
+        let counters = &mut self.counters;
         while let Some(sample) = self.reader.next_event() {
-            self.counters.read += 1;
-            let events = l7::from_sample(&sample);
-            if events.is_empty() {
-                self.counters.unparsed += 1;
-            }
-            for ev in events {
-                self.counters.requests += 1;
-                out(ev);
-            }
+            counters.read += 1;
+            self.hellos
+                .push(&sample, now, &mut |p| parse(counters, &p, out));
         }
+        self.hellos
+            .expire(monotonic_ns(), &mut |p| parse(counters, &p, out));
         Ok(Polled::More)
     }
 
     fn counters(&self) -> SourceCounters {
         self.counters
+    }
+
+    fn hellos(&self) -> HelloCounters {
+        self.hellos.counters()
     }
 }

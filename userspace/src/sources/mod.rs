@@ -5,6 +5,7 @@
 //! file; [`follow`] tails live ones through logrotate).
 
 pub mod follow;
+pub mod hello;
 pub mod kernel;
 pub mod log;
 pub mod pcap;
@@ -88,6 +89,10 @@ pub trait EventSource: Send {
     /// while all is well.
     fn problem(&self) -> Option<String> {
         None
+    }
+    /// What its TLS hello reassembly did (all zero for a source that needs none).
+    fn hellos(&self) -> hello::HelloCounters {
+        hello::HelloCounters::default()
     }
     /// Problems with the input that did not stop it (e.g. a truncated capture), taken once.
     fn take_warnings(&mut self) -> Vec<String> {

@@ -417,6 +417,9 @@ impl Control for Daemon {
                 tracked_sources: book.tracked_sources as u64,
                 kernel_skipped: stats.counters[swarmwall_maps::Stat::L7Skipped as usize],
                 kernel_lost: stats.counters[swarmwall_maps::Stat::L7Lost as usize],
+                hellos_reassembled: c.hellos_reassembled.load(Ordering::Relaxed),
+                hellos_timed_out: c.hellos_timed_out.load(Ordering::Relaxed),
+                hellos_dropped: c.hellos_dropped.load(Ordering::Relaxed),
                 sources: c
                     .others
                     .lock()

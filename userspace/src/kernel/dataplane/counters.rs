@@ -56,6 +56,14 @@ impl Dataplane {
         Ok(L7Reader { ring })
     }
 
+    /// TLS flows the kernel is following into their hello's next segment (entries of
+    /// [`names::HELLO`]); bounded by the map's size.
+    pub fn hello_flows(&self) -> Result<usize, DataplaneError> {
+        let m: aya::maps::HashMap<&MapData, swarmwall_maps::HelloKey, swarmwall_maps::HelloFlow> =
+            aya::maps::HashMap::try_from(self.map(names::HELLO)?).map_err(map_err(names::HELLO))?;
+        Ok(m.keys().filter(Result::is_ok).count())
+    }
+
     /// Rules with their hit counters.
     pub fn rules(&self) -> Result<Vec<RuleInfo>, DataplaneError> {
         let hits = self.hits_map()?;

@@ -20,7 +20,7 @@ use super::{DataplaneError, Sizes};
 
 /// Every map of the object with the sizes of its key and value: what adopting a pinned map
 /// checks, since the kernel would otherwise happily hand back a map of another layout.
-pub(super) const MAP_LAYOUT: [(&str, usize, usize); 16] = [
+pub(super) const MAP_LAYOUT: [(&str, usize, usize); 17] = [
     (names::CONFIG, 4, size_of::<Config>()),
     (names::STATS, 4, size_of::<GlobalStats>()),
     (names::SOURCES, 16, size_of::<SourceCounters>()),
@@ -38,6 +38,11 @@ pub(super) const MAP_LAYOUT: [(&str, usize, usize); 16] = [
     (names::L7_EVENTS, 0, 0),
     (names::L7_META, 4, size_of::<swarmwall_maps::L7Meta>()),
     (names::JUMP, 4, 4),
+    (
+        names::HELLO,
+        size_of::<swarmwall_maps::HelloKey>(),
+        size_of::<swarmwall_maps::HelloFlow>(),
+    ),
 ];
 
 /// Where a fresh data plane's maps are pinned while it is being built; renamed to `maps` once
