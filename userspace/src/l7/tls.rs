@@ -284,8 +284,7 @@ impl<'a> Reader<'a> {
 mod tests {
     use super::*;
 
-    /// One extension: type and data.
-    type Ext = (u16, Vec<u8>);
+    use crate::l7::hello::build::Ext;
 
     fn server_name_ext(names: &[(u8, &[u8])]) -> Ext {
         let mut list = Vec::new();
@@ -299,32 +298,14 @@ mod tests {
         (EXT_SERVER_NAME, data)
     }
 
-    /// A ClientHello handshake message (type, length, body).
+    /// A ClientHello handshake message (type, length, body), with GREASE first among six
+    /// suites.
     fn hello_message(exts: Option<&[Ext]>) -> Vec<u8> {
-        let mut body = vec![3, 3];
-        body.extend_from_slice(&[0x5a; 32]);
-        body.push(32);
-        body.extend_from_slice(&[0xa5; 32]);
-        let suites: [u16; 6] = [0x2a2a, 0x1301, 0x1302, 0x1303, 0xc02b, 0xc02f];
-        body.extend_from_slice(&((suites.len() * 2) as u16).to_be_bytes());
-        for s in suites {
-            body.extend_from_slice(&s.to_be_bytes());
-        }
-        body.extend_from_slice(&[1, 0]);
-        if let Some(exts) = exts {
-            let mut block = Vec::new();
-            for (ty, data) in exts {
-                block.extend_from_slice(&ty.to_be_bytes());
-                block.extend_from_slice(&(data.len() as u16).to_be_bytes());
-                block.extend_from_slice(data);
-            }
-            body.extend_from_slice(&(block.len() as u16).to_be_bytes());
-            body.extend_from_slice(&block);
-        }
-        let mut msg = vec![CLIENT_HELLO];
-        msg.extend_from_slice(&(body.len() as u32).to_be_bytes()[1..]);
-        msg.extend_from_slice(&body);
-        msg
+        crate::l7::hello::build::message(
+            0x0303,
+            &[0x2a2a, 0x1301, 0x1302, 0x1303, 0xc02b, 0xc02f],
+            exts,
+        )
     }
 
     fn records(msg: &[u8], chunk: usize) -> Vec<u8> {
