@@ -346,11 +346,8 @@ impl Engine {
                 t.impact = plan.impact;
             }
             t.refuse(plan.refused);
-            let pardoned = |target: &Target| {
-                t.pardons
-                    .iter()
-                    .any(|p| p.net().contains(&target.net()) || target.net().contains(&p.net()))
-            };
+            let pardoned =
+                |target: &Target| t.pardons.iter().any(|p| crate::guard::overlaps(p, target));
             let (dropped, rules): (Vec<PlannedRule>, Vec<PlannedRule>) =
                 plan.rules.into_iter().partition(|r| pardoned(&r.target));
             // The single-address rules a dropped prefix would have replaced stay in force.

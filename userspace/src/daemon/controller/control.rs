@@ -189,14 +189,7 @@ impl Control for Daemon {
 
     fn delete_rules(&self, actor: &Actor, req: DeleteRules) -> Result<ChangeResult, Failure> {
         crate::api::check_reason(req.reason.as_deref())?;
-        let targets = req
-            .targets
-            .iter()
-            .map(|t| {
-                t.parse::<Target>()
-                    .map_err(|e| Failure::BadRequest(format!("target: {e}")))
-            })
-            .collect::<Result<Vec<Target>, Failure>>()?;
+        let targets = parse_targets("target", &req.targets)?;
         self.with(|i| {
             let rules = &i.store.state().rules;
             let victims: Vec<RuleRecord> = if req.all {
@@ -584,16 +577,8 @@ impl Control for Daemon {
 
     fn pardon(&self, actor: &Actor, id: u64, req: PardonRequest) -> Result<PardonResult, Failure> {
         crate::api::check_reason(req.reason.as_deref())?;
-        let asked = req
-            .members
-            .iter()
-            .map(|m| {
-                m.parse::<Target>()
-                    .map_err(|e| Failure::BadRequest(format!("member: {e}")))
-            })
-            .collect::<Result<Vec<Target>, Failure>>()?;
-        let overlaps =
-            |a: &Target, b: &Target| a.net().contains(&b.net()) || b.net().contains(&a.net());
+        let asked = parse_targets("member", &req.members)?;
+        use crate::guard::overlaps;
         // Book, then daemon state: the order the detector thread takes them in.
         let mut book = self.book.lock().unwrap_or_else(|p| p.into_inner());
         let t = book
@@ -701,4 +686,14 @@ impl Control for Daemon {
             summary,
         })
     }
+}
+
+/// Each of `list` as an address or prefix; a bad one is a 400 naming `field` and the value.
+fn parse_targets(field: &str, list: &[String]) -> Result<Vec<Target>, Failure> {
+    list.iter()
+        .map(|t| {
+            t.parse::<Target>()
+                .map_err(|e| Failure::BadRequest(format!("{field}: {e}")))
+        })
+        .collect()
 }
