@@ -12,6 +12,8 @@
 //! - [`web`]: real HTTP — a small image-heavy site served by hyper, legitimate browsers
 //!   (keep-alive, page then assets, `Referer`, think time) and a bot swarm (many sources, a new
 //!   connection per request, the same few pages, one `User-Agent`), every request's outcome kept.
+//! - [`tls`]: real HTTPS — the same site behind rustls with a throw-away certificate and an nginx
+//!   `combined` access log, its browsers and swarm over TLS, client profiles with distinct JA4s.
 //! - [`swarm_lab`]: the whole story — an HTTP server behind the swarmwall daemon, visitors and a
 //!   bot swarm in three namespaces — for `cargo xtask lab` and the live test.
 //!
@@ -25,5 +27,6 @@ pub mod netns;
 pub mod packets;
 pub mod scenarios;
 pub mod swarm_lab;
+pub mod tls;
 pub mod traffic;
 pub mod web;

@@ -83,6 +83,7 @@ use tokio::{
 
 use crate::{
     netns::{NetNs, in_netns},
+    tls::TlsClient,
     traffic::tcp_listen,
 };
 
@@ -446,6 +447,16 @@ impl WebServer {
     /// The listener is bound inside the namespace, then served by a dedicated thread running a
     /// current-thread tokio runtime with hyper's `server::conn::http1`, one task per connection.
     pub fn start(ns: &NetNs, addr: SocketAddr) -> Result<WebServer> {
+        WebServer::start_serving(ns, addr, Serving::default())
+    }
+
+    /// [`WebServer::start`], with TLS under HTTP and an access log if `serving` says so (the
+    /// HTTPS server of [`crate::tls`]).
+    pub(crate) fn start_serving(
+        ns: &NetNs,
+        addr: SocketAddr,
+        serving: Serving,
+    ) -> Result<WebServer> {
         let listener = tcp_listen(ns, addr)?;
         let local = listener
             .local_addr()
@@ -470,7 +481,7 @@ impl WebServer {
                 let counts = Arc::clone(&counts);
                 // Dropping the runtime when the accept loop ends cancels every connection task
                 // and closes its socket.
-                move || runtime.block_on(serve(listener, shutdown_rx, counts))
+                move || runtime.block_on(serve(listener, shutdown_rx, counts, Arc::new(serving)))
             })
             .with_context(|| format!("starting the web server thread for {local}"))?;
         Ok(WebServer {
@@ -526,12 +537,25 @@ impl Drop for WebServer {
     }
 }
 
+/// What a [`WebServer`] does besides plain HTTP/1.1: a TLS handshake first, an access log.
+#[derive(Default)]
+pub(crate) struct Serving {
+    /// Accepts TLS on every connection before HTTP.
+    pub(crate) tls: Option<tokio_rustls::TlsAcceptor>,
+    /// Where every response is logged, one line each.
+    pub(crate) log: Option<crate::tls::AccessLog>,
+}
+
+/// How long a TLS client has for its handshake before the server drops the connection.
+const TLS_ACCEPT_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// Accepts connections until `shutdown` fires (or its sender is dropped), serving each on its
 /// own task.
 async fn serve(
     listener: tokio::net::TcpListener,
     mut shutdown: oneshot::Receiver<()>,
     counts: Arc<Counts>,
+    serving: Arc<Serving>,
 ) {
     loop {
         let accepted = tokio::select! {
@@ -550,18 +574,36 @@ async fn serve(
         counts.update(src, |c| c.connections += 1);
         let _ = stream.set_nodelay(true);
         let counts = Arc::clone(&counts);
+        let serving = Arc::clone(&serving);
         tokio::spawn(async move {
-            let service = service_fn(move |request: Request<Incoming>| {
-                let response = respond(request.method(), request.uri().path());
-                if response.status().is_success() {
-                    counts.update(src, |c| c.served += 1);
+            let service = {
+                let serving = Arc::clone(&serving);
+                service_fn(move |request: Request<Incoming>| {
+                    let response = respond(request.method(), request.uri().path());
+                    if response.status().is_success() {
+                        counts.update(src, |c| c.served += 1);
+                    }
+                    if let Some(log) = &serving.log {
+                        log.record(src, &request, &response);
+                    }
+                    std::future::ready(Ok::<_, Infallible>(response))
+                })
+            };
+            // A client resetting or vanishing mid-request (or mid-handshake) ends its
+            // connection, nothing more.
+            let http = hyper::server::conn::http1::Builder::new();
+            match &serving.tls {
+                None => {
+                    let _ = http.serve_connection(TokioIo::new(stream), service).await;
                 }
-                std::future::ready(Ok::<_, Infallible>(response))
-            });
-            // A client resetting or vanishing mid-request ends its connection, nothing more.
-            let _ = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
+                Some(acceptor) => {
+                    if let Ok(Ok(stream)) =
+                        timeout(TLS_ACCEPT_TIMEOUT, acceptor.accept(stream)).await
+                    {
+                        let _ = http.serve_connection(TokioIo::new(stream), service).await;
+                    }
+                }
+            }
         });
     }
 }
@@ -611,6 +653,9 @@ pub enum Failure {
     /// Anything else: a reset or [`REQUEST_TIMEOUT`] while the request was under way, an
     /// unreachable destination, a malformed response, a local socket error.
     Io,
+    /// The TLS handshake failed: the server's certificate was not trusted, or client and
+    /// server had no version or cipher suite in common.
+    Tls,
 }
 
 impl fmt::Display for Failure {
@@ -619,6 +664,7 @@ impl fmt::Display for Failure {
             Failure::ConnectTimeout => "connect timed out",
             Failure::Refused => "connection refused",
             Failure::Io => "I/O error",
+            Failure::Tls => "TLS handshake failed",
         })
     }
 }
@@ -724,14 +770,21 @@ pub struct Swarm {
 /// and not recorded. Fails only if the run could not be set up (a source that is not an address
 /// of `ns`, a bad host).
 pub fn browse(ns: &NetNs, b: &Browsing, stop: &AtomicBool) -> Result<Vec<Outcome>> {
-    let target = Arc::new(Target::new(
-        b.server,
-        &b.host,
-        &b.sources,
-        b.duration,
-        b.connect_timeout,
-    )?);
-    let pages = Arc::new(site_pages(&b.host)?);
+    browse_over(ns, b, None, stop)
+}
+
+/// [`browse`], over TLS when `tls` is given (the `Referer`s are then `https://` ones).
+pub(crate) fn browse_over(
+    ns: &NetNs,
+    b: &Browsing,
+    tls: Option<Arc<TlsClient>>,
+    stop: &AtomicBool,
+) -> Result<Vec<Outcome>> {
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let mut target = Target::new(b.server, &b.host, &b.sources, b.duration, b.connect_timeout)?;
+    target.tls = tls;
+    let target = Arc::new(target);
+    let pages = Arc::new(site_pages(&b.host, scheme)?);
     run_clients(ns, "browser", &b.sources, stop, &target, |i, src, stop| {
         visitor(Arc::clone(&target), Arc::clone(&pages), i, src, stop)
     })
@@ -745,14 +798,20 @@ pub fn browse(ns: &NetNs, b: &Browsing, stop: &AtomicBool) -> Result<Vec<Outcome
 /// abandoned and not recorded. Fails only if the run could not be set up (a source that is not an
 /// address of `ns`, a bad page, host or user agent, a rate out of range).
 pub fn swarm(ns: &NetNs, s: &Swarm, stop: &AtomicBool) -> Result<Vec<Outcome>> {
+    swarm_over(ns, s, None, stop)
+}
+
+/// [`swarm`], over TLS when `tls` is given: every request is then a new TLS handshake.
+pub(crate) fn swarm_over(
+    ns: &NetNs,
+    s: &Swarm,
+    tls: Option<Arc<TlsClient>>,
+    stop: &AtomicBool,
+) -> Result<Vec<Outcome>> {
     let plan = Arc::new(BotPlan::new(s)?);
-    let target = Arc::new(Target::new(
-        s.server,
-        &s.host,
-        &s.sources,
-        s.duration,
-        s.connect_timeout,
-    )?);
+    let mut target = Target::new(s.server, &s.host, &s.sources, s.duration, s.connect_timeout)?;
+    target.tls = tls;
+    let target = Arc::new(target);
     run_clients(ns, "bot", &s.sources, stop, &target, |i, src, stop| {
         bot(Arc::clone(&target), Arc::clone(&plan), i, src, stop)
     })
@@ -768,6 +827,8 @@ struct Target {
     end: Instant,
     /// Past this the run stops itself as if `stop` had been set.
     hard_end: Instant,
+    /// TLS under HTTP, if the run is over HTTPS.
+    tls: Option<Arc<TlsClient>>,
 }
 
 impl Target {
@@ -804,6 +865,7 @@ impl Target {
             start,
             end,
             hard_end,
+            tls: None,
         })
     }
 }
@@ -929,9 +991,38 @@ async fn connect(
     }
 }
 
+/// Connects from `src` (client `index` of the run) to the target and starts HTTP/1.1 on the
+/// connection, over TLS if the run is, within [`REQUEST_TIMEOUT`] once connected.
+async fn open(
+    src: IpAddr,
+    index: usize,
+    target: &Target,
+) -> Result<SendRequest<Empty<Bytes>>, Failure> {
+    let stream = connect(src, target.server, target.connect_timeout).await?;
+    timeout(REQUEST_TIMEOUT, establish(stream, index, target))
+        .await
+        .unwrap_or(Err(Failure::Io))
+}
+
+/// Starts HTTP/1.1 on a connection of client `index`, after a TLS handshake if the run is over
+/// TLS.
+async fn establish(
+    stream: TcpStream,
+    index: usize,
+    target: &Target,
+) -> Result<SendRequest<Empty<Bytes>>, Failure> {
+    match &target.tls {
+        None => handshake(stream).await,
+        Some(tls) => handshake(tls.connect(index, stream).await?).await,
+    }
+}
+
 /// Starts HTTP/1.1 on `stream` (title-case header names, as browsers send them); the
 /// connection is driven by its own task until the last sender is dropped.
-async fn handshake(stream: TcpStream) -> Result<SendRequest<Empty<Bytes>>, Failure> {
+async fn handshake<S>(stream: S) -> Result<SendRequest<Empty<Bytes>>, Failure>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let (sender, connection) = hyper::client::conn::http1::Builder::new()
         .title_case_headers(true)
         .handshake(TokioIo::new(stream))
@@ -986,12 +1077,13 @@ fn get(
 struct Page {
     path: &'static str,
     uri: Uri,
-    /// `http://{host}{path}`: the `Referer` of its assets and of the next page.
+    /// `http://{host}{path}` (`https://` over TLS): the `Referer` of its assets and of the next
+    /// page.
     referer: HeaderValue,
     assets: Vec<(&'static str, Uri)>,
 }
 
-fn site_pages(host: &str) -> Result<Vec<Page>> {
+fn site_pages(host: &str, scheme: &str) -> Result<Vec<Page>> {
     let uri = |path: &str| {
         path.parse::<Uri>()
             .with_context(|| format!("{path:?} is not a valid request target"))
@@ -999,7 +1091,7 @@ fn site_pages(host: &str) -> Result<Vec<Page>> {
     PAGES
         .iter()
         .map(|&path| {
-            let referer = format!("http://{host}{path}");
+            let referer = format!("{scheme}://{host}{path}");
             Ok(Page {
                 path,
                 uri: uri(path)?,
@@ -1072,8 +1164,11 @@ async fn visitor(
                 headers.insert(header::REFERER, referer);
             }
             let at = Instant::now();
-            let Some(result) =
-                until_stopped(&mut stop, fetch(&mut connection, src, &target, request)).await
+            let Some(result) = until_stopped(
+                &mut stop,
+                fetch(&mut connection, src, index, &target, request),
+            )
+            .await
             else {
                 break 'views;
             };
@@ -1103,6 +1198,7 @@ async fn visitor(
 async fn fetch(
     connection: &mut Option<SendRequest<Empty<Bytes>>>,
     src: IpAddr,
+    index: usize,
     target: &Target,
     request: Request<Empty<Bytes>>,
 ) -> Result<u16, Failure> {
@@ -1110,12 +1206,7 @@ async fn fetch(
         *connection = None;
     }
     if connection.is_none() {
-        let stream = connect(src, target.server, target.connect_timeout).await?;
-        *connection = Some(
-            timeout(REQUEST_TIMEOUT, handshake(stream))
-                .await
-                .unwrap_or(Err(Failure::Io))?,
-        );
+        *connection = Some(open(src, index, target).await?);
     }
     let Some(sender) = connection.as_mut() else {
         return Err(Failure::Io);
@@ -1228,7 +1319,7 @@ async fn bot(
         let (path, target) = (path.clone(), Arc::clone(&target));
         in_flight.spawn(async move {
             let at = Instant::now();
-            let result = one_shot(src, &target, request).await;
+            let result = one_shot(src, index, &target, request).await;
             Outcome {
                 at,
                 src,
@@ -1252,12 +1343,13 @@ async fn bot(
 /// One request on a connection of its own.
 async fn one_shot(
     src: IpAddr,
+    index: usize,
     target: &Target,
     request: Request<Empty<Bytes>>,
 ) -> Result<u16, Failure> {
     let stream = connect(src, target.server, target.connect_timeout).await?;
     timeout(REQUEST_TIMEOUT, async {
-        let mut sender = handshake(stream).await?;
+        let mut sender = establish(stream, index, target).await?;
         exchange(&mut sender, request).await
     })
     .await
@@ -1564,10 +1656,12 @@ mod tests {
 
     #[test]
     fn site_pages_carry_referers_for_the_host() {
-        let pages = site_pages("lab.example").unwrap();
+        let pages = site_pages("lab.example", "http").unwrap();
         assert_eq!(pages.len(), PAGES.len());
         assert_eq!(pages[1].referer, "http://lab.example/gallery/1");
         assert_eq!(pages[1].assets.len(), assets_of("/gallery/1").len());
-        assert!(site_pages("bad\nhost").is_err());
+        assert!(site_pages("bad\nhost", "http").is_err());
+        let secure = site_pages("lab.example", "https").unwrap();
+        assert_eq!(secure[1].referer, "https://lab.example/gallery/1");
     }
 }
