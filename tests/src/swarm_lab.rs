@@ -2,13 +2,20 @@
 //! `swarmwall` daemon defending it. Used by `cargo xtask lab` (the demo) and by the live test.
 //!
 //! Three network namespaces:
-//! - *server*: an HTTP server ([`web::WebServer`]) on [`SERVER`]:80 and the swarmwall daemon,
-//!   its XDP program on both of the server's veths; a neighbour's site on [`NEIGHBOUR`]:80 (a
-//!   multi-tenant host: the swarm's rules must leave it alone);
+//! - *server*: an HTTP server ([`web::WebServer`]) on [`SERVER`]:80, the same site over HTTPS
+//!   ([`tls::TlsServer`]) on [`SERVER`]:443 writing an nginx `combined` access log that the
+//!   daemon tails ([`SwarmLab::daemon_config`]), and the swarmwall daemon, its XDP program on
+//!   both of the server's veths; a neighbour's site on [`NEIGHBOUR`]:80 (a multi-tenant host:
+//!   the swarm's rules must leave it alone);
 //! - *visitors*: legitimate browsers, [`VISITOR_NET`] `.10` onwards;
 //! - *bots*: the swarm, [`BOT_NET`] `.10` onwards (made-up addresses that exist only here),
 //!   and optionally IPv6 bots in [`BOT_NET6`]`/64`, which attack the site's IPv6 address
-//!   [`SERVER6`].
+//!   [`SERVER6`]; the HTTPS act's swarm, [`TLS_BOT_NET`] `.10` onwards (other attackers: the
+//!   first act's are blocked by then).
+//!
+//! Two acts: [`SwarmLab::run_traffic`] over HTTP (the kernel samples the requests) and
+//! [`SwarmLab::run_https_traffic`] over TLS (the kernel sees only handshakes; the pages are in
+//! the access log).
 //!
 //! Nothing has a default route and the server does not forward: the bots reach the server over
 //! their own veth through a /24 route, and the server's replies to them end in the bots'
@@ -23,7 +30,10 @@ use std::{
     os::unix::process::CommandExt as _,
     path::{Path, PathBuf},
     process::{Command, Output, Stdio},
-    sync::atomic::{AtomicBool, AtomicU32, Ordering},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicU32, Ordering},
+    },
     time::{Duration, Instant},
 };
 
@@ -32,6 +42,7 @@ use serde_json::Value;
 
 use crate::{
     netns::{ChildGuard, NetNs, VethPair, add_addr},
+    tls::{self, Profile, Rotation, TlsClient, TlsServer},
     web::{self, Browsing, Failure, Outcome, WebServer},
 };
 
@@ -53,6 +64,10 @@ pub const SERVER_BOT_SIDE: &str = "203.0.113.1";
 pub const VISITOR_NET: &str = "198.51.100";
 /// The swarm's network (made-up sources, TEST-NET-3).
 pub const BOT_NET: &str = "203.0.113";
+/// The HTTPS act's swarm network (made-up sources, TEST-NET-1), routed over the bots' veth.
+pub const TLS_BOT_NET: &str = "192.0.2";
+/// The site's HTTPS port.
+pub const HTTPS_PORT: u16 = 443;
 /// The `Host` every client sends.
 pub const HOST: &str = "shop.example";
 /// The image-heavy pages the swarm hammers.
@@ -139,6 +154,8 @@ impl Traffic {
 pub struct SwarmLab {
     daemon: Option<ChildGuard>,
     web: WebServer,
+    /// Started once the lab's directory (where its access log goes) exists.
+    https: Option<TlsServer>,
     web6: WebServer,
     neighbour: WebServer,
     links: [VethPair; 2],
@@ -152,6 +169,8 @@ pub struct SwarmLab {
     pub visitor_addrs: Vec<IpAddr>,
     /// The bots' addresses, IPv4 then IPv6.
     pub bot_addrs: Vec<IpAddr>,
+    /// The HTTPS act's bots' addresses, as many as [`Plan::bots`], in [`TLS_BOT_NET`].
+    pub tls_bot_addrs: Vec<IpAddr>,
     root: PathBuf,
     binary: PathBuf,
 }
@@ -205,6 +224,19 @@ impl SwarmLab {
         for a in &bot_addrs {
             add_addr(&bots, &to_bots.iface_b, &format!("{a}/24"))?;
         }
+        let tls_bot_addrs = addrs(TLS_BOT_NET, plan.bots);
+        for a in &tls_bot_addrs {
+            add_addr(&bots, &to_bots.iface_b, &format!("{a}/24"))?;
+        }
+        // The server's replies to them go back over the bots' veth, like the others'.
+        server.run(&[
+            "ip",
+            "route",
+            "add",
+            &format!("{TLS_BOT_NET}.0/24"),
+            "via",
+            &format!("{BOT_NET}.2"),
+        ])?;
         // IPv6: the site's address and the visitors' side on one /64, the bots' link on
         // another, the bots' own /64 routed over it (so the server sees a remote /64).
         add_addr(&server, &to_visitors.iface_a, &format!("{SERVER6}/64"))?;
@@ -246,9 +278,10 @@ impl SwarmLab {
         let web = WebServer::start(&server, SocketAddr::new(SERVER.parse()?, 80))?;
         let neighbour = WebServer::start(&server, SocketAddr::new(NEIGHBOUR.parse()?, 80))?;
         let web6 = WebServer::start(&server, SocketAddr::new(SERVER6.parse()?, 80))?;
-        let lab = SwarmLab {
+        let mut lab = SwarmLab {
             daemon: None,
             web,
+            https: None,
             web6,
             neighbour,
             links: [to_visitors, to_bots],
@@ -257,6 +290,7 @@ impl SwarmLab {
             bots,
             visitor_addrs,
             bot_addrs,
+            tls_bot_addrs,
             root,
             binary: binary.to_path_buf(),
         };
@@ -276,7 +310,35 @@ impl SwarmLab {
                 lab.root.join("bpf").display()
             );
         }
+        lab.https = Some(TlsServer::start(
+            &lab.server,
+            SocketAddr::new(SERVER.parse()?, HTTPS_PORT),
+            HOST,
+            Some(&lab.access_log_path()),
+        )?);
         Ok(lab)
+    }
+
+    /// The HTTPS server's access log (nginx `combined`), which the daemon tails.
+    pub fn access_log_path(&self) -> PathBuf {
+        self.root.join("https-access.log")
+    }
+
+    /// The daemon's configuration: [`DAEMON_CONFIG`] and the HTTPS site's access log as a log
+    /// source for [`SERVER`]:[`HTTPS_PORT`].
+    pub fn daemon_config(&self) -> String {
+        format!(
+            "{DAEMON_CONFIG}\n# the HTTPS site's access log: its pages, which the kernel cannot see\n\
+             [[sources.log]]\npath = {:?}\nformat = \"combined\"\nsite = [\"{SERVER}:{HTTPS_PORT}\"]\n",
+            self.access_log_path().display().to_string()
+        )
+    }
+
+    /// The HTTPS server.
+    pub fn https(&self) -> Result<&TlsServer> {
+        self.https
+            .as_ref()
+            .context("the lab's HTTPS server is not running")
     }
 
     /// The control socket.
@@ -317,30 +379,63 @@ impl SwarmLab {
     /// One request for `path` from `src` (a visitor's or a bot's address) to `server`:80 with
     /// `Host: host` — what a single client sees, e.g. a blocked bot trying the neighbour's site.
     pub fn probe(&self, src: IpAddr, server: &str, host: &str, path: &str) -> Result<Outcome> {
-        let ns = if self.bot_addrs.contains(&src) {
-            &self.bots
-        } else if self.visitor_addrs.contains(&src) {
-            &self.visitors
-        } else {
-            bail!("{src} is neither a visitor nor a bot of this lab");
-        };
-        let one = web::Swarm {
-            server: SocketAddr::new(server.parse()?, 80),
-            host: host.into(),
-            sources: vec![src],
-            pages: vec![path.into()],
-            // One request: the first goes out at once, the next would be due after the run.
-            per_source_rps: 1.0,
-            duration: Duration::from_millis(900),
-            connect_timeout: Duration::from_millis(500),
-            user_agent: BOT_AGENT.into(),
-        };
+        let ns = self.ns_of(src)?;
+        let one = one_request(src, SocketAddr::new(server.parse()?, 80), host, path);
         web::swarm(ns, &one, &AtomicBool::new(false))?
             .into_iter()
             .next()
             .with_context(|| format!("no request went out from {src} to {server}"))
     }
 
+    /// [`SwarmLab::probe`] over HTTPS: one request for `path` from `src` to the site on
+    /// [`SERVER`]:[`HTTPS_PORT`], on a TLS connection of its own with the bot profile.
+    pub fn probe_https(&self, src: IpAddr, path: &str) -> Result<Outcome> {
+        let ns = self.ns_of(src)?;
+        let server = SocketAddr::new(SERVER.parse()?, HTTPS_PORT);
+        let one = one_request(src, server, HOST, path);
+        let tls = self.tls_client(&[Profile::bot()], Rotation::PerClient)?;
+        tls::swarm(ns, &one, &tls, &AtomicBool::new(false))?
+            .into_iter()
+            .next()
+            .with_context(|| format!("no request went out from {src} to {server}"))
+    }
+
+    fn ns_of(&self, src: IpAddr) -> Result<&NetNs> {
+        if self.bot_addrs.contains(&src) || self.tls_bot_addrs.contains(&src) {
+            Ok(&self.bots)
+        } else if self.visitor_addrs.contains(&src) {
+            Ok(&self.visitors)
+        } else {
+            bail!("{src} is neither a visitor nor a bot of this lab");
+        }
+    }
+
+    fn tls_client(&self, profiles: &[Profile], rotation: Rotation) -> Result<Arc<TlsClient>> {
+        Ok(Arc::new(TlsClient::new(
+            self.https()?.certificate(),
+            HOST,
+            profiles,
+            rotation,
+        )?))
+    }
+}
+
+/// One request for `path` from `src` to `server` with `Host: host`, as a swarm of one.
+fn one_request(src: IpAddr, server: SocketAddr, host: &str, path: &str) -> web::Swarm {
+    web::Swarm {
+        server,
+        host: host.into(),
+        sources: vec![src],
+        pages: vec![path.into()],
+        // One request: the first goes out at once, the next would be due after the run.
+        per_source_rps: 1.0,
+        duration: Duration::from_millis(900),
+        connect_timeout: Duration::from_millis(500),
+        user_agent: BOT_AGENT.into(),
+    }
+}
+
+impl SwarmLab {
     /// Starts the daemon in the server namespace with `config` (TOML) and returns once its
     /// control socket answers. It gets SIGTERM if this process dies without cleaning up.
     pub fn start_daemon(&mut self, config: &str) -> Result<()> {
@@ -454,7 +549,44 @@ impl SwarmLab {
         stop: &AtomicBool,
         during: impl FnOnce() -> T,
     ) -> Result<(Traffic, T)> {
-        let server = SocketAddr::new(SERVER.parse()?, 80);
+        self.run_act(plan, false, stop, during)
+    }
+
+    /// [`SwarmLab::run_traffic`] over HTTPS, to [`SERVER`]:[`HTTPS_PORT`]: the visitors browse
+    /// over TLS (browser profiles, one per visitor, [`Profile::browsers`] in turn) and the
+    /// [`TLS_BOT_NET`] bots attack over TLS with the bot profile, a new handshake per request.
+    /// IPv4 only.
+    pub fn run_https_traffic<T>(
+        &self,
+        plan: &Plan,
+        stop: &AtomicBool,
+        during: impl FnOnce() -> T,
+    ) -> Result<(Traffic, T)> {
+        self.run_act(plan, true, stop, during)
+    }
+
+    fn run_act<T>(
+        &self,
+        plan: &Plan,
+        https: bool,
+        stop: &AtomicBool,
+        during: impl FnOnce() -> T,
+    ) -> Result<(Traffic, T)> {
+        let (port, visitor_tls, bot_tls) = if https {
+            (
+                HTTPS_PORT,
+                Some(self.tls_client(&Profile::browsers(), Rotation::PerClient)?),
+                Some(self.tls_client(&[Profile::bot()], Rotation::PerClient)?),
+            )
+        } else {
+            (80, None, None)
+        };
+        let server = SocketAddr::new(SERVER.parse()?, port);
+        let bot_addrs = if https {
+            &self.tls_bot_addrs
+        } else {
+            &self.bot_addrs
+        };
         let browsing = Browsing {
             server,
             host: HOST.into(),
@@ -465,8 +597,7 @@ impl SwarmLab {
         let swarm_on = |server: SocketAddr, v6: bool| web::Swarm {
             server,
             host: HOST.into(),
-            sources: self
-                .bot_addrs
+            sources: bot_addrs
                 .iter()
                 .filter(|a| a.is_ipv6() == v6)
                 .copied()
@@ -479,10 +610,13 @@ impl SwarmLab {
         };
         let swarms = [
             swarm_on(server, false),
-            swarm_on(SocketAddr::new(SERVER6.parse()?, 80), true),
+            swarm_on(SocketAddr::new(SERVER6.parse()?, port), true),
         ];
         std::thread::scope(|scope| {
-            let visitors = scope.spawn(|| web::browse(&self.visitors, &browsing, stop));
+            let visitors = scope.spawn(|| match &visitor_tls {
+                None => web::browse(&self.visitors, &browsing, stop),
+                Some(t) => tls::browse(&self.visitors, &browsing, t, stop),
+            });
             let bots = scope.spawn(|| -> Result<(Vec<Outcome>, Option<Instant>)> {
                 let start = Instant::now() + plan.bots_after;
                 while Instant::now() < start {
@@ -498,7 +632,12 @@ impl SwarmLab {
                     let handles: Vec<_> = swarms
                         .iter()
                         .filter(|s| !s.sources.is_empty())
-                        .map(|s| inner.spawn(move || web::swarm(&self.bots, s, stop)))
+                        .map(|s| {
+                            inner.spawn(|| match &bot_tls {
+                                None => web::swarm(&self.bots, s, stop),
+                                Some(t) => tls::swarm(&self.bots, s, t, stop),
+                            })
+                        })
                         .collect();
                     for h in handles {
                         all.extend(

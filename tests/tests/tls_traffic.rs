@@ -25,13 +25,15 @@ use swarmwall_integration::{
     netns::{NetNs, VethPair, add_addr, in_netns},
     require_root,
     tls::{self, Profile, Rotation, TlsClient, TlsServer},
-    web::{Browsing, Outcome, Swarm},
+    web::{Browsing, Failure, Outcome, Swarm},
 };
 
 const HOST: &str = "shop.example";
 const SERVER: &str = "198.51.100.1";
 const BOTS: [&str; 3] = ["198.51.100.20", "198.51.100.21", "198.51.100.22"];
 const BROWSERS: [&str; 2] = ["198.51.100.10", "198.51.100.11"];
+/// One address, many users: a new profile per connection.
+const NAT: &str = "198.51.100.30";
 const BOT_AGENT: &str = "GalleryFetcher/2.1";
 
 /// The JA4 of `profile`'s ClientHello to [`HOST`], through swarmwall's parser.
@@ -111,7 +113,7 @@ fn tls_bots_and_browsers_are_served_logged_and_their_hellos_seen() {
         "198.51.100.2/24",
     )
     .unwrap();
-    for a in BOTS.iter().chain(&BROWSERS) {
+    for a in BOTS.iter().chain(&BROWSERS).chain(&[NAT]) {
         add_addr(&client_ns, &link.iface_b, &format!("{a}/24")).unwrap();
     }
     let mut dp = Dataplane::load(small()).unwrap();
@@ -152,6 +154,16 @@ fn tls_bots_and_browsers_are_served_logged_and_their_hellos_seen() {
         )
         .unwrap(),
     );
+    let variants = Profile::variants(5).unwrap();
+    let nat_tls = Arc::new(
+        TlsClient::new(
+            server.certificate(),
+            HOST,
+            &variants,
+            Rotation::PerConnection,
+        )
+        .unwrap(),
+    );
     let stop = AtomicBool::new(false);
     let bots = Swarm {
         server: server.local_addr(),
@@ -170,21 +182,59 @@ fn tls_bots_and_browsers_are_served_logged_and_their_hellos_seen() {
         duration: Duration::from_secs(3),
         connect_timeout: Duration::from_secs(1),
     };
-    let (bot_outcomes, browser_outcomes) = std::thread::scope(|s| {
+    // The NAT's users, as seen from outside: one address, a new connection (and browser) per
+    // request.
+    let nat = Swarm {
+        sources: vec![ip(NAT)],
+        per_source_rps: 5.0,
+        user_agent: "Mozilla/5.0 behind a NAT".into(),
+        ..bots.clone()
+    };
+    let (bot_outcomes, browser_outcomes, nat_outcomes) = std::thread::scope(|s| {
         let b = s.spawn(|| tls::swarm(&client_ns, &bots, &bot_tls, &stop));
         let v = s.spawn(|| tls::browse(&client_ns, &visitors, &browser_tls, &stop));
-        (b.join().unwrap().unwrap(), v.join().unwrap().unwrap())
+        let n = s.spawn(|| tls::swarm(&client_ns, &nat, &nat_tls, &stop));
+        (
+            b.join().unwrap().unwrap(),
+            v.join().unwrap().unwrap(),
+            n.join().unwrap().unwrap(),
+        )
     });
+    assert!(nat_outcomes.len() >= variants.len(), "{nat_outcomes:?}");
+
+    // Verification is on: a server with another certificate for the same name gets no request
+    // (on a port of its own, which the sampler does not watch).
+    let other = TlsServer::start(&server_ns, SocketAddr::new(ip(SERVER), 0), HOST, None).unwrap();
+    let one = Swarm {
+        server: other.local_addr(),
+        sources: vec![ip(NAT)],
+        per_source_rps: 1.0,
+        duration: Duration::from_millis(500),
+        ..bots.clone()
+    };
+    let refused = tls::swarm(&client_ns, &one, &bot_tls, &stop).unwrap();
+    assert_eq!(refused.len(), 1);
+    assert_eq!(refused[0].result, Err(Failure::Tls));
+    assert_eq!(other.served_total(), 0);
+    drop(other);
     assert!(bot_outcomes.len() >= 3 * 8, "{}", bot_outcomes.len());
     assert!(
         browser_outcomes.len() >= 2 * 4,
         "{}",
         browser_outcomes.len()
     );
-    for o in bot_outcomes.iter().chain(&browser_outcomes) {
+    for o in bot_outcomes
+        .iter()
+        .chain(&browser_outcomes)
+        .chain(&nat_outcomes)
+    {
         assert_eq!(o.result, Ok(200), "{o:?}");
     }
-    let all: Vec<&Outcome> = bot_outcomes.iter().chain(&browser_outcomes).collect();
+    let all: Vec<&Outcome> = bot_outcomes
+        .iter()
+        .chain(&browser_outcomes)
+        .chain(&nat_outcomes)
+        .collect();
     assert_eq!(server.served_total(), all.len() as u64);
     // One TLS connection per bot request; one per browser.
     let conns = server.connections();
@@ -233,9 +283,8 @@ fn tls_bots_and_browsers_are_served_logged_and_their_hellos_seen() {
     let mut assembler = HelloAssembler::new(Limits::default());
     let mut seen = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(3);
-    while seen.len() < all.len().min(bot_outcomes.len() + BROWSERS.len())
-        && Instant::now() < deadline
-    {
+    let connections = bot_outcomes.len() + BROWSERS.len() + nat_outcomes.len();
+    while seen.len() < connections && Instant::now() < deadline {
         seen.extend(hellos(&mut reader, &mut assembler));
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -263,12 +312,25 @@ fn tls_bots_and_browsers_are_served_logged_and_their_hellos_seen() {
     let browsers = Profile::browsers();
     let browser_ja4s: HashSet<Option<&str>> = seen
         .iter()
-        .filter(|e| !BOTS.contains(&e.src.to_string().as_str()))
+        .filter(|e| BROWSERS.contains(&e.src.to_string().as_str()))
         .map(|e| e.ja4.as_deref())
         .collect();
     let expected: HashSet<String> = browsers[..BROWSERS.len()].iter().map(ja4_of).collect();
     assert_eq!(
         browser_ja4s,
         expected.iter().map(|s| Some(s.as_str())).collect(),
+    );
+    // The NAT's address shows every one of its users' fingerprints, in turn.
+    let nat_ja4s: Vec<Option<&str>> = seen
+        .iter()
+        .filter(|e| e.src == ip(NAT))
+        .map(|e| e.ja4.as_deref())
+        .collect();
+    assert_eq!(nat_ja4s.len(), nat_outcomes.len());
+    let rotated: HashSet<String> = variants.iter().map(ja4_of).collect();
+    assert_eq!(rotated.len(), variants.len());
+    assert_eq!(
+        nat_ja4s.iter().copied().collect::<HashSet<_>>(),
+        rotated.iter().map(|s| Some(s.as_str())).collect(),
     );
 }
