@@ -272,10 +272,14 @@ impl Config {
         if let Some(p) = l7.http_ports.iter().chain(&l7.tls_ports).find(|p| **p == 0) {
             bail!("[l7] port {p}: expected 1 to 65535");
         }
-        let (detector, policy) = self.swarm.check()?;
+        let (mut detector, policy) = self.swarm.check()?;
         let mut trusted_proxies = Vec::new();
         for l in &self.sources.log {
             l.validate()?;
+            // Where a log covers a site, its requests decide, not the site's handshakes.
+            detector
+                .logged_sites
+                .extend(l.site.iter().map(|s| (s.ip(), s.port())));
             for net in &l.trusted_proxies {
                 // A /32 (/128) is the one address: the parser makes it an exact target.
                 let t: Target = net.trunc().to_string().parse().with_context(|| {
