@@ -161,7 +161,7 @@ impl Detector {
             let mut lines =
                 self.request_evidence(&members, mean_req, &names_of_sites, load, top_ua);
             if basis == Basis::Log {
-                lines.push("the requests are the web server's own, from its access log".into());
+                lines.push(self.served_line(&members));
             }
             lines
         };
@@ -179,6 +179,27 @@ impl Detector {
             confidence,
             evidence,
         })
+    }
+
+    /// What the server answered the members, from its access log: errors and bytes sent.
+    fn served_line(&self, members: &BTreeSet<IpAddr>) -> String {
+        let (mut requests, mut errors, mut bytes) = (0.0, 0.0, 0.0);
+        for s in members.iter().filter_map(|m| self.sources.get(m)) {
+            requests += s.requests;
+            errors += s.errors;
+            bytes += s.bytes;
+        }
+        let share = if requests > 0.0 {
+            errors / requests
+        } else {
+            0.0
+        };
+        format!(
+            "from the web server's access log: it sent the members {:.1} MB in the last {}s and answered {:.0}% of their requests with an error status (4xx/5xx)",
+            bytes / 1e6,
+            self.cfg.window.as_secs(),
+            share * 100.0
+        )
     }
 
     /// The evidence lines of a request swarm.

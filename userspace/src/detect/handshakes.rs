@@ -408,6 +408,8 @@ mod tests {
                     host: Some("shop.example".into()),
                     path: format!("/gallery/{}", k % 2),
                     user_agent: Some("curl/8.5.0".into()),
+                    status: Some(if k % 4 == 0 { 404 } else { 200 }),
+                    bytes: Some(100_000),
                     origin: Origin::Log,
                     ..RequestEvent::default()
                 });
@@ -419,6 +421,23 @@ mod tests {
         };
         assert_eq!(s.basis, Basis::Log);
         assert!(s.pages.iter().all(|p| !p.handshakes));
+        // What the log adds: what the server answered them.
+        let served = s
+            .evidence
+            .iter()
+            .find(|e| e.starts_with("from the web server's access log"))
+            .unwrap_or_else(|| panic!("{:?}", s.evidence));
+        let number = |after: &str| -> f64 {
+            let rest = &served[served.find(after).unwrap() + after.len()..];
+            rest.split(|c: char| c != '.' && !c.is_ascii_digit())
+                .next()
+                .unwrap()
+                .parse()
+                .unwrap()
+        };
+        // 30 members, about 4 requests a second each for 15 s, 100 kB each, in a 30 s window.
+        assert!((50.0..180.0).contains(&number("members ")), "{served}");
+        assert!((20.0..=30.0).contains(&number("answered ")), "{served}");
         assert_eq!(s.ja4_shares()[0].1, 1.0);
     }
 

@@ -163,6 +163,10 @@ struct SourceState {
     last_ns: u64,
     requests: f64,
     assets: f64,
+    /// Decayed requests the server answered with an error (4xx, 5xx) and decayed bytes it
+    /// sent; only access logs know either.
+    errors: f64,
+    bytes: f64,
     other_pages: f64,
     pages: SmallVec<[PageCount; MAX_TRACKED_PAGES]>,
     /// Site most of its requests go to (the last one seen).
@@ -497,6 +501,12 @@ impl Detector {
         s.requests = s.requests * factor + 1.0;
         s.assets *= factor;
         s.other_pages *= factor;
+        s.errors *= factor;
+        s.bytes *= factor;
+        if ev.status.is_some_and(|c| c >= 400) {
+            s.errors += 1.0;
+        }
+        s.bytes += ev.bytes.unwrap_or(0) as f64;
         for pc in &mut s.pages {
             pc.count *= factor;
         }
