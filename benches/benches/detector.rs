@@ -59,6 +59,54 @@ fn realistic(n: usize) -> Vec<RequestEvent> {
         .collect()
 }
 
+/// An HTTPS site with no log: TLS hellos only — a swarm of 2000 bots opening connections with one
+/// JA4, 50k browsers with four, and a stream of first-time visitors (a flash crowd).
+fn handshakes(n: usize) -> Vec<RequestEvent> {
+    const BOT: &str = "t13d3112h2_e8f1e7e78f70_6bebaf5329ac";
+    const BROWSERS: [&str; 4] = [
+        "t13d1516h2_8daaf6152771_e5627efa2ab1",
+        "t13d1715h2_5b57614c22b0_3d5424432f57",
+        "t13d2014h2_a09f3c656075_14788d8d241b",
+        "t13d1516h2_8daaf6152771_02713d6af862",
+    ];
+    let mut r = Rng(13);
+    (0..n)
+        .map(|i| {
+            let ts = i as u64 * 20_000;
+            let (src, ja4) = match i % 3 {
+                0 => {
+                    let bot = r.next() % 2000;
+                    (
+                        IpAddr::from([192, 0, (2 + bot / 250) as u8, (bot % 250) as u8]),
+                        BOT,
+                    )
+                }
+                1 => {
+                    let v = r.next() % 50_000;
+                    (
+                        IpAddr::from([198, 51, (v >> 8) as u8, v as u8]),
+                        BROWSERS[v as usize % 4],
+                    )
+                }
+                _ => (
+                    IpAddr::from((r.next() as u32 | 0x0a00_0000).to_be_bytes()),
+                    BROWSERS[i % 4],
+                ),
+            };
+            RequestEvent {
+                ts_ns: ts,
+                src,
+                dst: "203.0.113.10".parse().expect("literal"),
+                dst_port: 443,
+                kind: Kind::TlsHello,
+                host: Some("shop.example".into()),
+                ja4: Some(ja4.into()),
+                ..RequestEvent::default()
+            }
+        })
+        .collect()
+}
+
 fn flood(n: usize) -> Vec<RequestEvent> {
     let mut r = Rng(11);
     (0..n)
@@ -106,7 +154,12 @@ fn measure(events: &[RequestEvent], cfg: &DetectorConfig) -> (f64, f64, usize, f
         black_box(d.tick(last + k * 250_000_000));
     }
     let tick_ms = t.elapsed().as_secs_f64() * 1000.0 / TICKS as f64;
-    (rate, base, d.tracked_sources(), tick_ms)
+    (
+        rate,
+        base,
+        d.tracked_sources() + d.tracked_handshake_sources(),
+        tick_ms,
+    )
 }
 
 fn main() {
@@ -121,6 +174,7 @@ fn main() {
     for (name, evs) in [
         ("browsing + swarm (realistic)", realistic(n)),
         ("flood: random sources and paths", flood(n)),
+        ("TLS hellos only (bots, browsers, crowd)", handshakes(n)),
     ] {
         let (rate, base, tracked, tick_ms) = measure(&evs, &cfg);
         println!(

@@ -65,6 +65,9 @@ pub struct PageOut {
 pub struct SwarmOut {
     /// Swarm id (what rules refer to).
     pub id: u64,
+    /// What decided it: `requests` (HTTP on the wire), `log` (access-log lines) or
+    /// `handshakes` (TLS ClientHellos alone; the pages then have an empty path).
+    pub basis: &'static str,
     /// The pages it hammered.
     pub pages: Vec<PageOut>,
     /// Member addresses.
@@ -207,6 +210,7 @@ pub fn analyze_events(events: impl IntoIterator<Item = RequestEvent>, opts: &Opt
         .iter()
         .map(|s| SwarmOut {
             id: s.id,
+            basis: s.basis.name(),
             pages: s
                 .page_names()
                 .into_iter()

@@ -342,6 +342,7 @@ mod tests {
     fn swarm(member: IpAddr) -> Swarm {
         Swarm {
             id: 1,
+            basis: crate::detect::Basis::Requests,
             site: ("203.0.113.10".parse().unwrap(), 80),
             sites: vec![("203.0.113.10".parse().unwrap(), 80)],
             member_site: BTreeMap::new(),

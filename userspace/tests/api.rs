@@ -317,6 +317,7 @@ fn fake_swarm() -> SwarmView {
         id: 7,
         site: "203.0.113.10:80".into(),
         sites: vec!["203.0.113.10:80".into(), "[2001:db8::10]:80".into()],
+        basis: "requests".into(),
         state: "blocked".into(),
         pages: vec![PageView {
             host: Some("shop.example".into()),

@@ -304,7 +304,7 @@ pub struct ErrorBody {
 pub struct PageView {
     /// `Host` of the requests, if they sent one.
     pub host: Option<String>,
-    /// Path (query stripped).
+    /// Path (query stripped); empty when the swarm was seen in TLS handshakes only.
     pub path: String,
 }
 
@@ -339,6 +339,11 @@ pub struct SwarmView {
     /// when its pages carry the same `Host`. Each member's rules are scoped to its own.
     #[serde(default)]
     pub sites: Vec<String>,
+    /// What decided it: `requests` (plain HTTP on the wire), `log` (a web server's access
+    /// log) or `handshakes` (TLS ClientHellos alone, on an HTTPS site no log covers; its
+    /// pages then have an empty path: TLS hides it).
+    #[serde(default)]
+    pub basis: String,
     /// `blocked` (rules in force), `reported` (observe mode: rules planned, not pushed),
     /// `refused` (the guards stopped every rule), `expired` (its rules ran out) or `detected`.
     pub state: String,

@@ -106,6 +106,14 @@ pub struct SwarmConfig {
     pub min_requests: f64,
     /// Time constant of the per-source counts.
     pub window: String,
+    /// TLS handshakes a source needs within `window` to count as hammering an HTTPS site
+    /// that no access log covers.
+    #[serde(deserialize_with = "number")]
+    pub min_handshakes: f64,
+    /// Distinct seconds within `window` those handshakes must spread over (a browser's
+    /// burst of connections at the start of a visit never does).
+    #[serde(deserialize_with = "number")]
+    pub min_handshake_seconds: f64,
     /// TTL of a member's first block; it doubles with every repeat offence...
     pub block_ttl: String,
     /// ...up to this.
@@ -127,6 +135,8 @@ impl Default for SwarmConfig {
             enabled: true,
             min_members: d.min_members,
             min_requests: d.min_requests,
+            min_handshakes: d.min_handshakes,
+            min_handshake_seconds: d.min_handshake_seconds,
             window: humantime::format_duration(d.window).to_string(),
             block_ttl: humantime::format_duration(p.base_ttl).to_string(),
             max_block_ttl: humantime::format_duration(p.max_ttl).to_string(),
@@ -272,10 +282,14 @@ impl Config {
         if let Some(p) = l7.http_ports.iter().chain(&l7.tls_ports).find(|p| **p == 0) {
             bail!("[l7] port {p}: expected 1 to 65535");
         }
-        let (detector, policy) = self.swarm.check()?;
+        let (mut detector, policy) = self.swarm.check()?;
         let mut trusted_proxies = Vec::new();
         for l in &self.sources.log {
             l.validate()?;
+            // Where a log covers a site, its requests decide, not the site's handshakes.
+            detector
+                .logged_sites
+                .extend(l.site.iter().map(|s| (s.ip(), s.port())));
             for net in &l.trusted_proxies {
                 // A /32 (/128) is the one address: the parser makes it an exact target.
                 let t: Target = net.trunc().to_string().parse().with_context(|| {
@@ -328,6 +342,14 @@ impl SwarmConfig {
                 self.min_requests
             );
         }
+        for (key, v) in [
+            ("min_handshakes", self.min_handshakes),
+            ("min_handshake_seconds", self.min_handshake_seconds),
+        ] {
+            if !(v >= 1.0 && v.is_finite()) {
+                bail!("[swarm] {key} = {v}: expected 1 or more");
+            }
+        }
         if !(0.0..=1.0).contains(&self.max_impact) {
             bail!(
                 "[swarm] max_impact = {}: expected a share from 0 to 1",
@@ -338,6 +360,8 @@ impl SwarmConfig {
             window,
             min_members: self.min_members,
             min_requests: self.min_requests,
+            min_handshakes: self.min_handshakes,
+            min_handshake_seconds: self.min_handshake_seconds,
             ..DetectorConfig::default()
         };
         let policy = PolicyConfig {
@@ -562,6 +586,30 @@ mod tests {
         assert_eq!(c.detector.min_members, 5);
         assert_eq!(c.policy.base_ttl, Duration::from_secs(120));
         assert_eq!(c.detector.window, DetectorConfig::default().window);
+        let c = Config::parse(
+            "detect_own_addresses = false\n[swarm]\nmin_handshakes = 20\n\
+             [[sources.log]]\npath = \"/var/log/a.log\"\nformat = \"combined\"\n\
+             site = [\"203.0.113.10:443\", \"[2001:db8::10]:443\"]\n",
+        )
+        .unwrap()
+        .check()
+        .unwrap();
+        assert_eq!(c.detector.min_handshakes, 20.0);
+        assert_eq!(
+            c.detector.logged_sites,
+            [
+                ("203.0.113.10".parse().unwrap(), 443),
+                ("2001:db8::10".parse().unwrap(), 443)
+            ]
+        );
+        let bad = Config::parse("[swarm]\nmin_handshake_seconds = 0\n")
+            .unwrap()
+            .check()
+            .unwrap_err();
+        assert!(
+            format!("{bad:#}").contains("min_handshake_seconds = 0"),
+            "{bad:#}"
+        );
     }
 
     #[test]

@@ -12,8 +12,10 @@ pub(super) struct Candidate {
     pub(super) pages: Vec<u32>,
     /// Its decayed request count.
     pub(super) requests: f64,
-    /// Hash of its User-Agent.
+    /// Hash of its User-Agent (of its JA4 for a handshake candidate).
     pub(super) ua: u64,
+    /// A candidate on its TLS handshakes alone (see `handshakes`): `pages` are handshake pages.
+    pub(super) handshakes: bool,
 }
 
 impl Detector {
@@ -69,6 +71,7 @@ impl Detector {
                     pages: pages.iter().map(|p| p.0).collect(),
                     requests,
                     ua: s.user_agent,
+                    handshakes: false,
                 });
             }
         }

@@ -33,14 +33,14 @@ impl Detector {
         }
         // One site on several addresses (IPv4 and IPv6, or ports): its pages share `Host` and
         // path, and the sources hammering them are one swarm. Pages without a `Host` stay apart.
-        let mut by_name: HashMap<(&str, &str), u32> = HashMap::new();
+        let mut by_name: HashMap<(&str, &str, bool), u32> = HashMap::new();
         let ids: Vec<u32> = parent.keys().copied().collect();
         for id in ids {
             let page = &self.pages[id as usize].page;
             let Some(host) = page.host.as_deref() else {
                 continue;
             };
-            match by_name.entry((host, page.path.as_str())) {
+            match by_name.entry((host, page.path.as_str(), page.handshakes)) {
                 std::collections::hash_map::Entry::Vacant(v) => {
                     v.insert(id);
                 }

@@ -6,11 +6,12 @@ use std::{
     net::IpAddr,
 };
 
-use super::{Detector, Page, Site, Swarm, candidates::Candidate, sites_by_members};
+use super::{Basis, Detector, Page, Site, Swarm, candidates::Candidate, sites_by_members};
 use crate::l7::ja4::Fingerprint;
 
 /// What one cluster of candidates amounts to.
 pub(super) struct Found {
+    basis: Basis,
     members: BTreeSet<IpAddr>,
     member_site: BTreeMap<IpAddr, Site>,
     member_ja4: BTreeMap<IpAddr, Fingerprint>,
@@ -20,6 +21,13 @@ pub(super) struct Found {
     onset: u64,
     confidence: f64,
     evidence: Vec<String>,
+}
+
+/// The request rate to a cluster's pages and their baseline.
+struct Load {
+    rate: f64,
+    baseline: f64,
+    spike: f64,
 }
 
 impl Detector {
@@ -40,7 +48,7 @@ impl Detector {
             .map(|i| (cands[*i].addr, cands[*i].site))
             .collect();
         let sites = sites_by_members(&member_site);
-        let names: Vec<String> = sites
+        let names_of_sites: Vec<String> = sites
             .iter()
             .map(|s| std::net::SocketAddr::from(*s).to_string())
             .collect();
@@ -60,11 +68,18 @@ impl Detector {
             .iter()
             .map(|p| self.pages[*p as usize].baseline_rps)
             .sum();
+        // Clusters never mix the two kinds: their pages differ (see `clustering`).
+        let handshakes = cands[idx[0]].handshakes;
         let onset = idx
             .iter()
             .filter_map(|i| {
-                let s = &self.sources[&cands[*i].addr];
-                s.pages
+                let addr = &cands[*i].addr;
+                if handshakes {
+                    return self.first_handshake(addr, &page_ids);
+                }
+                self.sources
+                    .get(addr)?
+                    .pages
                     .iter()
                     .filter(|pc| page_ids.contains(&pc.page))
                     .map(|pc| pc.first_ns)
@@ -72,6 +87,11 @@ impl Detector {
             })
             .min()
             .unwrap_or(now_ns);
+        let ja4_share = self.ja4_concentration(&members);
+        if handshakes && ja4_share < self.cfg.handshake_ja4_share {
+            // Many clients, each its own program: a crowd, or people behind one network.
+            return None;
+        }
         let mut uas: HashMap<u64, usize> = HashMap::new();
         for i in idx {
             *uas.entry(cands[*i].ua).or_default() += 1;
@@ -83,12 +103,119 @@ impl Detector {
         } else {
             f64::INFINITY
         };
+        let pretender = self.pretenders(&members);
         let confidence = (0.55
             + 0.15 * (members.len() as f64 / (5.0 * self.cfg.min_members as f64)).min(1.0)
             + 0.15 * (spike / (2.0 * self.cfg.hot_factor)).min(1.0)
-            + 0.15 * top_ua)
-            .clamp(0.0, 1.0);
-        let evidence = vec![
+            + 0.15 * if handshakes { ja4_share } else { top_ua }
+            + if pretender.is_some() { 0.1 } else { 0.0 })
+        .clamp(0.0, 1.0);
+        let basis = if handshakes {
+            Basis::Handshakes
+        } else if page_ids.iter().any(|p| self.pages[*p as usize].from_log) {
+            Basis::Log
+        } else {
+            Basis::Requests
+        };
+        let mut evidence = if handshakes {
+            let names: Vec<&str> = pages.iter().filter_map(|p| p.host.as_deref()).collect();
+            let names = if names.is_empty() {
+                "no name (hellos without SNI)".to_owned()
+            } else {
+                names.join(", ")
+            };
+            vec![
+                format!(
+                    "{} sources each opened >= {:.0} TLS connections in the last {}s (mean {:.0}), in >= {:.0} distinct seconds, to {names} on {}",
+                    members.len(),
+                    self.cfg.min_handshakes,
+                    self.cfg.window.as_secs(),
+                    mean_req,
+                    self.cfg.min_handshake_seconds,
+                    names_of_sites.join(" and ")
+                ),
+                format!(
+                    "no access log covers {}: decided on TLS handshakes alone (which pages they fetch is not visible); no member shows >= {} fingerprints or User-Agents (a shared address)",
+                    names_of_sites.join(" and "),
+                    self.cfg.shared_clients
+                ),
+                if baseline > 0.0 {
+                    format!(
+                        "the site gets {rate:.1} handshakes/s, {spike:.0}x its baseline of {baseline:.2}/s"
+                    )
+                } else {
+                    format!("the site gets {rate:.1} handshakes/s and had none before")
+                },
+                format!(
+                    "{:.0}% of the members open TLS with one of {} ClientHellos (JA4)",
+                    ja4_share * 100.0,
+                    super::HANDSHAKE_JA4S
+                ),
+            ]
+        } else {
+            let load = Load {
+                rate,
+                baseline,
+                spike,
+            };
+            let mut lines =
+                self.request_evidence(&members, mean_req, &names_of_sites, load, top_ua);
+            if basis == Basis::Log {
+                lines.push(self.served_line(&members));
+            }
+            lines
+        };
+        evidence.extend(pretender);
+        let member_ja4 = self.member_ja4(&members);
+        Some(Found {
+            basis,
+            members,
+            member_site,
+            member_ja4,
+            sites,
+            pages,
+            rate,
+            onset,
+            confidence,
+            evidence,
+        })
+    }
+
+    /// What the server answered the members, from its access log: errors and bytes sent.
+    fn served_line(&self, members: &BTreeSet<IpAddr>) -> String {
+        let (mut requests, mut errors, mut bytes) = (0.0, 0.0, 0.0);
+        for s in members.iter().filter_map(|m| self.sources.get(m)) {
+            requests += s.requests;
+            errors += s.errors;
+            bytes += s.bytes;
+        }
+        let share = if requests > 0.0 {
+            errors / requests
+        } else {
+            0.0
+        };
+        format!(
+            "from the web server's access log: it sent the members {:.1} MB in the last {}s and answered {:.0}% of their requests with an error status (4xx/5xx)",
+            bytes / 1e6,
+            self.cfg.window.as_secs(),
+            share * 100.0
+        )
+    }
+
+    /// The evidence lines of a request swarm.
+    fn request_evidence(
+        &self,
+        members: &BTreeSet<IpAddr>,
+        mean_req: f64,
+        names: &[String],
+        Load {
+            rate,
+            baseline,
+            spike,
+        }: Load,
+        top_ua: f64,
+    ) -> Vec<String> {
+        vec![
             format!(
                 "{} sources each sent >= {:.0} requests in the last {}s (mean {:.0}) to <= {} pages of {}",
                 members.len(),
@@ -115,25 +242,14 @@ impl Detector {
                 "{:.0}% of the members send the same User-Agent",
                 top_ua * 100.0
             ),
-        ];
-        let member_ja4 = self.member_ja4(&members);
-        Some(Found {
-            members,
-            member_site,
-            member_ja4,
-            sites,
-            pages,
-            rate,
-            onset,
-            confidence,
-            evidence,
-        })
+        ]
     }
 
     /// Records `found`: merged into the swarm sharing a page with it, or a new swarm. Returns
     /// the swarm if it is new or gained members.
     pub(super) fn merge(&mut self, found: Found, now_ns: u64) -> Option<Swarm> {
         let Found {
+            basis,
             members,
             member_site,
             member_ja4,
@@ -184,6 +300,7 @@ impl Detector {
             None => {
                 let mut s = Swarm {
                     id: self.next_swarm,
+                    basis,
                     site: sites[0],
                     sites,
                     member_site,

@@ -17,24 +17,113 @@ pub const JA4_TOP: usize = 5;
 /// Share of members on one fingerprint from which it is named in the evidence.
 pub const JA4_EVIDENCE_SHARE: f64 = 0.8;
 
+/// Share of the members with a claimed browser and a known JA4 that must contradict it for
+/// the swarm to be called out as pretending.
+pub const PRETENDER_SHARE: f64 = 0.5;
+
+/// The client family a `User-Agent` claims, as far as its TLS should tell.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Family {
+    /// Chrome, Edge, Opera and the other Chromium browsers.
+    Chromium,
+    /// Firefox.
+    Firefox,
+    /// Safari.
+    Safari,
+    /// A command-line tool or an HTTP library (curl, Wget, python-requests, Go, ...).
+    Script,
+}
+
+impl Family {
+    /// The family `ua` claims; `None` for what names no known family (including bots that
+    /// say what they are).
+    pub fn of(ua: &str) -> Option<Family> {
+        const SCRIPTS: [&str; 10] = [
+            "curl/",
+            "wget/",
+            "python-requests/",
+            "python-urllib",
+            "go-http-client/",
+            "okhttp/",
+            "libwww-perl/",
+            "java/",
+            "axios/",
+            "node-fetch",
+        ];
+        let lower = ua.to_ascii_lowercase();
+        if SCRIPTS.iter().any(|s| lower.starts_with(s)) {
+            return Some(Family::Script);
+        }
+        if !lower.starts_with("mozilla/5.0") || lower.contains("compatible;") {
+            return None;
+        }
+        if lower.contains("firefox/") {
+            Some(Family::Firefox)
+        } else if lower.contains("chrome/") || lower.contains("chromium/") || lower.contains("edg/")
+        {
+            Some(Family::Chromium)
+        } else if lower.contains("safari/") && lower.contains("version/") {
+            Some(Family::Safari)
+        } else {
+            None
+        }
+    }
+
+    /// Whether the family is a browser.
+    pub fn is_browser(self) -> bool {
+        !matches!(self, Family::Script)
+    }
+}
+
+/// Whether `fp` has the shape every current browser's hello has: TLS 1.3 with a name, HTTP/2
+/// offered, 8 to 20 cipher suites and at least 13 extensions (Chrome `t13d1516h2`, Firefox
+/// `t13d1715h2`, Safari `t13d2014h2`), where curl offers 30 suites and Go, Python and rustls
+/// a dozen extensions or fewer.
+pub fn browser_like(fp: &Fingerprint) -> bool {
+    let a = fp.as_str().as_bytes();
+    let num = |i: usize| -> Option<u32> {
+        let s = std::str::from_utf8(a.get(i..i + 2)?).ok()?;
+        s.parse().ok()
+    };
+    a.starts_with(b"t13d")
+        && a.get(8..10) == Some(b"h2".as_slice())
+        && num(4).is_some_and(|c| (8..=20).contains(&c))
+        && num(6).is_some_and(|e| e >= 13)
+}
+
 impl Detector {
+    /// The evidence line when at least [`PRETENDER_SHARE`] of the `members` whose
+    /// User-Agent claims a browser open TLS in a way no browser does.
+    pub(super) fn pretenders(
+        &self,
+        members: &std::collections::BTreeSet<IpAddr>,
+    ) -> Option<String> {
+        let mut claimed = 0usize;
+        let mut contradicted = 0usize;
+        for m in members {
+            let Some(family) = self.sources.get(m).and_then(|s| s.family) else {
+                continue;
+            };
+            let Some(fp) = self.ja4_of(m) else { continue };
+            if family.is_browser() {
+                claimed += 1;
+                if !browser_like(&fp) {
+                    contradicted += 1;
+                }
+            }
+        }
+        (claimed > 0 && contradicted as f64 >= PRETENDER_SHARE * claimed as f64).then(|| {
+            format!(
+                "{contradicted} of the {claimed} members whose User-Agent claims a browser open TLS the way no browser does (JA4 inconsistent with the User-Agent)"
+            )
+        })
+    }
+
     /// Remembers `fp` as the JA4 of `src` at `now_ns`.
     pub(super) fn note_ja4(&mut self, src: IpAddr, fp: Fingerprint, now_ns: u64) {
         if self.fingerprints.len() >= self.cfg.max_sources && !self.fingerprints.contains_key(&src)
         {
-            // Forget the least recently seen tenth in one go (amortized O(1) per new source).
-            let mut by_age: Vec<(u64, IpAddr)> = self
-                .fingerprints
-                .iter()
-                .map(|(a, (_, t))| (*t, *a))
-                .collect();
-            let n = (self.cfg.max_sources / 10).max(1).min(by_age.len());
-            if n > 0 {
-                by_age.select_nth_unstable(n - 1);
-            }
-            for (_, a) in by_age.into_iter().take(n) {
-                self.fingerprints.remove(&a);
-            }
+            super::evict_oldest(&mut self.fingerprints, self.cfg.max_sources, |(_, t)| *t);
         }
         self.fingerprints.insert(src, (fp, now_ns));
     }
@@ -224,6 +313,91 @@ mod tests {
         let rest: Vec<_> = shares[1..].iter().map(|(f, _)| f.to_string()).collect();
         assert_eq!(rest, [MANY[3], MANY[4], MANY[5], MANY[0]]);
         assert!(shares.windows(2).all(|w| w[0].1 >= w[1].1));
+    }
+
+    #[test]
+    fn user_agent_families_and_browser_shaped_hellos() {
+        let cases = [
+            (
+                "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36",
+                Some(Family::Chromium),
+            ),
+            (
+                "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0",
+                Some(Family::Firefox),
+            ),
+            (
+                "Mozilla/5.0 (Macintosh; Intel Mac OS X 14_5) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.5 Safari/605.1.15",
+                Some(Family::Safari),
+            ),
+            ("curl/8.5.0", Some(Family::Script)),
+            ("python-requests/2.32.3", Some(Family::Script)),
+            ("Mozilla/5.0 (compatible; GalleryFetcher/2.1)", None),
+            ("", None),
+        ];
+        for (ua, family) in cases {
+            assert_eq!(Family::of(ua), family, "{ua}");
+        }
+        for browser in [
+            A,
+            "t13d1715h2_5b57614c22b0_3d5424432f57",
+            "t13d2014h2_a09f3c656075_14788d8d241b",
+        ] {
+            assert!(browser_like(&fp(browser)), "{browser}");
+        }
+        // curl (30 suites), Go (12 extensions), Python (no HTTP/2), TLS 1.2 only.
+        for script in [
+            "t13d3112h2_e8f1e7e78f70_6bebaf5329ac",
+            "t13d1312h2_f57a46bbacb6_e7c285222651",
+            "t13d5911h1_a33745022dd6_1f22a2ca17c4",
+            B,
+        ] {
+            assert!(!browser_like(&fp(script)), "{script}");
+        }
+    }
+
+    #[test]
+    fn members_claiming_a_browser_with_a_scripts_hello_are_named() {
+        const CHROME: &str = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36";
+        let run = |ja4: &'static str, ua: &str| {
+            let mut evs = Vec::new();
+            for b in 0..30 {
+                let src = format!("192.0.2.{b}");
+                let mut hello = event(9.0, &src, Kind::TlsHello, "", Some(ja4));
+                hello.user_agent = None;
+                evs.push(hello);
+                for k in 0..60 {
+                    let mut e = event(10.0 + k as f64 * 0.5, &src, Kind::Http, "/gallery/7", None);
+                    e.user_agent = Some(ua.into());
+                    evs.push(e);
+                }
+            }
+            evs.sort_by_key(|e| e.ts_ns);
+            let mut d = Detector::new(DetectorConfig::default());
+            let mut next = 0u64;
+            for e in &evs {
+                while e.ts_ns >= next {
+                    d.tick(next);
+                    next += 1_000_000_000;
+                }
+                d.observe(e);
+            }
+            d.tick(next);
+            d.swarms()[0].clone()
+        };
+        let pretending = run("t13d3112h2_e8f1e7e78f70_6bebaf5329ac", CHROME);
+        let line = pretending
+            .evidence
+            .iter()
+            .find(|e| e.contains("inconsistent"))
+            .unwrap_or_else(|| panic!("{:?}", pretending.evidence));
+        assert!(line.starts_with("30 of the 30 members"), "{line}");
+        // The same bots with Chrome's hello, or saying they are curl: nothing to call out.
+        let honest = run(A, CHROME);
+        assert!(!honest.evidence.iter().any(|e| e.contains("inconsistent")));
+        let curl = run("t13d3112h2_e8f1e7e78f70_6bebaf5329ac", "curl/8.5.0");
+        assert!(!curl.evidence.iter().any(|e| e.contains("inconsistent")));
+        assert!(pretending.confidence > curl.confidence);
     }
 
     #[test]

@@ -33,15 +33,17 @@ use hashbrown::HashTable;
 use rustc_hash::FxHashMap;
 use smallvec::SmallVec;
 
-use crate::l7::{Kind, RequestEvent, ja4::Fingerprint};
+use crate::l7::{Kind, Origin, RequestEvent, ja4::Fingerprint};
 
 mod candidates;
 mod clustering;
 mod evidence;
 mod fingerprints;
+mod handshakes;
 mod pages;
 
-pub use fingerprints::{JA4_EVIDENCE_SHARE, JA4_TOP};
+pub use fingerprints::{Family, JA4_EVIDENCE_SHARE, JA4_TOP};
+pub use handshakes::HANDSHAKE_JA4S;
 
 /// Pages remembered per source; a source with more distinct pages is not concentrated anyway.
 pub const MAX_TRACKED_PAGES: usize = 6;
@@ -73,6 +75,21 @@ pub struct DetectorConfig {
     pub max_sources: usize,
     /// Most pages tracked at once.
     pub max_pages_tracked: usize,
+    /// TLS handshakes a source needs within the window to be a handshake candidate (on a
+    /// site no access log covers; see [`handshakes`]).
+    pub min_handshakes: f64,
+    /// Distinct seconds within the window in which a handshake candidate opened connections:
+    /// a browser opens its few connections in a burst when a visit starts, a bot keeps coming.
+    pub min_handshake_seconds: f64,
+    /// Distinct JA4 fingerprints or User-Agents from one address from which it counts as
+    /// shared (NAT, proxy) and is never a member on handshake evidence alone.
+    pub shared_clients: usize,
+    /// Share of a handshake swarm's members whose fingerprint is one of its
+    /// [`HANDSHAKE_JA4S`] most common ones: a swarm runs one program, a crowd many.
+    pub handshake_ja4_share: f64,
+    /// Sites an access log covers (`[[sources.log]]` `site`): their handshakes add evidence,
+    /// the log's requests decide. Sites whose log lines name them are learnt as they come.
+    pub logged_sites: Vec<Site>,
 }
 
 impl Default for DetectorConfig {
@@ -90,6 +107,11 @@ impl Default for DetectorConfig {
             baseline_window: Duration::from_secs(600),
             max_sources: 200_000,
             max_pages_tracked: 50_000,
+            min_handshakes: 8.0,
+            min_handshake_seconds: 4.0,
+            shared_clients: 3,
+            handshake_ja4_share: 0.8,
+            logged_sites: Vec::new(),
         }
     }
 }
@@ -104,8 +126,11 @@ pub struct Page {
     pub site: Site,
     /// `Host`, if the requests carried one.
     pub host: Option<String>,
-    /// Normalised path.
+    /// Normalised path; empty for handshakes.
     pub path: String,
+    /// The page stands for the TLS handshakes to its site and SNI (`host`): on an HTTPS site
+    /// no access log covers, the path is never seen.
+    pub handshakes: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -121,6 +146,8 @@ struct PageState {
     baseline_rps: f64,
     /// When the page first ran hot in the current spike.
     hot_since_ns: Option<u64>,
+    /// Its last request came from an access log.
+    from_log: bool,
 }
 
 #[derive(Clone, Copy, Debug, Default)]
@@ -136,11 +163,68 @@ struct SourceState {
     last_ns: u64,
     requests: f64,
     assets: f64,
+    /// Decayed requests the server answered with an error (4xx, 5xx) and decayed bytes it
+    /// sent; only access logs know either.
+    errors: f64,
+    bytes: f64,
     other_pages: f64,
     pages: SmallVec<[PageCount; MAX_TRACKED_PAGES]>,
     /// Site most of its requests go to (the last one seen).
     site: Option<Site>,
     user_agent: u64,
+    /// The distinct User-Agents it sent lately, with when each was last seen: many of them is
+    /// an address shared by many people (see [`handshakes`]).
+    agents: Recent,
+    /// What its User-Agent claims to be.
+    family: Option<fingerprints::Family>,
+}
+
+/// A few distinct hashes (User-Agents, fingerprints) with when each was last seen, the oldest
+/// replaced when full: enough to tell one client from many behind one address.
+type Recent = SmallVec<[(u64, u64); RECENT]>;
+
+/// Distinct values [`Recent`] keeps.
+const RECENT: usize = 4;
+
+/// Notes `hash` seen at `now` in `recent`.
+fn note_recent(recent: &mut Recent, hash: u64, now: u64) {
+    if let Some(e) = recent.iter_mut().find(|e| e.0 == hash) {
+        e.1 = e.1.max(now);
+    } else if recent.len() < RECENT {
+        recent.push((hash, now));
+    } else if let Some(oldest) = recent.iter_mut().min_by_key(|e| e.1) {
+        *oldest = (hash, now);
+    }
+}
+
+/// How many of `recent` were seen within `window_ns` of `now`.
+fn count_recent(recent: &Recent, now: u64, window_ns: u64) -> usize {
+    recent
+        .iter()
+        .filter(|e| now.saturating_sub(e.1) <= window_ns)
+        .count()
+}
+
+/// The evidence a swarm was decided on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Basis {
+    /// Plain-HTTP requests seen on the wire.
+    Requests,
+    /// Requests in a web server's access log (HTTPS, or any logged site).
+    Log,
+    /// TLS handshakes alone: an HTTPS site no access log covers.
+    Handshakes,
+}
+
+impl Basis {
+    /// `requests`, `log` or `handshakes`, as the API and the CLI name it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Basis::Requests => "requests",
+            Basis::Log => "log",
+            Basis::Handshakes => "handshakes",
+        }
+    }
 }
 
 /// A detected swarm.
@@ -148,6 +232,8 @@ struct SourceState {
 pub struct Swarm {
     /// Stable id.
     pub id: u64,
+    /// What decided it.
+    pub basis: Basis,
     /// The attacked site: the one most members attack (see `sites`).
     pub site: Site,
     /// Every site it attacks, `site` first: one site's addresses (IPv4 and IPv6, ports) when
@@ -210,6 +296,10 @@ pub struct Detector {
     events: u64,
     /// Last JA4 of each source and when it was seen (at most `max_sources`).
     fingerprints: FxHashMap<IpAddr, (Fingerprint, u64)>,
+    /// Per source, its TLS handshakes to sites no log covers (at most `max_sources`).
+    tls_sources: FxHashMap<IpAddr, handshakes::TlsSource>,
+    /// Sites access-log lines named lately, with the time of the last line.
+    logged: FxHashMap<Site, u64>,
 }
 
 fn decay(value: &mut f64, last: u64, now: u64, tau_ns: f64) {
@@ -265,13 +355,29 @@ fn hash_page(
     site: Site,
     host: Option<&str>,
     path: &str,
+    handshakes: bool,
 ) -> u64 {
     use std::hash::{BuildHasher as _, Hash as _, Hasher as _};
     let mut h = hasher.build_hasher();
     site.hash(&mut h);
     host.hash(&mut h);
     path.hash(&mut h);
+    handshakes.hash(&mut h);
     h.finish()
+}
+
+/// Forgets the least recently active tenth of `map` (by `last`) in one go, so a flood of new
+/// sources costs amortized O(1) each.
+fn evict_oldest<V>(map: &mut FxHashMap<IpAddr, V>, max: usize, last: impl Fn(&V) -> u64) {
+    let mut by_age: Vec<(u64, IpAddr)> = map.iter().map(|(a, v)| (last(v), *a)).collect();
+    let n = (max / 10).max(1).min(by_age.len());
+    if n == 0 {
+        return;
+    }
+    by_age.select_nth_unstable(n - 1);
+    for (_, a) in by_age.into_iter().take(n) {
+        map.remove(&a);
+    }
 }
 
 fn fx(s: &str) -> u64 {
@@ -296,6 +402,8 @@ impl Detector {
             last_tick_ns: None,
             events: 0,
             fingerprints: FxHashMap::default(),
+            tls_sources: FxHashMap::default(),
+            logged: FxHashMap::default(),
         }
     }
 
@@ -337,25 +445,41 @@ impl Detector {
     /// Feeds one request.
     pub fn observe(&mut self, ev: &RequestEvent) {
         // The hello that carries a JA4 carries no page: remember it for the source's requests.
-        if let Some(fp) = ev.ja4.as_deref().and_then(Fingerprint::parse) {
+        let fp = ev.ja4.as_deref().and_then(Fingerprint::parse);
+        if let Some(fp) = fp {
             self.note_ja4(ev.src, fp, ev.ts_ns);
         }
-        if ev.kind != Kind::Http {
-            return;
+        match ev.kind {
+            Kind::TlsHello => return self.observe_handshake(ev, fp),
+            Kind::Http => {}
         }
         self.events += 1;
         let now = ev.ts_ns;
+        if ev.origin == Origin::Log {
+            self.logged.insert((ev.dst, ev.dst_port), now);
+        }
         let tau = self.cfg.window.as_nanos() as f64;
         let asset = is_asset(&ev.path);
-        let page = if asset { None } else { Some(self.page_id(ev)) };
+        let page = if asset {
+            None
+        } else {
+            Some(self.page_id(
+                (ev.dst, ev.dst_port),
+                ev.host.as_deref(),
+                &ev.path,
+                false,
+                now,
+            ))
+        };
         if let Some(p) = page {
             let ps = &mut self.pages[p as usize];
             decay(&mut ps.count, ps.last_ns, now, tau);
             ps.count += 1.0;
             ps.last_ns = ps.last_ns.max(now);
+            ps.from_log = ev.origin == Origin::Log;
         }
         if self.sources.len() >= self.cfg.max_sources && !self.sources.contains_key(&ev.src) {
-            self.evict_sources();
+            evict_oldest(&mut self.sources, self.cfg.max_sources, |s| s.last_ns);
         }
         let generation = page.map_or(0, |p| self.pages[p as usize].generation);
         let pages = &self.pages;
@@ -377,12 +501,23 @@ impl Detector {
         s.requests = s.requests * factor + 1.0;
         s.assets *= factor;
         s.other_pages *= factor;
+        s.errors *= factor;
+        s.bytes *= factor;
+        if ev.status.is_some_and(|c| c >= 400) {
+            s.errors += 1.0;
+        }
+        s.bytes += ev.bytes.unwrap_or(0) as f64;
         for pc in &mut s.pages {
             pc.count *= factor;
         }
         s.last_ns = s.last_ns.max(now);
         s.site = Some((ev.dst, ev.dst_port));
-        s.user_agent = ev.user_agent.as_deref().map_or(0, fx);
+        let ua = ev.user_agent.as_deref().map_or(0, fx);
+        if ua != s.user_agent || s.agents.is_empty() {
+            s.family = ev.user_agent.as_deref().and_then(fingerprints::Family::of);
+        }
+        s.user_agent = ua;
+        note_recent(&mut s.agents, ua, now);
         match page {
             None => s.assets += 1.0,
             Some(p) => {
@@ -416,22 +551,33 @@ impl Detector {
         }
     }
 
-    fn page_id(&mut self, ev: &RequestEvent) -> u32 {
-        let site = (ev.dst, ev.dst_port);
-        let host = ev.host.as_deref();
-        let hash = hash_page(&self.page_hasher, site, host, &ev.path);
+    /// The id of a page (`handshakes`: the TLS handshakes to `site` and SNI `host`), added
+    /// at `now` if new.
+    fn page_id(
+        &mut self,
+        site: Site,
+        host: Option<&str>,
+        path: &str,
+        handshakes: bool,
+        now: u64,
+    ) -> u32 {
+        let hash = hash_page(&self.page_hasher, site, host, path, handshakes);
         let pages = &self.pages;
         let same = |id: &u32| {
             let p = &pages[*id as usize].page;
-            p.site == site && p.host.as_deref() == host && p.path == ev.path
+            p.site == site
+                && p.host.as_deref() == host
+                && p.path == path
+                && p.handshakes == handshakes
         };
         if let Some(id) = self.page_index.find(hash, same) {
             return *id;
         }
         let key = Page {
             site,
-            host: ev.host.clone(),
-            path: ev.path.clone(),
+            host: host.map(str::to_owned),
+            path: path.to_owned(),
+            handshakes,
         };
         if self.pages.len() >= self.cfg.max_pages_tracked && self.free_pages.is_empty() {
             self.evict_pages();
@@ -442,9 +588,10 @@ impl Detector {
                 slot.page = key;
                 slot.generation = slot.generation.wrapping_add(1);
                 slot.count = 0.0;
-                slot.last_ns = ev.ts_ns;
+                slot.last_ns = now;
                 slot.baseline_rps = 0.0;
                 slot.hot_since_ns = None;
+                slot.from_log = false;
                 i
             }
             None => {
@@ -452,9 +599,10 @@ impl Detector {
                     page: key,
                     generation: 0,
                     count: 0.0,
-                    last_ns: ev.ts_ns,
+                    last_ns: now,
                     baseline_rps: 0.0,
                     hot_since_ns: None,
+                    from_log: false,
                 });
                 (self.pages.len() - 1) as u32
             }
@@ -462,7 +610,7 @@ impl Detector {
         let (pages, hasher) = (&self.pages, &self.page_hasher);
         self.page_index.insert_unique(hash, id, |i| {
             let p = &pages[*i as usize].page;
-            hash_page(hasher, p.site, p.host.as_deref(), &p.path)
+            hash_page(hasher, p.site, p.host.as_deref(), &p.path, p.handshakes)
         });
         id
     }
@@ -486,23 +634,17 @@ impl Detector {
         by_age.select_nth_unstable(nth);
         for (_, i) in by_age.into_iter().take(n) {
             let p = &self.pages[i as usize].page;
-            let hash = hash_page(&self.page_hasher, p.site, p.host.as_deref(), &p.path);
+            let hash = hash_page(
+                &self.page_hasher,
+                p.site,
+                p.host.as_deref(),
+                &p.path,
+                p.handshakes,
+            );
             if let Ok(entry) = self.page_index.find_entry(hash, |x| *x == i) {
                 entry.remove();
             }
             self.free_pages.push(i);
-        }
-    }
-
-    fn evict_sources(&mut self) {
-        // Drop the least recently active tenth.
-        let mut by_age: Vec<(u64, IpAddr)> =
-            self.sources.iter().map(|(a, s)| (s.last_ns, *a)).collect();
-        let n = (self.cfg.max_sources / 10).max(1);
-        let nth = n.min(by_age.len().saturating_sub(1));
-        by_age.select_nth_unstable(nth);
-        for (_, a) in by_age.into_iter().take(n) {
-            self.sources.remove(&a);
         }
     }
 
@@ -512,8 +654,10 @@ impl Detector {
             .last_tick_ns
             .map_or(0.0, |l| now_ns.saturating_sub(l) as f64 / 1e9);
         self.last_tick_ns = Some(now_ns);
+        self.forget_logged(now_ns);
         let hot = self.update_pages(now_ns, dt);
-        let cands = self.candidates(now_ns, &hot);
+        let mut cands = self.candidates(now_ns, &hot);
+        cands.extend(self.handshake_candidates(now_ns, &hot));
         let clusters = self.cluster(&cands);
         let mut changed = Vec::new();
         for s in &mut self.swarms {

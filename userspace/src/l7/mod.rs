@@ -39,6 +39,17 @@ pub enum Kind {
     TlsHello,
 }
 
+/// Where a request event was seen.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Origin {
+    /// On the wire: a kernel sample or a captured packet.
+    #[default]
+    Wire,
+    /// In a web server's access log: the server answered it, so it is a request the server
+    /// saw (decrypted, behind TLS) rather than bytes on the wire.
+    Log,
+}
+
 /// One request seen on the wire, as the detector consumes it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RequestEvent {
@@ -66,6 +77,8 @@ pub struct RequestEvent {
     pub status: Option<u16>,
     /// Response body bytes sent; only access logs know it.
     pub bytes: Option<u64>,
+    /// Wire or access log.
+    pub origin: Origin,
 }
 
 /// Unspecified addresses, port 0, an empty path and no optional field: lets constructors name
@@ -85,6 +98,7 @@ impl Default for RequestEvent {
             referer: None,
             status: None,
             bytes: None,
+            origin: Origin::Wire,
         }
     }
 }

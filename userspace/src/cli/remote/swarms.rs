@@ -62,12 +62,28 @@ pub async fn swarms(client: &Client, args: SwarmsArgs) -> Result<()> {
 }
 
 fn pages_line(s: &SwarmView) -> String {
-    let pages: Vec<String> = s
-        .pages
-        .iter()
-        .map(|p| format!("{}{}", p.host.as_deref().unwrap_or(""), p.path))
-        .collect();
+    let pages: Vec<String> = s.pages.iter().map(|p| page_name(s, p)).collect();
     pages.join(", ")
+}
+
+/// `shop.example/gallery/1`, or for a swarm seen in handshakes only `TLS to shop.example`.
+fn page_name(s: &SwarmView, p: &swarmwall::api::types::PageView) -> String {
+    let host = p.host.as_deref().unwrap_or("");
+    if s.basis == "handshakes" {
+        let host = if host.is_empty() { "(no SNI)" } else { host };
+        return format!("TLS to {host}");
+    }
+    format!("{host}{}", p.path)
+}
+
+/// What the `basis` of a swarm means, for `swarms show`.
+fn basis_line(basis: &str) -> &'static str {
+    match basis {
+        "log" => "the web server's access log (its requests decided)",
+        "handshakes" => "TLS handshakes alone (no access log covers the site; pages not visible)",
+        "requests" => "HTTP requests seen on the wire",
+        _ => "not reported by this daemon",
+    }
 }
 
 fn pipeline_line(p: &PipelineView) -> String {
@@ -160,14 +176,10 @@ fn render_swarm(s: &SwarmView, now: SystemTime) -> String {
         s.sites.join(", ")
     };
     let _ = writeln!(o, "  site        {sites}");
+    let _ = writeln!(o, "  seen in     {}", basis_line(&s.basis));
     for (i, p) in s.pages.iter().enumerate() {
         let label = if i == 0 { "pages" } else { "" };
-        let _ = writeln!(
-            o,
-            "  {label:<10}  {}{}",
-            p.host.as_deref().unwrap_or(""),
-            p.path
-        );
+        let _ = writeln!(o, "  {label:<10}  {}", page_name(s, p));
     }
     let _ = writeln!(
         o,

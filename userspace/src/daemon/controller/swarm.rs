@@ -170,6 +170,7 @@ impl Daemon {
             id: s.id,
             site: site_name(s.site),
             sites: s.sites.iter().map(|x| site_name(*x)).collect(),
+            basis: s.basis.name().into(),
             state: t.state().into(),
             pages: s
                 .page_names()
