@@ -4,18 +4,20 @@
 //! Three network namespaces:
 //! - *server*: an HTTP server ([`web::WebServer`]) on [`SERVER`]:80, the same site over HTTPS
 //!   ([`tls::TlsServer`]) on [`SERVER`]:443 writing an nginx `combined` access log that the
-//!   daemon tails ([`SwarmLab::daemon_config`]), and the swarmwall daemon, its XDP program on
-//!   both of the server's veths; a neighbour's site on [`NEIGHBOUR`]:80 (a multi-tenant host:
-//!   the swarm's rules must leave it alone);
+//!   daemon tails ([`SwarmLab::daemon_config`]) and on [`SERVER`]:[`HANDSHAKE_PORT`] with no
+//!   log at all, and the swarmwall daemon, its XDP program on both of the server's veths; a
+//!   neighbour's site on [`NEIGHBOUR`]:80 (a multi-tenant host: the swarm's rules must leave it
+//!   alone);
 //! - *visitors*: legitimate browsers, [`VISITOR_NET`] `.10` onwards;
 //! - *bots*: the swarm, [`BOT_NET`] `.10` onwards (made-up addresses that exist only here),
 //!   and optionally IPv6 bots in [`BOT_NET6`]`/64`, which attack the site's IPv6 address
-//!   [`SERVER6`]; the HTTPS act's swarm, [`TLS_BOT_NET`] `.10` onwards (other attackers: the
+//!   [`SERVER6`]; the HTTPS acts' swarm, [`TLS_BOT_NET`] `.10` onwards (other attackers: the
 //!   first act's are blocked by then).
 //!
-//! Two acts: [`SwarmLab::run_traffic`] over HTTP (the kernel samples the requests) and
-//! [`SwarmLab::run_https_traffic`] over TLS (the kernel sees only handshakes; the pages are in
-//! the access log).
+//! Three acts: [`SwarmLab::run_traffic`] over HTTP (the kernel samples the requests), and
+//! [`SwarmLab::run_https_traffic`] over TLS, where the kernel sees only handshakes — on
+//! [`HTTPS_PORT`] the pages are in the access log, on [`HANDSHAKE_PORT`] the handshakes are all
+//! there is.
 //!
 //! Nothing has a default route and the server does not forward: the bots reach the server over
 //! their own veth through a /24 route, and the server's replies to them end in the bots'
@@ -64,10 +66,12 @@ pub const SERVER_BOT_SIDE: &str = "203.0.113.1";
 pub const VISITOR_NET: &str = "198.51.100";
 /// The swarm's network (made-up sources, TEST-NET-3).
 pub const BOT_NET: &str = "203.0.113";
-/// The HTTPS act's swarm network (made-up sources, TEST-NET-1), routed over the bots' veth.
+/// The HTTPS acts' swarm network (made-up sources, TEST-NET-1), routed over the bots' veth.
 pub const TLS_BOT_NET: &str = "192.0.2";
-/// The site's HTTPS port.
+/// The site's HTTPS port, whose access log the daemon reads.
 pub const HTTPS_PORT: u16 = 443;
+/// The site's second HTTPS port, which no log covers: the daemon sees only its handshakes.
+pub const HANDSHAKE_PORT: u16 = 8443;
 /// The `Host` every client sends.
 pub const HOST: &str = "shop.example";
 /// The image-heavy pages the swarm hammers.
@@ -156,6 +160,8 @@ pub struct SwarmLab {
     web: WebServer,
     /// Started once the lab's directory (where its access log goes) exists.
     https: Option<TlsServer>,
+    /// On [`HANDSHAKE_PORT`], without a log.
+    https_unlogged: Option<TlsServer>,
     web6: WebServer,
     neighbour: WebServer,
     links: [VethPair; 2],
@@ -169,7 +175,7 @@ pub struct SwarmLab {
     pub visitor_addrs: Vec<IpAddr>,
     /// The bots' addresses, IPv4 then IPv6.
     pub bot_addrs: Vec<IpAddr>,
-    /// The HTTPS act's bots' addresses, as many as [`Plan::bots`], in [`TLS_BOT_NET`].
+    /// The HTTPS acts' bots' addresses, as many as [`Plan::bots`], in [`TLS_BOT_NET`].
     pub tls_bot_addrs: Vec<IpAddr>,
     root: PathBuf,
     binary: PathBuf,
@@ -282,6 +288,7 @@ impl SwarmLab {
             daemon: None,
             web,
             https: None,
+            https_unlogged: None,
             web6,
             neighbour,
             links: [to_visitors, to_bots],
@@ -316,6 +323,12 @@ impl SwarmLab {
             HOST,
             Some(&lab.access_log_path()),
         )?);
+        lab.https_unlogged = Some(TlsServer::start(
+            &lab.server,
+            SocketAddr::new(SERVER.parse()?, HANDSHAKE_PORT),
+            HOST,
+            None,
+        )?);
         Ok(lab)
     }
 
@@ -324,21 +337,28 @@ impl SwarmLab {
         self.root.join("https-access.log")
     }
 
-    /// The daemon's configuration: [`DAEMON_CONFIG`] and the HTTPS site's access log as a log
-    /// source for [`SERVER`]:[`HTTPS_PORT`].
+    /// The daemon's configuration: [`DAEMON_CONFIG`], ClientHellos sampled on both TLS ports,
+    /// and the HTTPS site's access log as a log source for [`SERVER`]:[`HTTPS_PORT`] (none for
+    /// [`HANDSHAKE_PORT`]).
     pub fn daemon_config(&self) -> String {
         format!(
-            "{DAEMON_CONFIG}\n# the HTTPS site's access log: its pages, which the kernel cannot see\n\
+            "{DAEMON_CONFIG}\n[l7]\ntls_ports = [{HTTPS_PORT}, {HANDSHAKE_PORT}]\n\n\
+             # the HTTPS site's access log: its pages, which the kernel cannot see\n\
              [[sources.log]]\npath = {:?}\nformat = \"combined\"\nsite = [\"{SERVER}:{HTTPS_PORT}\"]\n",
             self.access_log_path().display().to_string()
         )
     }
 
-    /// The HTTPS server.
-    pub fn https(&self) -> Result<&TlsServer> {
-        self.https
-            .as_ref()
-            .context("the lab's HTTPS server is not running")
+    /// The HTTPS server on `port` ([`HTTPS_PORT`] or [`HANDSHAKE_PORT`]).
+    pub fn https(&self, port: u16) -> Result<&TlsServer> {
+        let server = match port {
+            HTTPS_PORT => self.https.as_ref(),
+            HANDSHAKE_PORT => self.https_unlogged.as_ref(),
+            _ => {
+                bail!("the lab serves HTTPS on ports {HTTPS_PORT} and {HANDSHAKE_PORT}, not {port}")
+            }
+        };
+        server.with_context(|| format!("the lab's HTTPS server on port {port} is not running"))
     }
 
     /// The control socket.
@@ -388,12 +408,12 @@ impl SwarmLab {
     }
 
     /// [`SwarmLab::probe`] over HTTPS: one request for `path` from `src` to the site on
-    /// [`SERVER`]:[`HTTPS_PORT`], on a TLS connection of its own with the bot profile.
-    pub fn probe_https(&self, src: IpAddr, path: &str) -> Result<Outcome> {
+    /// [`SERVER`]:`port`, on a TLS connection of its own with the bot profile.
+    pub fn probe_https(&self, src: IpAddr, port: u16, path: &str) -> Result<Outcome> {
         let ns = self.ns_of(src)?;
-        let server = SocketAddr::new(SERVER.parse()?, HTTPS_PORT);
+        let server = SocketAddr::new(SERVER.parse()?, port);
         let one = one_request(src, server, HOST, path);
-        let tls = self.tls_client(&[Profile::bot()], Rotation::PerClient)?;
+        let tls = self.tls_client(port, &[Profile::bot()], Rotation::PerClient)?;
         tls::swarm(ns, &one, &tls, &AtomicBool::new(false))?
             .into_iter()
             .next()
@@ -410,9 +430,15 @@ impl SwarmLab {
         }
     }
 
-    fn tls_client(&self, profiles: &[Profile], rotation: Rotation) -> Result<Arc<TlsClient>> {
+    /// Clients trusting the certificate of the HTTPS server on `port`.
+    fn tls_client(
+        &self,
+        port: u16,
+        profiles: &[Profile],
+        rotation: Rotation,
+    ) -> Result<Arc<TlsClient>> {
         Ok(Arc::new(TlsClient::new(
-            self.https()?.certificate(),
+            self.https(port)?.certificate(),
             HOST,
             profiles,
             rotation,
@@ -549,40 +575,41 @@ impl SwarmLab {
         stop: &AtomicBool,
         during: impl FnOnce() -> T,
     ) -> Result<(Traffic, T)> {
-        self.run_act(plan, false, stop, during)
+        self.run_act(plan, None, stop, during)
     }
 
-    /// [`SwarmLab::run_traffic`] over HTTPS, to [`SERVER`]:[`HTTPS_PORT`]: the visitors browse
-    /// over TLS (browser profiles, one per visitor, [`Profile::browsers`] in turn) and the
-    /// [`TLS_BOT_NET`] bots attack over TLS with the bot profile, a new handshake per request.
-    /// IPv4 only.
+    /// [`SwarmLab::run_traffic`] over HTTPS, to [`SERVER`]:`port` ([`HTTPS_PORT`] or
+    /// [`HANDSHAKE_PORT`]): the visitors browse over TLS (browser profiles, one per visitor,
+    /// [`Profile::browsers`] in turn) and the [`TLS_BOT_NET`] bots attack over TLS with the bot
+    /// profile, a new handshake per request. IPv4 only.
     pub fn run_https_traffic<T>(
         &self,
         plan: &Plan,
+        port: u16,
         stop: &AtomicBool,
         during: impl FnOnce() -> T,
     ) -> Result<(Traffic, T)> {
-        self.run_act(plan, true, stop, during)
+        self.run_act(plan, Some(port), stop, during)
     }
 
+    /// One act: plain HTTP to port 80, or HTTPS to `https_port`.
     fn run_act<T>(
         &self,
         plan: &Plan,
-        https: bool,
+        https_port: Option<u16>,
         stop: &AtomicBool,
         during: impl FnOnce() -> T,
     ) -> Result<(Traffic, T)> {
-        let (port, visitor_tls, bot_tls) = if https {
-            (
-                HTTPS_PORT,
-                Some(self.tls_client(&Profile::browsers(), Rotation::PerClient)?),
-                Some(self.tls_client(&[Profile::bot()], Rotation::PerClient)?),
-            )
-        } else {
-            (80, None, None)
+        let (port, visitor_tls, bot_tls) = match https_port {
+            Some(port) => (
+                port,
+                Some(self.tls_client(port, &Profile::browsers(), Rotation::PerClient)?),
+                Some(self.tls_client(port, &[Profile::bot()], Rotation::PerClient)?),
+            ),
+            None => (80, None, None),
         };
         let server = SocketAddr::new(SERVER.parse()?, port);
-        let bot_addrs = if https {
+        let bot_addrs = if https_port.is_some() {
             &self.tls_bot_addrs
         } else {
             &self.bot_addrs

@@ -12,7 +12,9 @@ use swarmwall::{
 };
 use swarmwall_integration::{
     require_root,
-    swarm_lab::{HOST, HTTPS_PORT, Plan, SERVER, SWARM_PAGES, SwarmLab, TLS_BOT_NET, Tally},
+    swarm_lab::{
+        HANDSHAKE_PORT, HOST, HTTPS_PORT, Plan, SERVER, SWARM_PAGES, SwarmLab, TLS_BOT_NET, Tally,
+    },
 };
 
 #[test]
@@ -31,9 +33,10 @@ fn the_labs_https_act_is_served_and_logged_where_the_daemon_reads() {
     // which finds nothing to do.
     let lab = SwarmLab::new("swlht", Path::new("/nonexistent/swarmwall"), &plan).unwrap();
     let config = lab.daemon_config();
-    Config::parse(&config)
+    let checked = Config::parse(&config)
         .and_then(Config::check)
         .unwrap_or_else(|e| panic!("{e:#}\n{config}"));
+    assert_eq!(checked.raw.l7.tls_ports, [HTTPS_PORT, HANDSHAKE_PORT]);
     let log = lab.access_log_path();
     assert!(
         config.contains(&format!("{:?}", log.to_str().unwrap())),
@@ -45,7 +48,7 @@ fn the_labs_https_act_is_served_and_logged_where_the_daemon_reads() {
     );
 
     let (traffic, ()) = lab
-        .run_https_traffic(&plan, &AtomicBool::new(false), || ())
+        .run_https_traffic(&plan, HTTPS_PORT, &AtomicBool::new(false), || ())
         .unwrap();
     let (visitors, bots) = (
         Tally::of(&traffic.visitors, None),
@@ -59,7 +62,7 @@ fn the_labs_https_act_is_served_and_logged_where_the_daemon_reads() {
         |o| o.src.to_string().starts_with(&format!("{TLS_BOT_NET}."))
             && SWARM_PAGES.contains(&o.path.as_str())
     ));
-    let https = lab.https().unwrap();
+    let https = lab.https(HTTPS_PORT).unwrap();
     assert_eq!(https.served_total(), visitors.ok + bots.ok);
     assert_eq!(https.access_log(), Some(log.as_path()));
 
@@ -78,8 +81,20 @@ fn the_labs_https_act_is_served_and_logged_where_the_daemon_reads() {
     }
     assert_eq!(per_source, https.served());
 
-    // A TLS bot reaches both of the site's ports through the lab's routes.
+    // A TLS bot reaches each of the site's ports through the lab's routes; the second HTTPS
+    // port keeps no log.
     let bot = lab.tls_bot_addrs[0];
-    assert_eq!(lab.probe_https(bot, "/").unwrap().result, Ok(200));
+    assert_eq!(
+        lab.probe_https(bot, HTTPS_PORT, "/").unwrap().result,
+        Ok(200)
+    );
+    assert_eq!(
+        lab.probe_https(bot, HANDSHAKE_PORT, "/").unwrap().result,
+        Ok(200)
+    );
     assert_eq!(lab.probe(bot, SERVER, HOST, "/").unwrap().result, Ok(200));
+    let unlogged = lab.https(HANDSHAKE_PORT).unwrap();
+    assert_eq!(unlogged.access_log(), None);
+    assert_eq!(unlogged.served_total(), 1);
+    assert!(lab.https(4433).is_err());
 }

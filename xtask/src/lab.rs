@@ -3,10 +3,11 @@
 //!
 //! The lab ([`swarmwall_integration::swarm_lab`]) is three network namespaces: a *server* (a real
 //! HTTP server on 198.51.100.1:80, the same site over HTTPS on :443 with an nginx `combined`
-//! access log, the `swarmwall` daemon with XDP on both its veths, tailing that log), *visitors*
+//! access log and on :8443 with none, the `swarmwall` daemon with XDP on both its veths, tailing
+//! that log), *visitors*
 //! (legitimate browsers loading pages with their images, styles and scripts) and *bots* (40
 //! made-up addresses in 203.0.113.0/24, each fetching the same two image-heavy pages over and
-//! over on fresh connections, and 40 more in 192.0.2.0/24 for the HTTPS act).
+//! over on fresh connections, and 40 more in 192.0.2.0/24 for the HTTPS acts).
 //!
 //! Act 1, HTTP: the visitors browse; the swarm starts; the daemon samples the requests in the
 //! kernel, detects the swarm and blocks each member, scoped to the attacked site, with a TTL.
@@ -15,13 +16,16 @@
 //! it and blocks the members scoped to port 443. The HTTPS swarm is a fresh range of addresses
 //! because the first act's bots are blocked by then: new attackers show the log path on its
 //! own, with no earlier rule helping, and keep the first act's rules on view.
+//! Act 3, HTTPS with no log: the same TLS bots (blocked on :443 only) turn to the site's port
+//! 8443, which no log covers; the daemon sees nothing but their handshakes — many new
+//! connections per source to one SNI, one JA4 — and blocks them scoped to :8443.
 //!
 //! For each act the lab prints `swarmwall swarms` and `swarmwall swarms show` as an admin would
 //! see them, then a summary — requests served, bot requests dropped, time to block, which
 //! evidence decided — and checks it: every visitor request served, only bots blocked, bots
-//! dropped once blocked, evidence to rules in the kernel under a second, the HTTPS swarm decided
-//! by the log, each act's rules scoped to its port. The last line is `lab: OK` or what does not
-//! add up.
+//! dropped once blocked, evidence to rules in the kernel under a second, each swarm decided by
+//! the act's evidence (`requests`, `log`, `handshakes`), each act's rules scoped to its port.
+//! The last line is `lab: OK` or what does not add up.
 //!
 //! Safety: no namespace has a default route or an uplink, the server does not forward, replies
 //! to the bots end in the bots' namespace; traffic is bounded in requests and seconds. Everything
@@ -45,8 +49,8 @@ use serde_json::Value;
 use swarmwall_integration::{
     netns::NETNS_DIR,
     swarm_lab::{
-        BOT_NET, HOST, HTTPS_PORT, NEIGHBOUR, NEIGHBOUR_HOST, Plan, SERVER, SWARM_PAGES, SwarmLab,
-        TLS_BOT_NET, Tally, VISITOR_NET,
+        BOT_NET, HANDSHAKE_PORT, HOST, HTTPS_PORT, NEIGHBOUR, NEIGHBOUR_HOST, Plan, SERVER,
+        SWARM_PAGES, SwarmLab, TLS_BOT_NET, Tally, VISITOR_NET,
     },
     web::{Failure, Outcome},
 };
@@ -210,26 +214,35 @@ fn indent(text: &str) -> String {
 /// One act of the lab: the site over one protocol, and the swarm that attacks it there.
 #[derive(Clone, Copy, Debug)]
 struct Act {
-    /// `HTTP` or `HTTPS`.
+    /// `HTTP`, `HTTPS` or `HTTPS, no log`.
     label: &'static str,
-    scheme: &'static str,
     port: u16,
     /// The swarm's network.
     bot_net: &'static str,
+    /// The evidence that must decide the swarm (`swarms --json` `basis`).
+    basis: &'static str,
 }
 
 const HTTP_ACT: Act = Act {
     label: "HTTP",
-    scheme: "http",
     port: 80,
     bot_net: BOT_NET,
+    basis: "requests",
 };
 
 const HTTPS_ACT: Act = Act {
     label: "HTTPS",
-    scheme: "https",
     port: HTTPS_PORT,
     bot_net: TLS_BOT_NET,
+    basis: "log",
+};
+
+/// The same bots as [`HTTPS_ACT`] — blocked on :443 only — on the port no log covers.
+const HANDSHAKE_ACT: Act = Act {
+    label: "HTTPS, no log",
+    port: HANDSHAKE_PORT,
+    bot_net: TLS_BOT_NET,
+    basis: "handshakes",
 };
 
 impl Act {
@@ -238,8 +251,21 @@ impl Act {
         format!("{SERVER}:{}", self.port)
     }
 
+    fn tls(&self) -> bool {
+        self.port != 80
+    }
+
+    /// The site's address as a visitor types it.
+    fn url(&self) -> String {
+        match self.port {
+            80 => format!("http://{HOST}/"),
+            HTTPS_PORT => format!("https://{HOST}/"),
+            port => format!("https://{HOST}:{port}/"),
+        }
+    }
+
     fn bots<'a>(&self, lab: &'a SwarmLab) -> &'a [std::net::IpAddr] {
-        if self.port == HTTPS_PORT {
+        if self.tls() {
             &lab.tls_bot_addrs
         } else {
             &lab.bot_addrs
@@ -255,25 +281,6 @@ impl Act {
                     .as_array()
                     .is_some_and(|all| all.iter().any(|x| x == site.as_str()))
         })
-    }
-}
-
-/// Which evidence decided a swarm: `requests` (HTTP requests sampled on the wire), `log`
-/// (access-log lines) or `handshakes` (TLS ClientHellos alone).
-fn basis(swarm: &Value) -> String {
-    if let Some(b) = swarm["basis"].as_str() {
-        return b.to_owned();
-    }
-    // TODO(basis): the detector's swarm JSON is getting a `basis` field; until it does, a swarm
-    // on the HTTPS port can only have come from its access log (the kernel sees no page
-    // there), and any other from the sampled requests.
-    if swarm["site"]
-        .as_str()
-        .is_some_and(|s| s.ends_with(&format!(":{HTTPS_PORT}")))
-    {
-        "log".into()
-    } else {
-        "requests".into()
     }
 }
 
@@ -301,6 +308,10 @@ fn run_lab(binary: &std::path::Path, plan: &Plan, stop: &AtomicBool) -> Result<V
         lab.access_log_path().display()
     );
     println!(
+        "lab:{:42}https://{HOST}:{HANDSHAKE_PORT}/ on {SERVER}:{HANDSHAKE_PORT}, no access log",
+        ""
+    );
+    println!(
         "lab:{:42}and a neighbour's site, http://{NEIGHBOUR_HOST}/ on {NEIGHBOUR}:80",
         ""
     );
@@ -311,7 +322,7 @@ fn run_lab(binary: &std::path::Path, plan: &Plan, stop: &AtomicBool) -> Result<V
     );
     println!(
         "lab:   bots      netns {:<22} {} bots, {BOT_NET}.10 onwards, and {} more for the HTTPS \
-         act, {TLS_BOT_NET}.10 onwards (no route out of the lab)",
+         acts, {TLS_BOT_NET}.10 onwards (no route out of the lab)",
         lab.bots.name(),
         plan.bots,
         plan.bots
@@ -325,29 +336,29 @@ fn run_lab(binary: &std::path::Path, plan: &Plan, stop: &AtomicBool) -> Result<V
     interrupted(stop)?;
 
     let mut checks = Vec::new();
-    for (n, act) in [HTTP_ACT, HTTPS_ACT].iter().enumerate() {
+    for (n, act) in [HTTP_ACT, HTTPS_ACT, HANDSHAKE_ACT].iter().enumerate() {
         println!(
-            "\nlab: act {}, {}: visitors browse {}://{HOST}/ for {} s; in {} s the swarm starts: \
+            "\nlab: act {}, {}: visitors browse {} for {} s; in {} s the swarm starts: \
              {} bots ({}.10 onwards) x {} req/s on {}{}",
             n + 1,
             act.label,
-            act.scheme,
+            act.url(),
             plan.browse_for.as_secs(),
             plan.bots_after.as_secs(),
             plan.bots,
             act.bot_net,
             plan.bot_rps,
             SWARM_PAGES.join(" and "),
-            if act.port == HTTPS_PORT {
-                ", each request on a new TLS connection"
-            } else {
-                ""
+            match act.port {
+                80 => "",
+                HTTPS_PORT => ", each request on a new TLS connection",
+                _ => ", each request on a new TLS connection, to a port no log covers",
             }
         );
         let started = Instant::now();
         let during = || show_the_block(&lab, plan, act, stop);
-        let (traffic, shown) = if act.port == HTTPS_PORT {
-            lab.run_https_traffic(plan, stop, during)?
+        let (traffic, shown) = if act.tls() {
+            lab.run_https_traffic(plan, act.port, stop, during)?
         } else {
             lab.run_traffic(plan, stop, during)?
         };
@@ -373,7 +384,7 @@ fn run_lab(binary: &std::path::Path, plan: &Plan, stop: &AtomicBool) -> Result<V
 }
 
 /// Surgical: a blocked bot of `act` still reaches what the act's rules do not cover — the
-/// neighbour's site on the same host (HTTP act), the same site's other port (HTTPS act).
+/// neighbour's site on the same host (HTTP act), the same site's plain-HTTP port (HTTPS acts).
 fn scope_checks(lab: &SwarmLab, act: &Act) -> Result<Vec<String>> {
     let mut checks = Vec::new();
     let Some(bot) = act.bots(lab).first().copied() else {
@@ -383,12 +394,13 @@ fn scope_checks(lab: &SwarmLab, act: &Act) -> Result<Vec<String>> {
         Ok(code) => format!("HTTP {code}"),
         Err(e) => e.to_string(),
     };
-    if act.port == HTTPS_PORT {
-        let this = lab.probe_https(bot, "/")?;
+    if act.tls() {
+        let this = lab.probe_https(bot, act.port, "/")?;
         let other = lab.probe(bot, SERVER, HOST, "/")?;
         println!(
-            "  scope     bot {bot} now: https://{HOST}/ → {}; http://{HOST}/ (port 80, not \
-             attacked from it) → {}\n",
+            "  scope     bot {bot} now: {} → {}; http://{HOST}/ (port 80, not attacked from \
+             it) → {}\n",
+            act.url(),
             show(&this),
             show(&other)
         );
@@ -396,9 +408,7 @@ fn scope_checks(lab: &SwarmLab, act: &Act) -> Result<Vec<String>> {
             checks.push(format!("port 80 was blocked for {bot} too"));
         }
         if this.result != Err(Failure::ConnectTimeout) {
-            checks.push(format!(
-                "{bot} still reaches https://{HOST}/ after the block"
-            ));
+            checks.push(format!("{bot} still reaches {} after the block", act.url()));
         }
     } else {
         let other = lab.probe(bot, NEIGHBOUR, NEIGHBOUR_HOST, "/")?;
@@ -439,13 +449,17 @@ fn show_the_block(lab: &SwarmLab, plan: &Plan, act: &Act, stop: &AtomicBool) -> 
         let id = swarm["id"].as_u64().unwrap_or(1).to_string();
         println!("\nlab: $ swarmwall swarms show {id}");
         print!("{}", indent(&lab.cli_ok(&["swarms", "show", &id])?));
+        // The act's own rules: its bots may carry an earlier act's, scoped to another port.
         let net = format!("{}.0/24", act.bot_net);
-        println!("\nlab: $ swarmwall block list --target {net} | head -4");
+        let port = format!("tcp/{}", act.port);
+        println!("\nlab: $ swarmwall block list --target {net} | grep -e ^ID -e {port} | head -4");
         let list = lab.cli_ok(&["block", "list", "--target", &net])?;
-        print!(
-            "{}",
-            indent(&list.lines().take(4).collect::<Vec<_>>().join("\n"))
-        );
+        let rows: Vec<&str> = list
+            .lines()
+            .filter(|l| l.trim_start().starts_with("ID") || l.contains(&port))
+            .take(4)
+            .collect();
+        print!("{}", indent(&rows.join("\n")));
         println!("\nlab: the swarm keeps trying; visitors keep browsing…");
         return Ok(());
     }
@@ -479,7 +493,7 @@ fn summarize(
     let empty = Vec::new();
     let bot_set: std::collections::BTreeSet<String> =
         act.bots(lab).iter().map(|a| a.to_string()).collect();
-    println!("\nsummary, {} ({}://{HOST}/)", act.label, act.scheme);
+    println!("\nsummary, {} ({})", act.label, act.url());
     println!(
         "  visitors  {} requests, {} served ({}), {} failed",
         visitors.requests,
@@ -526,14 +540,15 @@ fn summarize(
         s["state"].as_str().unwrap_or("?"),
         s["dropped"]
     );
-    let basis = basis(s);
+    let basis = s["basis"].as_str().unwrap_or("-");
     println!(
         "  evidence  decided by {} (basis {basis:?})",
-        basis_words(&basis)
+        basis_words(basis)
     );
-    if act.port == HTTPS_PORT && basis != "log" {
+    if basis != act.basis {
         problems.push(format!(
-            "the swarm was decided by {basis:?}, not by the access log"
+            "the swarm was decided by {basis:?}, not by {:?}",
+            act.basis
         ));
     }
     let act_rules: Vec<&Value> = rules
@@ -627,5 +642,11 @@ mod tests {
         let p = args.plan();
         assert_eq!((p.bots, p.visitors, p.bot_rps), (20, 3, 5.0));
         assert_eq!(p.browse_for, p.bots_for + Duration::from_secs(4));
+        for act in [HTTP_ACT, HTTPS_ACT, HANDSHAKE_ACT] {
+            assert_eq!(act.tls(), act.port != 80, "{act:?}");
+        }
+        assert_eq!(HTTPS_ACT.url(), "https://shop.example/");
+        assert_eq!(HANDSHAKE_ACT.url(), "https://shop.example:8443/");
+        assert_eq!(HANDSHAKE_ACT.site(), "198.51.100.1:8443");
     }
 }
