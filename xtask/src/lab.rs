@@ -36,6 +36,7 @@
 
 use std::{
     fs,
+    net::IpAddr,
     process::ExitCode,
     sync::{
         Arc,
@@ -45,6 +46,7 @@ use std::{
 };
 
 use anyhow::{Context as _, Result, bail};
+use ipnet::IpNet;
 use serde_json::Value;
 use swarmwall_integration::{
     netns::NETNS_DIR,
@@ -264,7 +266,7 @@ impl Act {
         }
     }
 
-    fn bots<'a>(&self, lab: &'a SwarmLab) -> &'a [std::net::IpAddr] {
+    fn bots<'a>(&self, lab: &'a SwarmLab) -> &'a [IpAddr] {
         if self.tls() {
             &lab.tls_bot_addrs
         } else {
@@ -551,21 +553,8 @@ fn summarize(
             act.basis
         ));
     }
-    let act_rules: Vec<&Value> = rules
-        .as_array()
-        .unwrap_or(&empty)
-        .iter()
-        .filter(|r| r["scope"]["port"] == act.port)
-        .collect();
-    let n_rules = act_rules.len();
-    let scoped = act_rules
-        .iter()
-        .all(|r| r["scope"]["dst"] == SERVER && r["expires_at"].is_string());
-    println!(
-        "  rules     {n_rules}, each one bot, scoped to {SERVER}:{}/tcp, with a TTL: {}",
-        act.port,
-        if scoped { "yes" } else { "NO" }
-    );
+    let (line, rule_problems) = check_rules(act, &members, rules, &lab.visitor_addrs);
+    println!("  rules     {line}");
     let ttb = s["time_to_block_ms"].as_u64();
     let otb = s["onset_to_block_ms"].as_u64();
     let client = match (traffic.bots_started, traffic.first_bot_drop()) {
@@ -601,18 +590,101 @@ fn summarize(
             plan.bots
         ));
     }
-    if !scoped || n_rules != members.len() {
-        problems.push(format!(
-            "{n_rules} rules for {} members, scoped to the site: {scoped}",
-            members.len()
-        ));
-    }
+    problems.extend(rule_problems);
     match ttb {
         Some(ms) if ms < 1000 => {}
         Some(ms) => problems.push(format!("{ms} ms from evidence to rules (bound: 1 s)")),
         None => problems.push("the swarm was never blocked".into()),
     }
     problems
+}
+
+/// The act's rules (those scoped to its port, from `block list --json`) against its swarm's
+/// `members`: the summary's line and what does not add up. A rule is one member, or a prefix
+/// when the daemon collapsed a cohort (every source it saw in the prefix a member); either way
+/// every member must be covered, no rule may cover an `innocent`, and each must be scoped to
+/// the attacked site with a TTL.
+fn check_rules(
+    act: &Act,
+    members: &[String],
+    rules: &Value,
+    innocent: &[IpAddr],
+) -> (String, Vec<String>) {
+    let mut problems = Vec::new();
+    let targets: Vec<(&str, Option<IpNet>, bool)> = rules
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+        .iter()
+        .filter(|r| r["scope"]["port"] == act.port)
+        .map(|r| {
+            let target = r["target"].as_str().unwrap_or("?");
+            let net = target
+                .parse::<IpNet>()
+                .ok()
+                .or_else(|| target.parse::<IpAddr>().ok().map(IpNet::from));
+            let scoped = r["scope"]["dst"] == SERVER && r["expires_at"].is_string();
+            (target, net, scoped)
+        })
+        .collect();
+    let prefixes: Vec<&str> = targets
+        .iter()
+        .filter(|(_, net, _)| net.is_some_and(|n| n.prefix_len() < n.max_prefix_len()))
+        .map(|(t, _, _)| *t)
+        .collect();
+    let covered = |a: &IpAddr| {
+        targets
+            .iter()
+            .any(|(_, net, _)| net.is_some_and(|n| n.contains(a)))
+    };
+    let member_addrs: Vec<IpAddr> = members.iter().filter_map(|m| m.parse().ok()).collect();
+    let n_covered = member_addrs.iter().filter(|a| covered(a)).count();
+    let scoped = targets.iter().all(|(_, _, scoped)| *scoped);
+    let singles = targets.len() - prefixes.len();
+    let shape = match (singles, prefixes.len()) {
+        (_, 0) => "each one bot".to_owned(),
+        (0, _) => format!(
+            "{} (a whole cohort: every source seen in it is a member)",
+            prefixes.join(", ")
+        ),
+        _ => format!(
+            "{singles} single bots and {} (cohorts: every source seen in them is a member)",
+            prefixes.join(", ")
+        ),
+    };
+    let line = format!(
+        "{}, {shape}, covering {n_covered} of {} members, scoped to {SERVER}:{}/tcp, with a TTL: {}",
+        targets.len(),
+        members.len(),
+        act.port,
+        if scoped { "yes" } else { "NO" }
+    );
+    if !scoped {
+        problems.push(format!("rules not scoped to {} with a TTL", act.site()));
+    }
+    if n_covered != members.len() || member_addrs.len() != members.len() {
+        problems.push(format!(
+            "{} rules cover {n_covered} of {} members",
+            targets.len(),
+            members.len()
+        ));
+    }
+    if targets.len() > members.len() {
+        problems.push(format!(
+            "{} rules for {} members",
+            targets.len(),
+            members.len()
+        ));
+    }
+    let hit: Vec<String> = innocent
+        .iter()
+        .filter(|a| covered(a))
+        .map(ToString::to_string)
+        .collect();
+    if !hit.is_empty() {
+        problems.push(format!("rules on {} cover visitors: {hit:?}", act.site()));
+    }
+    (line, problems)
 }
 
 #[cfg(test)]
@@ -628,6 +700,67 @@ mod tests {
         assert_eq!(lab_netns_pid("swlab-srv-99"), None);
         assert_eq!(lab_netns_pid("swlab-srv-99-1-2"), None);
         assert_eq!(lab_netns_pid("swls-99-1"), None);
+    }
+
+    fn rule(target: &str, port: u16) -> Value {
+        serde_json::json!({
+            "target": target,
+            "scope": { "dst": SERVER, "proto": "tcp", "port": port },
+            "expires_at": "2026-12-02T02:20:00Z",
+        })
+    }
+
+    /// What the first lab run with a TLS swarm showed: the daemon blocked the 40 members of
+    /// 192.0.2.0/24 with one /24 rule, as its cohort escalation does when every source it saw in
+    /// the prefix is a member — one rule, every member covered.
+    #[test]
+    fn rules_may_be_one_per_member_or_a_cohorts_prefix() {
+        let members: Vec<String> = (10..50).map(|i| format!("192.0.2.{i}")).collect();
+        let visitors: Vec<IpAddr> = vec!["198.51.100.10".parse().unwrap()];
+        let singles: Vec<Value> = members.iter().map(|m| rule(m, 443)).collect();
+        let (line, problems) = check_rules(
+            &HTTPS_ACT,
+            &members,
+            &Value::from(singles.clone()),
+            &visitors,
+        );
+        assert!(problems.is_empty(), "{problems:?}");
+        assert!(
+            line.starts_with("40, each one bot, covering 40 of 40"),
+            "{line}"
+        );
+
+        // One /24 for all, beside an earlier act's rules on another port.
+        let rules = Value::from(vec![rule("192.0.2.0/24", 443), rule("203.0.113.10", 80)]);
+        let (line, problems) = check_rules(&HTTPS_ACT, &members, &rules, &visitors);
+        assert!(problems.is_empty(), "{problems:?}");
+        assert!(line.contains("192.0.2.0/24"), "{line}");
+        assert!(line.contains("covering 40 of 40 members"), "{line}");
+        let (_, problems) = check_rules(&HANDSHAKE_ACT, &members, &rules, &visitors);
+        assert_eq!(
+            problems.len(),
+            1,
+            "no rule on 8443 covers them: {problems:?}"
+        );
+
+        // A prefix that takes a visitor with it, a member left out, a rule without a TTL.
+        let wide = Value::from(vec![rule("198.51.100.0/24", 443)]);
+        let (_, problems) = check_rules(&HTTPS_ACT, &["198.51.100.20".into()], &wide, &visitors);
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(problems[0].contains("198.51.100.10"), "{problems:?}");
+        let (_, problems) = check_rules(
+            &HTTPS_ACT,
+            &members,
+            &Value::from(singles[1..].to_vec()),
+            &visitors,
+        );
+        assert!(problems[0].contains("cover 39 of 40"), "{problems:?}");
+        let mut forever = rule("192.0.2.0/24", 443);
+        forever["expires_at"] = Value::Null;
+        let (line, problems) =
+            check_rules(&HTTPS_ACT, &members, &Value::from(vec![forever]), &visitors);
+        assert!(line.ends_with("with a TTL: NO"), "{line}");
+        assert_eq!(problems.len(), 1, "{problems:?}");
     }
 
     #[test]
