@@ -22,7 +22,8 @@
 //! there), one task per source address. Everything is bounded: by the run's duration, by a stop
 //! flag observed within [`STOP_POLL`], by a request cap per source, and by per-request timeouts.
 //! Requests go only to the server address the caller gives, as plain HTTP/1.1 (each starts with
-//! `GET `, which is what the kernel sampler looks for).
+//! `GET `, which is what the kernel sampler looks for) — or, through [`crate::tls`], the same
+//! clients and site over TLS.
 //!
 //! ```no_run
 //! use std::{sync::atomic::AtomicBool, time::Duration};
