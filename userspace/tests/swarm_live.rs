@@ -16,10 +16,11 @@ use serde_json::Value;
 use swarmwall_integration::{
     require_root,
     swarm_lab::{
-        BOT_NET6, DAEMON_CONFIG, HOST, NEIGHBOUR, NEIGHBOUR_HOST, Plan, SERVER, SERVER6, SwarmLab,
-        Tally, Traffic,
+        BOT_NET6, DAEMON_CONFIG, HANDSHAKE_PORT, HOST, HTTPS_PORT, NEIGHBOUR, NEIGHBOUR_HOST, Plan,
+        SERVER, SERVER6, SWARM_PAGES, SwarmLab, Tally, Traffic,
     },
-    web::Failure,
+    tls::{self, Profile, Rotation, TlsClient},
+    web::{self, Browsing, Failure},
 };
 
 const BIN: &str = env!("CARGO_BIN_EXE_swarmwall");
@@ -431,4 +432,197 @@ fn a_pardon_removes_members_rules_in_one_change_and_the_swarm_does_not_push_them
         (o.stdout, String::from_utf8_lossy(&o.stderr).into_owned())
     };
     assert!(err.contains("not_found"), "{err}");
+}
+
+/// The rules scoped to `port` cover every one of `members`, no visitor, and are the swarm's:
+/// scoped to the site, with a TTL. One rule may be a cohort's prefix (all the sources seen in
+/// it are members), so rules are checked by what they cover, not counted per member.
+fn check_rules_cover(lab: &SwarmLab, port: u16, members: &BTreeSet<String>) {
+    let rules = lab.cli_json(&["block", "list"]).unwrap();
+    let nets: Vec<ipnet::IpNet> = rules
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["scope"]["port"] == port)
+        .map(|r| {
+            assert_eq!(r["scope"]["dst"], SERVER, "{r}");
+            assert_eq!(r["scope"]["proto"], "tcp", "{r}");
+            assert_eq!(r["actor"], "swarmwall", "{r}");
+            assert!(r["expires_at"].is_string(), "{r}");
+            let t = r["target"].as_str().unwrap();
+            t.parse()
+                .or_else(|_| t.parse::<IpAddr>().map(ipnet::IpNet::from))
+                .unwrap()
+        })
+        .collect();
+    assert!(!nets.is_empty() && nets.len() <= members.len(), "{rules:#}");
+    for m in members {
+        let m: IpAddr = m.parse().unwrap();
+        assert!(
+            nets.iter().any(|n| n.contains(&m)),
+            "{m} not blocked: {rules:#}"
+        );
+    }
+    for v in &lab.visitor_addrs {
+        assert!(
+            !nets.iter().any(|n| n.contains(v)),
+            "visitor {v} blocked: {rules:#}"
+        );
+    }
+}
+
+#[test]
+fn https_swarms_are_blocked_from_the_log_on_443_and_from_handshakes_alone_on_8443() {
+    require_root!();
+    let plan = plan();
+    let mut lab = SwarmLab::new("swl-tls-", BIN.as_ref(), &plan).unwrap();
+    // 443 has an access log the daemon tails; 8443 has none.
+    let config = lab.daemon_config();
+    lab.start_daemon(&config).unwrap();
+    let bots: BTreeSet<String> = lab.tls_bot_addrs.iter().map(IpAddr::to_string).collect();
+    for (port, basis) in [(HTTPS_PORT, "log"), (HANDSHAKE_PORT, "handshakes")] {
+        let (traffic, ()) = lab
+            .run_https_traffic(&plan, port, &AtomicBool::new(false), || ())
+            .unwrap();
+        let v = lab.cli_json(&["swarms"]).unwrap();
+        let on_port: Vec<&Value> = v["swarms"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|s| s["site"] == format!("{SERVER}:{port}"))
+            .collect();
+        let [s] = on_port[..] else {
+            panic!("port {port}: {v:#}\ndaemon log:\n{}", lab.log())
+        };
+        assert_eq!(s["basis"], basis, "{s:#}");
+        let members = strings(&s["members"]);
+        assert!(members.is_subset(&bots), "non-bots blocked: {members:?}");
+        assert!(
+            members.len() * 100 >= bots.len() * 95,
+            "port {port}: only {} of {} bots found",
+            members.len(),
+            bots.len()
+        );
+        if basis == "handshakes" {
+            // The name the bots dialled, and no path: TLS hides it.
+            assert_eq!(s["pages"][0]["host"], HOST, "{s:#}");
+            assert_eq!(s["pages"][0]["path"], "", "{s:#}");
+            assert!(
+                strings(&s["evidence"])
+                    .iter()
+                    .any(|e| e.contains("TLS handshakes alone")),
+                "{s:#}"
+            );
+        } else {
+            let pages: BTreeSet<&str> = s["pages"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter_map(|p| p["path"].as_str())
+                .collect();
+            assert_eq!(pages, SWARM_PAGES.into(), "{s:#}");
+        }
+        // Its one JA4, which the kernel saw in every bot's ClientHello.
+        assert!(s["ja4"][0]["share"].as_f64().unwrap() >= 0.95, "{s:#}");
+        check_rules_cover(&lab, port, &members);
+        check_visitors_served(&Tally::of(&traffic.visitors, None), &lab);
+        let late = traffic
+            .bots_after_block(Duration::from_millis(1500))
+            .expect("no bot request was ever dropped");
+        assert!(late.requests > 0, "the swarm stopped too early to tell");
+        assert!(
+            late.ok * 50 <= late.requests,
+            "port {port}: bots still served after the block: {late:?}"
+        );
+    }
+    // The log decided on 443: its handshakes made no second swarm there.
+    let v = lab.cli_json(&["swarms"]).unwrap();
+    assert_eq!(v["swarms"].as_array().map(Vec::len), Some(2), "{v:#}");
+    // Scoped: a TLS bot blocked on both HTTPS ports still reaches the site over HTTP.
+    let bot = lab.tls_bot_addrs[0];
+    assert_eq!(lab.probe(bot, SERVER, HOST, "/").unwrap().result, Ok(200));
+}
+
+#[test]
+fn an_https_flash_crowd_and_an_https_nat_make_no_rule() {
+    require_root!();
+    // 200 first-time visitors arrive at once, each with its own browser on one keep-alive
+    // connection; 12 addresses of a carrier NAT carry many users each, who open connections as
+    // often as the bots do, with five different browsers between them. No log covers the site.
+    let plan = Plan {
+        visitors: 200,
+        bots: 12,
+        ..plan()
+    };
+    let mut lab = SwarmLab::new("swl-tlsnat-", BIN.as_ref(), &plan).unwrap();
+    let config = lab.daemon_config();
+    lab.start_daemon(&config).unwrap();
+    let server = std::net::SocketAddr::new(SERVER.parse().unwrap(), HANDSHAKE_PORT);
+    let cert = lab.https(HANDSHAKE_PORT).unwrap().certificate().clone();
+    let crowd = std::sync::Arc::new(
+        TlsClient::new(&cert, HOST, &Profile::browsers(), Rotation::PerClient).unwrap(),
+    );
+    let nat = std::sync::Arc::new(
+        TlsClient::new(
+            &cert,
+            HOST,
+            &Profile::variants(5).unwrap(),
+            Rotation::PerConnection,
+        )
+        .unwrap(),
+    );
+    let browsing = Browsing {
+        server,
+        host: HOST.into(),
+        sources: lab.visitor_addrs.clone(),
+        duration: Duration::from_secs(4),
+        connect_timeout: Duration::from_secs(1),
+    };
+    let users = web::Swarm {
+        server,
+        host: HOST.into(),
+        sources: lab.tls_bot_addrs.clone(),
+        pages: SWARM_PAGES.iter().map(|p| p.to_string()).collect(),
+        per_source_rps: plan.bot_rps,
+        duration: plan.bots_for,
+        connect_timeout: Duration::from_millis(500),
+        user_agent: web::browser_user_agent(0),
+    };
+    let stop = AtomicBool::new(false);
+    let (crowd_out, nat_out) = std::thread::scope(|scope| {
+        let c = scope.spawn(|| tls::browse(&lab.visitors, &browsing, &crowd, &stop));
+        let n = scope.spawn(|| tls::swarm(&lab.bots, &users, &nat, &stop));
+        (c.join().unwrap().unwrap(), n.join().unwrap().unwrap())
+    });
+    // Let the detector see the end of it.
+    std::thread::sleep(Duration::from_millis(600));
+    let handshakes: u64 = lab
+        .https(HANDSHAKE_PORT)
+        .unwrap()
+        .connections()
+        .values()
+        .sum();
+    let v = lab.cli_json(&["swarms"]).unwrap();
+    assert!(
+        handshakes >= 200 + 12 * 20,
+        "too few connections to judge: {handshakes}"
+    );
+    assert!(
+        v["pipeline"]["samples"].as_u64().unwrap() * 10 >= handshakes * 9,
+        "the daemon saw too few of {handshakes} handshakes: {v:#}"
+    );
+    assert_eq!(
+        v["swarms"].as_array().map(Vec::len),
+        Some(0),
+        "{v:#}\n{}",
+        lab.log()
+    );
+    let rules = lab.cli_json(&["block", "list"]).unwrap();
+    assert_eq!(rules.as_array().map(Vec::len), Some(0), "{rules:#}");
+    check_visitors_served(&Tally::of(&crowd_out, None), &lab);
+    let users = Tally::of(&nat_out, None);
+    assert_eq!(
+        users.ok, users.requests,
+        "the NAT's users were not all served: {users:?}"
+    );
 }
