@@ -147,9 +147,9 @@ impl Detector {
                     format!("the site gets {rate:.1} handshakes/s and had none before")
                 },
                 format!(
-                    "{:.0}% of the members open TLS with one of {} ClientHellos (JA4)",
-                    ja4_share * 100.0,
-                    super::HANDSHAKE_JA4S
+                    "their {} most common TLS fingerprints (JA4) cover {:.0}% of the members: one program, not a crowd of browsers",
+                    super::HANDSHAKE_JA4S,
+                    ja4_share * 100.0
                 ),
             ]
         } else {

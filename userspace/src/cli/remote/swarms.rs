@@ -205,9 +205,13 @@ fn render_swarm(s: &SwarmView, now: SystemTime) -> String {
     }
     let _ = writeln!(
         o,
-        "  rate        {} req/s to its pages; confidence {:.2}; impact preview {:.1}% of \
-         legitimate requests",
+        "  rate        {} {}; confidence {:.2}; impact preview {:.1}% of legitimate requests",
         fmt::si(s.rate_rps),
+        if s.basis == "handshakes" {
+            "new TLS connections/s to the name"
+        } else {
+            "req/s to its pages"
+        },
         s.confidence,
         s.impact * 100.0
     );
