@@ -2,7 +2,7 @@
 
 use std::net::IpAddr;
 
-use super::{Detector, Site};
+use super::{Detector, Site, decay_factor};
 
 /// A source that behaves like a swarm member at this tick.
 pub(super) struct Candidate {
@@ -26,31 +26,12 @@ impl Detector {
         let tau = self.cfg.window.as_nanos() as f64;
         let mut cands: Vec<Candidate> = Vec::new();
         for (addr, s) in &self.sources {
-            let f = if now_ns > s.last_ns {
-                (-((now_ns - s.last_ns) as f64) / tau).exp()
-            } else {
-                1.0
-            };
+            let f = decay_factor(s.last_ns, now_ns, tau);
             let requests = s.requests * f;
             if requests < self.cfg.min_requests {
                 continue;
             }
-            let all_pages = &self.pages;
-            let mut pages: Vec<(u32, f64)> = s
-                .pages
-                .iter()
-                .filter(|pc| {
-                    all_pages
-                        .get(pc.page as usize)
-                        .is_some_and(|p| p.generation == pc.generation)
-                })
-                .map(|pc| (pc.page, pc.count * f))
-                .collect();
-            pages.sort_by(|a, b| b.1.total_cmp(&a.1));
-            pages.truncate(self.cfg.max_pages);
-            let top: f64 = pages.iter().map(|p| p.1).sum();
-            // Pages that matter (a stray request to another page does not count).
-            pages.retain(|p| p.1 >= 1.0);
+            let (pages, top) = s.pages.top(&self.pages, f, self.cfg.max_pages);
             if pages.is_empty() {
                 continue;
             }

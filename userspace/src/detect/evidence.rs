@@ -77,13 +77,7 @@ impl Detector {
                 if handshakes {
                     return self.first_handshake(addr, &page_ids);
                 }
-                self.sources
-                    .get(addr)?
-                    .pages
-                    .iter()
-                    .filter(|pc| page_ids.contains(&pc.page))
-                    .map(|pc| pc.first_ns)
-                    .min()
+                self.sources.get(addr)?.pages.first_ns(&page_ids)
             })
             .min()
             .unwrap_or(now_ns);

@@ -18,19 +18,14 @@
 
 use std::{collections::BTreeMap, net::IpAddr};
 
-use smallvec::SmallVec;
-
 use super::{
-    Detector, PageCount, Recent, Site, candidates::Candidate, count_recent, evict_oldest,
-    note_recent,
+    Detector, PageCounts, Recent, Site, candidates::Candidate, count_recent, decay_factor,
+    evict_oldest, note_recent,
 };
 use crate::l7::{RequestEvent, ja4::Fingerprint};
 
 /// Fingerprints a handshake swarm may spread over.
 pub const HANDSHAKE_JA4S: usize = 3;
-
-/// Names (SNI pages) remembered per source: a source that spreads over more is no candidate.
-const TRACKED_NAMES: usize = 3;
 
 /// One source's TLS handshakes to sites no log covers.
 #[derive(Clone, Debug, Default)]
@@ -42,7 +37,7 @@ pub(super) struct TlsSource {
     seconds: f64,
     last_second: u64,
     /// Handshakes per SNI page.
-    names: SmallVec<[PageCount; TRACKED_NAMES]>,
+    names: PageCounts,
     /// Handshakes to names no longer tracked.
     other: f64,
     site: Option<Site>,
@@ -82,28 +77,17 @@ impl Detector {
         {
             evict_oldest(&mut self.tls_sources, self.cfg.max_sources, |s| s.last_ns);
         }
-        let pages = &self.pages;
         let s = self.tls_sources.entry(ev.src).or_insert_with(|| TlsSource {
             last_ns: now,
             last_second: u64::MAX,
             ..TlsSource::default()
         });
-        s.names.retain(|pc| {
-            pages
-                .get(pc.page as usize)
-                .is_some_and(|p| p.generation == pc.generation)
-        });
-        let factor = if now > s.last_ns {
-            (-((now - s.last_ns) as f64) / tau).exp()
-        } else {
-            1.0
-        };
+        s.names.forget_recycled(&self.pages);
+        let factor = decay_factor(s.last_ns, now, tau);
         s.handshakes = s.handshakes * factor + 1.0;
         s.seconds *= factor;
         s.other *= factor;
-        for pc in &mut s.names {
-            pc.count *= factor;
-        }
+        s.names.decay(factor);
         let second = now / 1_000_000_000;
         if second != s.last_second {
             s.seconds += 1.0;
@@ -114,28 +98,7 @@ impl Detector {
         if let Some(fp) = fp {
             note_recent(&mut s.ja4s, fp_hash(&fp), now);
         }
-        if let Some(pc) = s.names.iter_mut().find(|pc| pc.page == page) {
-            pc.count += 1.0;
-        } else if s.names.len() < TRACKED_NAMES {
-            s.names.push(PageCount {
-                page,
-                generation,
-                count: 1.0,
-                first_ns: now,
-            });
-        } else if let Some(weakest) = s
-            .names
-            .iter_mut()
-            .min_by(|a, b| a.count.total_cmp(&b.count))
-        {
-            s.other += weakest.count;
-            *weakest = PageCount {
-                page,
-                generation,
-                count: 1.0,
-                first_ns: now,
-            };
-        }
+        s.other += s.names.count(page, generation, now);
     }
 
     /// Sources tracked for their handshakes.
@@ -164,11 +127,7 @@ impl Detector {
         let tau = self.cfg.window.as_nanos() as f64;
         let mut cands = Vec::new();
         for (addr, s) in &self.tls_sources {
-            let f = if now_ns > s.last_ns {
-                (-((now_ns - s.last_ns) as f64) / tau).exp()
-            } else {
-                1.0
-            };
+            let f = decay_factor(s.last_ns, now_ns, tau);
             let handshakes = s.handshakes * f;
             if handshakes < self.cfg.min_handshakes
                 || s.seconds * f < self.cfg.min_handshake_seconds
@@ -179,20 +138,7 @@ impl Detector {
             if self.is_logged(site, now_ns) || self.is_shared(addr, now_ns) {
                 continue;
             }
-            let mut names: Vec<(u32, f64)> = s
-                .names
-                .iter()
-                .filter(|pc| {
-                    self.pages
-                        .get(pc.page as usize)
-                        .is_some_and(|p| p.generation == pc.generation)
-                })
-                .map(|pc| (pc.page, pc.count * f))
-                .collect();
-            names.sort_by(|a, b| b.1.total_cmp(&a.1));
-            names.truncate(self.cfg.max_pages);
-            let top: f64 = names.iter().map(|n| n.1).sum();
-            names.retain(|n| n.1 >= 1.0);
+            let (names, top) = s.names.top(&self.pages, f, self.cfg.max_pages);
             if names.is_empty()
                 || top / handshakes < self.cfg.concentration
                 || top / (names.len() as f64) < self.cfg.min_repeat
@@ -220,13 +166,7 @@ impl Detector {
         addr: &IpAddr,
         pages: &std::collections::BTreeSet<u32>,
     ) -> Option<u64> {
-        self.tls_sources
-            .get(addr)?
-            .names
-            .iter()
-            .filter(|pc| pages.contains(&pc.page))
-            .map(|pc| pc.first_ns)
-            .min()
+        self.tls_sources.get(addr)?.names.first_ns(pages)
     }
 
     /// Whether `members` run one program: the [`HANDSHAKE_JA4S`] most common fingerprints

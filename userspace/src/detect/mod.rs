@@ -40,7 +40,10 @@ mod clustering;
 mod evidence;
 mod fingerprints;
 mod handshakes;
+mod page_counts;
 mod pages;
+
+use page_counts::{PageCounts, decay_factor};
 
 pub use fingerprints::{Family, JA4_EVIDENCE_SHARE, JA4_TOP};
 pub use handshakes::HANDSHAKE_JA4S;
@@ -150,14 +153,6 @@ struct PageState {
     from_log: bool,
 }
 
-#[derive(Clone, Copy, Debug, Default)]
-struct PageCount {
-    page: u32,
-    generation: u32,
-    count: f64,
-    first_ns: u64,
-}
-
 #[derive(Clone, Debug, Default)]
 struct SourceState {
     last_ns: u64,
@@ -168,7 +163,7 @@ struct SourceState {
     errors: f64,
     bytes: f64,
     other_pages: f64,
-    pages: SmallVec<[PageCount; MAX_TRACKED_PAGES]>,
+    pages: PageCounts,
     /// Site most of its requests go to (the last one seen).
     site: Option<Site>,
     user_agent: u64,
@@ -482,22 +477,12 @@ impl Detector {
             evict_oldest(&mut self.sources, self.cfg.max_sources, |s| s.last_ns);
         }
         let generation = page.map_or(0, |p| self.pages[p as usize].generation);
-        let pages = &self.pages;
         let s = self.sources.entry(ev.src).or_insert_with(|| SourceState {
             last_ns: now,
             ..SourceState::default()
         });
-        // Forget counts of recycled page slots.
-        s.pages.retain(|pc| {
-            pages
-                .get(pc.page as usize)
-                .is_some_and(|p| p.generation == pc.generation)
-        });
-        let factor = if now > s.last_ns {
-            (-((now - s.last_ns) as f64) / tau).exp()
-        } else {
-            1.0
-        };
+        s.pages.forget_recycled(&self.pages);
+        let factor = decay_factor(s.last_ns, now, tau);
         s.requests = s.requests * factor + 1.0;
         s.assets *= factor;
         s.other_pages *= factor;
@@ -507,9 +492,7 @@ impl Detector {
             s.errors += 1.0;
         }
         s.bytes += ev.bytes.unwrap_or(0) as f64;
-        for pc in &mut s.pages {
-            pc.count *= factor;
-        }
+        s.pages.decay(factor);
         s.last_ns = s.last_ns.max(now);
         s.site = Some((ev.dst, ev.dst_port));
         let ua = ev.user_agent.as_deref().map_or(0, fx);
@@ -520,34 +503,7 @@ impl Detector {
         note_recent(&mut s.agents, ua, now);
         match page {
             None => s.assets += 1.0,
-            Some(p) => {
-                if let Some(pc) = s.pages.iter_mut().find(|pc| pc.page == p) {
-                    pc.count += 1.0;
-                } else if s.pages.len() < MAX_TRACKED_PAGES {
-                    s.pages.push(PageCount {
-                        page: p,
-                        generation,
-                        count: 1.0,
-                        first_ns: now,
-                    });
-                } else {
-                    // Replace the weakest page: its weight moves to "other pages".
-                    let (i, w) = s
-                        .pages
-                        .iter()
-                        .enumerate()
-                        .min_by(|a, b| a.1.count.total_cmp(&b.1.count))
-                        .map(|(i, pc)| (i, pc.count))
-                        .unwrap_or((0, 0.0));
-                    s.other_pages += w;
-                    s.pages[i] = PageCount {
-                        page: p,
-                        generation,
-                        count: 1.0,
-                        first_ns: now,
-                    };
-                }
-            }
+            Some(p) => s.other_pages += s.pages.count(p, generation, now),
         }
     }
 
