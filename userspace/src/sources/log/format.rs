@@ -478,6 +478,7 @@ impl LineParser {
             status,
             bytes,
             ja4: None,
+            alpn: None,
         })
     }
 
