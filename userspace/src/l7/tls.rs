@@ -75,8 +75,10 @@ pub(super) fn handshake_message(payload: &[u8]) -> Result<Cow<'_, [u8]>, ParseEr
 /// How much of a byte stream a ClientHello at its start takes (see [`hello_extent`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Extent {
-    /// The handshake message is complete in the first this-many bytes (record headers
-    /// included; a record may be cut after the message's last byte).
+    /// The hello takes the first this-many bytes (record headers included; a record may be
+    /// cut after the message's last byte): its handshake message is complete there, or a
+    /// record that cannot continue it (not a handshake record, empty or oversize) starts
+    /// there, so no more bytes will make it whole.
     Whole(usize),
     /// The message goes on past the bytes given; more of the stream is needed.
     More,
