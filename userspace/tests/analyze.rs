@@ -556,6 +556,8 @@ fn https_scenario_pcaps_give_every_hello_whole() {
 #[test]
 #[ignore = "needs handshake detection"]
 fn https_handshake_scenarios_precision_and_recall() {
+    // Every scenario is measured before any verdict, so one run prints all the numbers.
+    let mut faults = Vec::new();
     for seed in [1, 2] {
         for s in HttpsScenario::all() {
             let dir = tempfile::tempdir().unwrap();
@@ -582,30 +584,34 @@ fn https_handshake_scenarios_precision_and_recall() {
             } else {
                 tp / members.len() as f64
             };
-            eprintln!("PR {s} seed {seed}: precision {precision:.3} recall {recall:.3}");
-            assert!(
-                precision >= 0.99 && recall >= 0.95,
-                "{s} seed {seed}: precision {precision:.3} recall {recall:.3}"
+            eprintln!(
+                "PR {s} seed {seed}: precision {precision:.3} recall {recall:.3}, {} rules",
+                report.rules.len()
             );
+            if precision < 0.99 || recall < 0.95 {
+                faults.push(format!(
+                    "{s} seed {seed}: precision {precision:.3} recall {recall:.3}"
+                ));
+            }
             let wrongly: Vec<_> = blocked.difference(&members).collect();
-            assert!(
-                wrongly.is_empty(),
-                "{s}: rules would block legitimate {wrongly:?}"
-            );
-            if s.has_swarm() {
-                for r in &report.rules {
-                    let dst: IpAddr = r.scope.dst.parse().unwrap();
-                    assert!(
-                        labels
-                            .attacked_site_addrs
-                            .iter()
-                            .any(|a| a.ip() == dst && a.port() == r.scope.port),
-                        "rule scoped outside the attacked site: {r:?}"
-                    );
+            if !wrongly.is_empty() {
+                faults.push(format!(
+                    "{s} seed {seed}: rules would block legitimate {wrongly:?}"
+                ));
+            }
+            for r in &report.rules {
+                let dst: IpAddr = r.scope.dst.parse().unwrap();
+                let on_site = labels
+                    .attacked_site_addrs
+                    .iter()
+                    .any(|a| a.ip() == dst && a.port() == r.scope.port);
+                if !on_site {
+                    faults.push(format!(
+                        "{s} seed {seed}: rule off the attacked site: {r:?}"
+                    ));
                 }
-            } else {
-                assert!(report.rules.is_empty(), "{s}: {:?}", report.rules);
             }
         }
     }
+    assert!(faults.is_empty(), "{faults:#?}");
 }
