@@ -467,7 +467,9 @@ fn sample(ctx: &XdpContext, m: &L7Meta) {
     }
     // Whether the segment starts a request or hello; and, for TLS, whether it starts some other
     // record (change cipher spec, alert, application data: the bulk of a client's segments),
-    // which no hello continues, so it needs no flow lookup.
+    // which no hello continues, so it needs no flow lookup. A handshake record that starts no
+    // hello may be the next record of one split over several (RFC 8446 §5.1), so it is looked
+    // up.
     let (starts, record) = match header::<8>(ctx, off) {
         Some(head) => {
             // SAFETY: bytes 0..6 lie within the checked 8 bytes.
@@ -480,7 +482,7 @@ fn sample(ctx: &XdpContext, m: &L7Meta) {
                 let hello = rtype == 0x16 && major == 3 && b5 == 1;
                 (
                     hello,
-                    (0x14..=0x17).contains(&rtype) && major == 3 && minor <= 4,
+                    (0x14..=0x17).contains(&rtype) && rtype != 0x16 && major == 3 && minor <= 4,
                 )
             }
         }
@@ -521,12 +523,23 @@ fn sample(ctx: &XdpContext, m: &L7Meta) {
         }
         return;
     }
-    let Some(head) = header::<8>(ctx, off) else {
+    let Some(head) = header::<9>(ctx, off) else {
         return;
     };
-    // SAFETY: bytes 3..5 (the record length, big-endian) lie within the checked 8 bytes.
-    let record = u16::from_be(unsafe { field::<u16>(head, 3) }) as usize + 5;
-    let total = if record > HELLO_MAX {
+    // SAFETY: bytes 3..5 (the record length, big-endian) and 6..9 (the handshake message's
+    // 24-bit length) lie within the checked 9 bytes.
+    let (body, msg) = unsafe {
+        (
+            u16::from_be(field::<u16>(head, 3)) as usize,
+            ((field::<u8>(head, 6) as usize) << 16)
+                | (u16::from_be(field::<u16>(head, 7)) as usize),
+        )
+    };
+    let record = body + 5;
+    // A message longer than its record goes on in the next records: how many bytes they take
+    // is only known as they come, so offer the most a hello may take and let the reader stop
+    // at the message's end.
+    let total = if record > HELLO_MAX || msg + 4 > body {
         HELLO_MAX
     } else {
         record

@@ -1,6 +1,8 @@
 //! Helpers for swarmwall's integration tests (in `tests/tests/*.rs`) and the lab demo.
 //!
 //! - [`hello`]: a browser-sized TLS ClientHello (post-quantum key share, SNI past 1500 bytes).
+//! - [`https_scenarios`]: the same, for HTTPS sites without a log: pcaps of TLS ClientHellos
+//!   (a swarm, a flash crowd, a NAT) with ground truth.
 //! - [`netns`]: network namespaces, veth pairs and child processes as RAII guards, running code
 //!   inside a namespace, injecting raw frames; [`require_root!`] for tests that need root.
 //! - [`packets`]: Ethernet frames with VLAN tags, IPv4 options/fragments, IPv6 extension headers,
@@ -23,6 +25,7 @@
 #![warn(missing_docs)]
 
 pub mod hello;
+pub mod https_scenarios;
 pub mod netns;
 pub mod packets;
 pub mod scenarios;

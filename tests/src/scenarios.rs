@@ -240,6 +240,9 @@ pub struct Labels {
     pub seed: u64,
     /// HTTP requests (PSH|ACK frames with a payload).
     pub requests: usize,
+    /// TLS ClientHellos (HTTPS scenarios, see [`crate::https_scenarios`]; 0 in the others).
+    #[serde(default)]
+    pub handshakes: usize,
     /// Connection-opening SYN frames (no payload); frames in the pcap = requests + syns.
     #[serde(default)]
     pub syns: usize,
@@ -309,6 +312,7 @@ pub fn generate(s: Scenario, seed: u64) -> (Vec<(u64, Vec<u8>)>, Labels) {
         scenario: s.name().to_owned(),
         seed,
         requests: 0,
+        handshakes: 0,
         syns: 0,
         swarm_requests: 0,
         first_us: 0,
@@ -803,11 +807,11 @@ fn blog() -> SitePlan {
 
 /// SplitMix64: tiny, fast, statistically fine for traffic shapes, identical on every platform.
 #[derive(Clone, Debug)]
-struct Rng(u64);
+pub(crate) struct Rng(u64);
 
 impl Rng {
     /// An independent stream for one actor: the seed mixed with the stream's name.
-    fn new(seed: u64, stream: &str) -> Self {
+    pub(crate) fn new(seed: u64, stream: &str) -> Self {
         // FNV-1a of the name, then a SplitMix round so nearby seeds diverge at once.
         let mut h: u64 = 0xcbf2_9ce4_8422_2325;
         for b in stream.bytes() {
@@ -819,7 +823,7 @@ impl Rng {
         rng
     }
 
-    fn next_u64(&mut self) -> u64 {
+    pub(crate) fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
@@ -828,21 +832,21 @@ impl Rng {
     }
 
     /// Uniform in `0..n` (`n > 0`).
-    fn below(&mut self, n: u64) -> u64 {
+    pub(crate) fn below(&mut self, n: u64) -> u64 {
         ((u128::from(self.next_u64()) * u128::from(n)) >> 64) as u64
     }
 
     /// Uniform in `lo..=hi`.
-    fn range(&mut self, lo: u64, hi: u64) -> u64 {
+    pub(crate) fn range(&mut self, lo: u64, hi: u64) -> u64 {
         lo + self.below(hi - lo + 1)
     }
 
     /// Uniform in [0, 1).
-    fn unit(&mut self) -> f64 {
+    pub(crate) fn unit(&mut self) -> f64 {
         (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
     }
 
-    fn chance(&mut self, p: f64) -> bool {
+    pub(crate) fn chance(&mut self, p: f64) -> bool {
         self.unit() < p
     }
 
@@ -851,7 +855,7 @@ impl Rng {
     }
 
     /// An index drawn with the given weights.
-    fn weighted(&mut self, weights: &[u32]) -> usize {
+    pub(crate) fn weighted(&mut self, weights: &[u32]) -> usize {
         let total: u64 = weights.iter().map(|&w| u64::from(w)).sum();
         let mut x = self.below(total);
         for (i, &w) in weights.iter().enumerate() {
@@ -893,7 +897,7 @@ const LEGIT_V6: [u16; 4] = [0x2001, 0x0db8, 0x0100, 0];
 
 /// The baseline's visitors: 42 in 198.51.100.1–.199, 15 in 2001:db8:100::/64 and the three in
 /// 192.0.2.200–.202, interleaved.
-fn visitor_addresses(rng: &mut Rng) -> Vec<IpAddr> {
+pub(crate) fn visitor_addresses(rng: &mut Rng) -> Vec<IpAddr> {
     let mut hosts: Vec<u8> = (1..=199).collect();
     rng.shuffle(&mut hosts);
     let mut out: Vec<IpAddr> = hosts[..V4_VISITORS]
@@ -912,7 +916,7 @@ fn visitor_addresses(rng: &mut Rng) -> Vec<IpAddr> {
 
 /// The flash crowd: every 198.51.100.0/24 host the baseline left free (but the crawler's and
 /// the NAT's), the rest in 2001:db8:100::/64.
-fn flash_addresses(rng: &mut Rng, taken: &[IpAddr]) -> Vec<IpAddr> {
+pub(crate) fn flash_addresses(rng: &mut Rng, taken: &[IpAddr]) -> Vec<IpAddr> {
     let taken: BTreeSet<IpAddr> = taken.iter().copied().collect();
     let mut out: Vec<IpAddr> = (1..=249)
         .map(|h| IpAddr::V4(Ipv4Addr::new(198, 51, 100, h)))
@@ -930,7 +934,7 @@ fn flash_addresses(rng: &mut Rng, taken: &[IpAddr]) -> Vec<IpAddr> {
 }
 
 /// The swarm's 200 bots (see the module docs for the layout).
-fn bot_addresses(rng: &mut Rng) -> Vec<IpAddr> {
+pub(crate) fn bot_addresses(rng: &mut Rng) -> Vec<IpAddr> {
     let mut out = Vec::with_capacity(BOTS);
     let mut hosts: Vec<u8> = (1..=199).collect();
     rng.shuffle(&mut hosts);
@@ -1132,7 +1136,7 @@ impl Gen {
 /// A TCP segment with the given sequence/acknowledgement numbers and TTL (hop limit), checksums
 /// recomputed. Built by [`Frame`], which fixes those fields, then patched.
 #[allow(clippy::too_many_arguments)]
-fn tcp_frame(
+pub(crate) fn tcp_frame(
     src: IpAddr,
     sport: u16,
     dst: SocketAddr,

@@ -235,6 +235,53 @@ fn a_hello_over_two_segments_is_captured_whole() {
     assert_eq!(reqs[0].host.as_deref(), Some("late.shop.example"));
 }
 
+/// `hello`'s handshake message re-framed into TLS records of `chunk` bytes.
+fn in_records(hello: &[u8], chunk: usize) -> Vec<u8> {
+    let mut out = Vec::new();
+    for part in hello[5..].chunks(chunk) {
+        out.extend_from_slice(&[0x16, 3, 1]);
+        out.extend_from_slice(&(part.len() as u16).to_be_bytes());
+        out.extend_from_slice(part);
+    }
+    out
+}
+
+#[test]
+fn a_hello_split_over_tls_records_is_captured_to_its_end() {
+    require_root!();
+    let mut dp = Dataplane::load(small()).unwrap();
+    let mut reader = dp.take_l7_reader().unwrap();
+    let whole = browser_client_hello("split.shop.example");
+    let want = l7::tls_event(0, ip("192.0.2.1"), ip("203.0.113.10"), 443, &whole);
+    assert!(want.ja4.is_some());
+    let seg = |sport: u16, seq: u32, payload: &[u8]| {
+        Frame::tcp(ip("192.0.2.1"), ip("203.0.113.10"), sport, 443)
+            .tcp_flags(0x18)
+            .tcp_seq(seq)
+            .payload(payload)
+            .build()
+    };
+    // Records of 600 bytes across a 1448-byte segment boundary; and records each in its own
+    // segment (as anti-censorship tools send them), so the second segment starts a record.
+    let split = in_records(&whole, 600);
+    let aligned = in_records(&whole, 1000);
+    let cases = [
+        (40100u16, vec![&split[..1448], &split[1448..]]),
+        (40101, vec![&aligned[..1005], &aligned[1005..]]),
+    ];
+    for (sport, segments) in cases {
+        let mut seq = DEFAULT_SEQ;
+        for s in &segments {
+            dp.test_run(Prog::Main, &seg(sport, seq, s), 1).unwrap();
+            seq += s.len() as u32;
+        }
+        let reqs = reassembled(&drain(&mut reader));
+        assert_eq!(reqs.len(), 1, "{sport}: {reqs:?}");
+        assert_eq!(reqs[0].host, want.host, "{sport}");
+        assert_eq!(reqs[0].ja4, want.ja4, "{sport}");
+    }
+}
+
 #[test]
 fn a_continuation_out_of_sequence_or_too_late_is_not_sampled() {
     require_root!();

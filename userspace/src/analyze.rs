@@ -3,7 +3,13 @@
 //! swarmwall would have done with yesterday's traffic before trusting it to enforce. Needs no
 //! root and no daemon.
 
-use std::{io::Read as _, net::SocketAddr, path::Path, time::Duration};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    io::Read as _,
+    net::{IpAddr, SocketAddr},
+    path::Path,
+    time::Duration,
+};
 
 use ipnet::IpNet;
 
@@ -12,9 +18,10 @@ use serde::Serialize;
 pub use crate::sources::pcap::requests_in_frame;
 use crate::{
     Target,
+    api::types::Ja4View,
     detect::{Detector, DetectorConfig},
     guard::Guards,
-    l7::RequestEvent,
+    l7::{Kind, RequestEvent},
     policy::{Policy, PolicyConfig},
     sources::{
         EventSource as _, Polled, SourceError,
@@ -84,6 +91,33 @@ pub struct SwarmOut {
     pub detected: String,
     /// Why.
     pub evidence: Vec<String>,
+    /// The members' most common TLS client fingerprints, with the share of members on each
+    /// (as `swarms --json` shows them); empty when no member's whole ClientHello was seen.
+    pub ja4: Vec<Ja4View>,
+}
+
+/// A share of a site's TLS handshakes.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ShareOut {
+    /// The value: a JA4 fingerprint, or an ALPN list (`h2,http/1.1`).
+    pub value: String,
+    /// Share of the site's handshakes (0..1) that had it.
+    pub share: f64,
+}
+
+/// The TLS handshakes to one server name (SNI) in the report.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct TlsOut {
+    /// The SNI; `None` for hellos that named none (or were cut before the name).
+    pub sni: Option<String>,
+    /// ClientHellos seen.
+    pub handshakes: u64,
+    /// Distinct source addresses that sent them.
+    pub sources: u64,
+    /// The most common JA4 fingerprints (hellos seen whole only).
+    pub ja4: Vec<ShareOut>,
+    /// The most common ALPN offers (the protocols in the client's order, joined with `,`).
+    pub alpn: Vec<ShareOut>,
 }
 
 /// A rule's scope in the report.
@@ -135,12 +169,68 @@ pub struct Report {
     pub lines: u64,
     /// HTTP requests parsed.
     pub requests: u64,
+    /// TLS ClientHellos seen (a pcap).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub handshakes: u64,
+    /// The TLS handshakes per server name, most handshakes first (at most [`TLS_TOP`]);
+    /// absent when there were none.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub tls: Vec<TlsOut>,
     /// Problems with the capture (e.g. a truncated tail).
     pub warnings: Vec<String>,
 }
 
 /// Errors that stop an analysis: the capture's (a damaged tail only warns).
 pub type AnalyzeError = SourceError;
+
+/// Server names listed in [`Report::tls`], and values listed per name.
+pub const TLS_TOP: usize = 10;
+/// Values of [`TlsOut::ja4`] and [`TlsOut::alpn`] listed per name.
+const SHARES_TOP: usize = 3;
+
+/// What the handshakes to one server name had, while reading.
+#[derive(Default)]
+struct TlsTally {
+    handshakes: u64,
+    sources: BTreeSet<IpAddr>,
+    ja4: BTreeMap<String, u64>,
+    alpn: BTreeMap<String, u64>,
+}
+
+impl TlsTally {
+    fn note(&mut self, ev: &RequestEvent) {
+        self.handshakes += 1;
+        self.sources.insert(ev.src);
+        if let Some(j) = &ev.ja4 {
+            *self.ja4.entry(j.clone()).or_default() += 1;
+        }
+        if let Some(a) = &ev.alpn {
+            *self.alpn.entry(a.clone()).or_default() += 1;
+        }
+    }
+
+    fn out(self, sni: Option<String>) -> TlsOut {
+        let all = self.handshakes.max(1) as f64;
+        let top = |m: BTreeMap<String, u64>| {
+            let mut v: Vec<(String, u64)> = m.into_iter().collect();
+            v.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+            v.into_iter()
+                .take(SHARES_TOP)
+                .map(|(value, n)| ShareOut {
+                    value,
+                    share: (n as f64 / all * 1000.0).round() / 1000.0,
+                })
+                .collect()
+        };
+        TlsOut {
+            sni,
+            handshakes: self.handshakes,
+            sources: self.sources.len() as u64,
+            ja4: top(self.ja4),
+            alpn: top(self.alpn),
+        }
+    }
+}
 
 fn is_zero(n: &u64) -> bool {
     *n == 0
@@ -189,8 +279,15 @@ pub fn analyze_events(events: impl IntoIterator<Item = RequestEvent>, opts: &Opt
             }
         }
     };
+    let mut tls: BTreeMap<Option<String>, TlsTally> = BTreeMap::new();
     for ev in events {
-        report.requests += 1;
+        match ev.kind {
+            Kind::Http => report.requests += 1,
+            Kind::TlsHello => {
+                report.handshakes += 1;
+                tls.entry(ev.host.clone()).or_default().note(&ev);
+            }
+        }
         let t = *next_tick.get_or_insert(ev.ts_ns);
         if ev.ts_ns >= t {
             let mut t = t;
@@ -230,8 +327,24 @@ pub fn analyze_events(events: impl IntoIterator<Item = RequestEvent>, opts: &Opt
                 .collect(),
             detected: rfc3339(s.detected_ns),
             evidence: s.evidence.clone(),
+            ja4: s
+                .ja4_shares()
+                .into_iter()
+                .map(|(fp, share)| Ja4View {
+                    fingerprint: fp.to_string(),
+                    share: (share * 1000.0).round() / 1000.0,
+                })
+                .collect(),
         })
         .collect();
+    let mut tls: Vec<TlsOut> = tls.into_iter().map(|(sni, t)| t.out(sni)).collect();
+    tls.sort_by(|a, b| {
+        b.handshakes
+            .cmp(&a.handshakes)
+            .then_with(|| a.sni.cmp(&b.sni))
+    });
+    tls.truncate(TLS_TOP);
+    report.tls = tls;
     report
 }
 

@@ -11,7 +11,7 @@
 //! its push fails or is refused, or its plan ages out, so the member is planned again.
 
 use std::{
-    collections::{BTreeMap, HashMap, HashSet, VecDeque},
+    collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque},
     net::IpAddr,
     time::Duration,
 };
@@ -153,8 +153,10 @@ impl Policy {
             return plan;
         }
         // Who else lives in each /24 or /64: a prefix is collapsed only if all are members.
-        let mut seen: BTreeMap<IpNet, (usize, usize)> = BTreeMap::new(); // (seen, members)
-        for (addr, _, _) in detector.sources() {
+        // (seen, members); a source may come twice (requests and handshakes): count it once.
+        let mut seen: BTreeMap<IpNet, (usize, usize)> = BTreeMap::new();
+        let addrs: BTreeSet<IpAddr> = detector.sources().map(|(a, _, _)| a).collect();
+        for addr in addrs {
             let e = seen.entry(prefix_of(addr)).or_default();
             e.0 += 1;
             if swarm.members.contains(&addr) {

@@ -9,9 +9,13 @@ use swarmwall::{
     Target,
     analyze::{LogOptions, Options, Report, analyze_file, analyze_pcap},
 };
-use swarmwall_integration::scenarios::{
-    BLOG, BLOG6, COMBINED_WITH_SERVER, Labels, LogLayout, SHOP, SHOP6, Scenario, write,
-    write_access_log,
+use swarmwall_integration::{
+    hello::{BOT_PROFILE, browser_client_hello, client_hello},
+    https_scenarios::{HttpsScenario, SHOP_TLS, SHOP6_TLS, handshake_frames, write_https},
+    scenarios::{
+        BLOG, BLOG6, COMBINED_WITH_SERVER, Labels, LogLayout, SHOP, SHOP_HOST, SHOP6, Scenario,
+        generate, write, write_access_log, write_pcap,
+    },
 };
 
 /// What the scenario is read from.
@@ -407,4 +411,206 @@ fn the_cli_prints_the_promised_json_and_survives_a_truncated_capture() {
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("junk.pcap"));
+}
+
+/// The JA4 of a whole hello, as the live daemon computes it.
+fn ja4_of(hello: &[u8]) -> String {
+    swarmwall::l7::ja4::ja4(&swarmwall::l7::hello::parse(hello).unwrap())
+}
+
+/// The swarm scenario with each bot also opening TLS to the shop with a browser-sized hello
+/// (1.8 KB, SNI past the first segment) in two segments, just before its first request: the
+/// swarm's JA4 is the hello's, which only a reassembled hello gives.
+#[test]
+fn a_pcap_swarm_shows_the_ja4_of_its_two_segment_hellos() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut frames, labels) = generate(Scenario::Swarm, 1);
+    let hello = browser_client_hello(SHOP_HOST);
+    assert!(hello.len() > 1448 && hello.len() < 2 * 1448);
+    let members: BTreeSet<IpAddr> = labels.swarm_members.iter().copied().collect();
+    let mut first = std::collections::BTreeMap::new();
+    for (ts, f) in &frames {
+        for ev in swarmwall::analyze::requests_in_frame(ts * 1000, f) {
+            if members.contains(&ev.src) {
+                first.entry(ev.src).or_insert(*ts);
+            }
+        }
+    }
+    assert_eq!(first.len(), members.len());
+    for (i, (src, ts)) in first.iter().enumerate() {
+        let dst = if src.is_ipv4() { SHOP_TLS } else { SHOP6_TLS };
+        let at = ts.saturating_sub(30_000);
+        frames.extend(handshake_frames(
+            *src,
+            50_000 + i as u16,
+            dst,
+            at,
+            20_000,
+            i as u32 * 7919,
+            60,
+            &hello,
+        ));
+    }
+    frames.sort_by_key(|f| f.0);
+    let pcap = dir.path().join("swarm-tls.pcap");
+    write_pcap(&frames, &labels, &pcap).unwrap();
+
+    let out = Command::new(env!("CARGO_BIN_EXE_swarmwall"))
+        .args(["analyze", "--json"])
+        .arg(&pcap)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let want = ja4_of(&hello);
+    let s = &v["swarms"][0];
+    assert_eq!(s["ja4"][0]["fingerprint"], want.as_str(), "{}", s["ja4"]);
+    assert!(
+        s["ja4"][0]["share"].as_f64().unwrap() >= 0.95,
+        "{}",
+        s["ja4"]
+    );
+    // The handshakes are counted apart from the HTTP requests, per SNI, with their ALPN.
+    assert_eq!(v["requests"].as_u64().unwrap() as usize, labels.requests);
+    assert_eq!(v["handshakes"].as_u64().unwrap() as usize, members.len());
+    let tls = &v["tls"][0];
+    assert_eq!(tls["sni"], SHOP_HOST);
+    assert_eq!(tls["ja4"][0]["value"], want.as_str());
+    assert_eq!(tls["alpn"][0]["value"], "h2,http/1.1");
+    assert_eq!(tls["sources"].as_u64().unwrap() as usize, members.len());
+}
+
+/// A hello split over several TLS records as well as two segments is followed record by
+/// record to the end of the message.
+#[test]
+fn a_hello_over_several_records_and_segments_is_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let one = client_hello(&BOT_PROFILE, SHOP_HOST, 9);
+    // Re-frame the handshake message into records of 600 bytes.
+    let msg = &one[5..];
+    let mut records = Vec::new();
+    for part in msg.chunks(600) {
+        records.extend_from_slice(&[0x16, 3, 1]);
+        records.extend_from_slice(&(part.len() as u16).to_be_bytes());
+        records.extend_from_slice(part);
+    }
+    assert!(records.len() > 1448);
+    let src: IpAddr = "192.0.2.7".parse().unwrap();
+    let mut frames = handshake_frames(
+        src,
+        40_000,
+        SHOP_TLS,
+        1_714_564_800_000_000,
+        10_000,
+        1,
+        60,
+        &records,
+    );
+    // A retransmission of the first segment, and an unrelated flow in between.
+    let again = frames[1].clone();
+    frames.insert(2, (again.0 + 10, again.1));
+    let labels = generate(Scenario::Browsing, 1).1;
+    let pcap = dir.path().join("records.pcap");
+    write_pcap(&frames, &labels, &pcap).unwrap();
+    let report = analyze_pcap(&pcap, &Options::default()).unwrap();
+    assert_eq!(report.handshakes, 1, "{report:?}");
+    assert_eq!(report.tls[0].sni.as_deref(), Some(SHOP_HOST));
+    assert_eq!(report.tls[0].ja4[0].value, ja4_of(&one));
+    assert_eq!(report.tls[0].alpn[0].value, "http/1.1");
+}
+
+/// Every hello of the HTTPS scenarios is read whole: its SNI and JA4 are known.
+#[test]
+fn https_scenario_pcaps_give_every_hello_whole() {
+    for s in HttpsScenario::all() {
+        let dir = tempfile::tempdir().unwrap();
+        let pcap = dir.path().join(format!("{}.pcap", s.name()));
+        let labels = write_https(s, 1, &pcap).unwrap();
+        let report = analyze_pcap(&pcap, &Options::default()).unwrap();
+        assert_eq!(report.handshakes as usize, labels.handshakes, "{s}");
+        assert_eq!(report.requests, 0, "{s}");
+        let with_ja4: u64 = report
+            .tls
+            .iter()
+            .filter(|t| t.sni.is_some())
+            .map(|t| t.handshakes)
+            .sum();
+        assert_eq!(
+            with_ja4 as usize, labels.handshakes,
+            "{s}: {:?}",
+            report.tls
+        );
+        for t in &report.tls {
+            let shares: f64 = t.ja4.iter().map(|j| j.share).sum();
+            assert!(shares > 0.0, "{s}: {t:?}");
+        }
+    }
+}
+
+/// Precision and recall of handshake-only detection on the HTTPS scenarios: the swarm's bots
+/// found, no rule for the flash crowd or the NAT.
+#[test]
+fn https_handshake_scenarios_precision_and_recall() {
+    // Every scenario is measured before any verdict, so one run prints all the numbers.
+    let mut faults = Vec::new();
+    for seed in [1, 2] {
+        for s in HttpsScenario::all() {
+            let dir = tempfile::tempdir().unwrap();
+            let pcap = dir.path().join(format!("{}.pcap", s.name()));
+            let labels = write_https(s, seed, &pcap).unwrap();
+            let report = analyze_pcap(&pcap, &Options::default()).unwrap();
+            let members: BTreeSet<IpAddr> = labels.swarm_members.iter().copied().collect();
+            let everyone: BTreeSet<IpAddr> =
+                members.iter().chain(&labels.legitimate).copied().collect();
+            let found: BTreeSet<IpAddr> = report
+                .swarms
+                .iter()
+                .flat_map(|s| s.members.iter().map(|m| m.parse::<IpAddr>().unwrap()))
+                .collect();
+            let blocked = blocked(&report, &everyone);
+            let tp = found.intersection(&members).count() as f64;
+            let precision = if found.is_empty() {
+                1.0
+            } else {
+                tp / found.len() as f64
+            };
+            let recall = if members.is_empty() {
+                1.0
+            } else {
+                tp / members.len() as f64
+            };
+            eprintln!(
+                "PR {s} seed {seed}: precision {precision:.3} recall {recall:.3}, {} rules",
+                report.rules.len()
+            );
+            if precision < 0.99 || recall < 0.95 {
+                faults.push(format!(
+                    "{s} seed {seed}: precision {precision:.3} recall {recall:.3}"
+                ));
+            }
+            let wrongly: Vec<_> = blocked.difference(&members).collect();
+            if !wrongly.is_empty() {
+                faults.push(format!(
+                    "{s} seed {seed}: rules would block legitimate {wrongly:?}"
+                ));
+            }
+            for r in &report.rules {
+                let dst: IpAddr = r.scope.dst.parse().unwrap();
+                let on_site = labels
+                    .attacked_site_addrs
+                    .iter()
+                    .any(|a| a.ip() == dst && a.port() == r.scope.port);
+                if !on_site {
+                    faults.push(format!(
+                        "{s} seed {seed}: rule off the attacked site: {r:?}"
+                    ));
+                }
+            }
+        }
+    }
+    assert!(faults.is_empty(), "{faults:#?}");
 }

@@ -1255,6 +1255,16 @@ fn an_https_swarm_in_the_access_log_is_blocked_through_a_log_rotation() {
     // The line present before the start is not read (the log is followed from its end).
     assert_eq!(s["read"], written - 1, "{s}");
     assert_eq!(s["rejected"], 200, "{s}");
+    // The lag: nothing left unread, and the newest line is as old as the time written in it
+    // (2024), in the API and in `status`.
+    assert_eq!(s["behind_bytes"], 0, "{s}");
+    assert!(
+        s["newest_line_age_ms"].as_u64().unwrap() > 365 * 86_400_000,
+        "{s}"
+    );
+    let status = lab.cli(&["status"]);
+    let status = String::from_utf8_lossy(&status.stdout);
+    assert!(status.contains("0B unread, newest line "), "{status}");
 
     // The swarm is found in the log and blocked on the HTTPS site, member by member.
     let deadline = Instant::now() + Duration::from_secs(10);

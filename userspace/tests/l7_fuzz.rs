@@ -45,6 +45,21 @@ fn check_any(payload: &[u8]) {
         assert_eq!(fp.as_bytes()[3] == b'd', h.has_extension(0), "{fp}");
         assert!(ja4::ja4_raw(&h).starts_with(&fp[..10]));
     }
+    // The stream extent of a hello agrees with the parser: where parsing succeeds the extent
+    // is whole, and the bytes up to it parse to the same hello.
+    match tls::hello_extent(payload) {
+        tls::Extent::Whole(n) => {
+            assert!(n <= payload.len(), "{payload:?}");
+            assert_eq!(
+                hello::parse(&payload[..n]).ok(),
+                hello::parse(payload).ok(),
+                "{payload:?}"
+            );
+        }
+        tls::Extent::More | tls::Extent::NotHello => {
+            assert!(hello::parse(payload).is_err(), "{payload:?}");
+        }
+    }
     if let Ok(Some(name)) = tls::sni(payload) {
         assert!(!name.is_empty());
         assert!(

@@ -1,6 +1,7 @@
 //! `cargo xtask scenarios`: writes the traffic scenarios of
-//! [`swarmwall_integration::scenarios`] as pcaps with their ground-truth labels, to try
-//! `swarmwall analyze` on or to test it against.
+//! [`swarmwall_integration::scenarios`] as pcaps and access logs, and those of
+//! [`swarmwall_integration::https_scenarios`] as pcaps of TLS handshakes, each with its
+//! ground-truth labels, to try `swarmwall analyze` on or to test it against.
 //!
 //! Nothing here needs root, the network or the eBPF toolchain: it only writes files.
 
@@ -10,58 +11,102 @@ use std::{
 };
 
 use anyhow::{Context as _, Result};
-use swarmwall_integration::scenarios::{self, Scenario};
+use swarmwall_integration::{
+    https_scenarios::{self, HttpsScenario},
+    scenarios::{self, COMBINED_WITH_SERVER, LogLayout, Scenario},
+};
 
 use crate::cmd::workspace_root;
 
 /// Options of `cargo xtask scenarios`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct ScenariosArgs {
-    /// Directory to write `<name>.pcap` and `<name>.pcap.labels.json` into (created if missing).
-    /// Default: `scenarios` in cargo's target directory.
+    /// Directory to write `<name>.pcap`, `<name>.access.log` and their `.labels.json` into
+    /// (created if missing). Default: `scenarios` in cargo's target directory.
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
     /// Seed of the generator: the same seed writes the same bytes.
     #[arg(long, default_value_t = 1, value_name = "N")]
     pub seed: u64,
-    /// Write only this scenario: browsing, swarm, flash-crowd, nat, crawler or multi-tenant.
+    /// Write only this scenario: browsing, swarm, flash-crowd, nat, crawler, multi-tenant,
+    /// https-browsing, https-swarm, https-flash-crowd or https-nat.
     #[arg(long, value_name = "NAME", value_parser = parse_scenario)]
-    pub only: Option<Scenario>,
+    pub only: Option<Chosen>,
 }
 
-fn parse_scenario(s: &str) -> Result<Scenario, String> {
-    s.parse().map_err(|e: anyhow::Error| e.to_string())
+/// A scenario of either kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Chosen {
+    /// HTTP: a pcap and an access log.
+    Http(Scenario),
+    /// HTTPS handshakes: a pcap.
+    Https(HttpsScenario),
 }
 
-/// Writes the scenarios, one line each: file, requests, SYNs, swarm members, size.
+fn parse_scenario(s: &str) -> Result<Chosen, String> {
+    if let Ok(h) = s.parse::<HttpsScenario>() {
+        return Ok(Chosen::Https(h));
+    }
+    s.parse().map(Chosen::Http).map_err(|e: anyhow::Error| {
+        let https: Vec<_> = HttpsScenario::all().iter().map(|s| s.name()).collect();
+        format!("{e}, {}", https.join(", "))
+    })
+}
+
+/// Writes the scenarios, one line per file: file, requests (or handshakes), SYNs, swarm
+/// members, size.
 pub fn scenarios(args: &ScenariosArgs) -> Result<()> {
     let out = args.out.clone().unwrap_or_else(default_out);
     fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
-    let chosen: Vec<Scenario> = match args.only {
-        Some(s) => vec![s],
-        None => Scenario::all().to_vec(),
+    let (http, https): (Vec<Scenario>, Vec<HttpsScenario>) = match args.only {
+        Some(Chosen::Http(s)) => (vec![s], Vec::new()),
+        Some(Chosen::Https(s)) => (Vec::new(), vec![s]),
+        None => (Scenario::all().to_vec(), HttpsScenario::all().to_vec()),
     };
     let mut example = None;
-    for s in chosen {
+    let mut example_log = None;
+    for s in http {
         let pcap = out.join(format!("{}.pcap", s.name()));
         let labels = scenarios::write(s, args.seed, &pcap)?;
-        let bytes = fs::metadata(&pcap)
-            .with_context(|| format!("reading {}", pcap.display()))?
-            .len();
-        println!("{}", summary(&pcap, &labels, bytes));
-        // Suggest a pcap with a swarm in it, if one was written.
+        println!("{}", summary(&pcap, &labels, size(&pcap)?));
+        let log = out.join(format!("{}.access.log", s.name()));
+        let labels =
+            scenarios::write_access_log(s, args.seed, LogLayout::CombinedWithServer, &log)?;
+        println!("{}", summary(&log, &labels, size(&log)?));
+        // Suggest files with a swarm in them, if one was written.
+        if example.is_none() && s.has_swarm() {
+            example = Some(pcap);
+            example_log = Some(log);
+        }
+    }
+    for s in https {
+        let pcap = out.join(format!("{}.pcap", s.name()));
+        let labels = https_scenarios::write_https(s, args.seed, &pcap)?;
+        println!("{}", summary(&pcap, &labels, size(&pcap)?));
         if example.is_none() && s.has_swarm() {
             example = Some(pcap);
         }
     }
     println!(
-        "labels: <file>.labels.json next to each pcap (seed {})",
+        "labels: <file>.labels.json next to each file (seed {})",
         args.seed
     );
     if let Some(pcap) = example {
         println!("try: swarmwall analyze {}", pcap.display());
     }
+    if let Some(log) = example_log {
+        println!(
+            "try: swarmwall analyze --format '{COMBINED_WITH_SERVER}' {}",
+            log.display()
+        );
+    }
     Ok(())
+}
+
+fn size(path: &Path) -> Result<u64> {
+    Ok(fs::metadata(path)
+        .with_context(|| format!("reading {}", path.display()))?
+        .len())
 }
 
 /// `target/scenarios`, wherever cargo's target directory is.
@@ -81,10 +126,14 @@ fn default_out() -> PathBuf {
 
 fn summary(pcap: &Path, labels: &scenarios::Labels, bytes: u64) -> String {
     let span = labels.last_us.saturating_sub(labels.first_us) / 1_000_000;
+    let what = if labels.handshakes > 0 {
+        format!("{} TLS handshakes", labels.handshakes)
+    } else {
+        format!("{} requests", labels.requests)
+    };
     let mut line = format!(
-        "{}  {} requests, {} SYNs, {} swarm members, {} legitimate sources, {span} s, {:.1} MB",
+        "{}  {what}, {} SYNs, {} swarm members, {} legitimate sources, {span} s, {:.1} MB",
         pcap.display(),
-        labels.requests,
         labels.syns,
         labels.swarm_members.len(),
         labels.legitimate.len(),
@@ -129,7 +178,17 @@ mod tests {
         match cli.command {
             Commands::Scenarios(args) => {
                 assert_eq!(args.out.as_deref(), Some(Path::new("/tmp/x")));
-                assert_eq!((args.seed, args.only), (9, Some(Scenario::FlashCrowd)));
+                assert_eq!(
+                    (args.seed, args.only),
+                    (9, Some(Chosen::Http(Scenario::FlashCrowd)))
+                );
+            }
+            other => panic!("parsed as {other:?}"),
+        }
+        let cli = Cli::try_parse_from(["cargo xtask", "scenarios", "--only", "https-nat"]).unwrap();
+        match cli.command {
+            Commands::Scenarios(args) => {
+                assert_eq!(args.only, Some(Chosen::Https(HttpsScenario::Nat)));
             }
             other => panic!("parsed as {other:?}"),
         }

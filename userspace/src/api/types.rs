@@ -452,6 +452,14 @@ pub struct SourceView {
     /// What is wrong with it now (e.g. `Permission denied`), if anything.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub problem: Option<String>,
+    /// Bytes written to the log that the reader has not read yet (absent where it does not
+    /// apply).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub behind_bytes: Option<u64>,
+    /// Age of the newest line read, by the time written in it, ms (absent before the first
+    /// line): how far behind the requests the detector sees are.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub newest_line_age_ms: Option<u64>,
 }
 
 /// `GET /v1/swarms`.

@@ -793,13 +793,33 @@ fn analyze(
     } else {
         format!("{} packets", report.packets)
     };
+    let tls = if report.handshakes > 0 {
+        format!(", {} TLS handshakes", report.handshakes)
+    } else {
+        String::new()
+    };
     println!(
-        "{}: {read}, {} HTTP requests, {} swarm(s), {} rule(s)",
+        "{}: {read}, {} HTTP requests{tls}, {} swarm(s), {} rule(s)",
         file.display(),
         report.requests,
         report.swarms.len(),
         report.rules.len()
     );
+    for t in &report.tls {
+        let top = |v: &[swarmwall::analyze::ShareOut]| {
+            v.first().map_or("-".to_owned(), |x| {
+                format!("{} ({:.0}%)", x.value, x.share * 100.0)
+            })
+        };
+        println!(
+            "  tls {}: {} handshakes from {} sources, ja4 {}, alpn {}",
+            t.sni.as_deref().unwrap_or("(no SNI)"),
+            t.handshakes,
+            t.sources,
+            top(&t.ja4),
+            top(&t.alpn)
+        );
+    }
     for s in &report.swarms {
         let host = s
             .pages
@@ -828,6 +848,13 @@ fn analyze(
                 String::new()
             }
         );
+        for j in &s.ja4 {
+            println!(
+                "  ja4:     {} ({:.0}% of members)",
+                j.fingerprint,
+                j.share * 100.0
+            );
+        }
         for e in &s.evidence {
             println!("  why:     {e}");
         }

@@ -36,7 +36,7 @@ use crate::{
     guard::Guards,
     l7::RequestEvent,
     policy::{PlannedRule, Policy, PolicyConfig},
-    sources::{EventSource, Polled, SourceCounters, SourceError},
+    sources::{EventSource, Polled, SourceCounters, SourceError, SourceLag},
 };
 
 /// How the pipeline runs.
@@ -97,6 +97,8 @@ pub struct SourceStatus {
     pub overflow: u64,
     /// Its latest problem (e.g. `permission denied`), if any.
     pub problem: Option<String>,
+    /// How far behind its input it is, as its reader last saw.
+    pub lag: Option<SourceLag>,
 }
 
 /// A rule the pipeline pushed and believes is in force.
@@ -359,7 +361,7 @@ impl Engine {
             t.planned.extend(rules.into_iter().map(|r| (r, now_ns)));
             t.superseded.extend(superseded);
         }
-        b.tracked_sources = self.det.tracked_sources();
+        b.tracked_sources = self.det.tracked_sources() + self.det.tracked_handshake_sources();
         if enforcer.mode() != Mode::Enforce {
             return;
         }
@@ -574,6 +576,7 @@ fn read_loop(
             s.counters = c;
             s.overflow = overflow;
             s.problem = source.problem();
+            s.lag = source.lag();
         }
         if polled == Polled::End {
             tracing::info!(source = source.name(), "event source exhausted");

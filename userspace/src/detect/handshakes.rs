@@ -106,6 +106,16 @@ impl Detector {
         self.tls_sources.len()
     }
 
+    /// Every source tracked for its handshakes, the site it last opened a connection to and
+    /// its decayed handshake count.
+    pub(super) fn handshake_sources(
+        &self,
+    ) -> impl Iterator<Item = (IpAddr, Option<Site>, f64)> + '_ {
+        self.tls_sources
+            .iter()
+            .map(|(a, s)| (*a, s.site, s.handshakes))
+    }
+
     /// Whether `src` looks like many clients behind one address at `now_ns`: several JA4s or
     /// User-Agents within the window.
     pub(super) fn is_shared(&self, src: &IpAddr, now_ns: u64) -> bool {

@@ -417,10 +417,15 @@ impl Detector {
         self.sources.len()
     }
 
-    /// Every tracked source and the site it last talked to (for policy: who else lives in a
-    /// prefix).
+    /// Every tracked source, the site it last talked to and its decayed request count (for
+    /// policy: who else lives in a prefix, and what a rule would cost them). A source seen
+    /// both in requests and in handshakes to a site no log covers comes once for each, with
+    /// its handshakes as its load there.
     pub fn sources(&self) -> impl Iterator<Item = (IpAddr, Option<Site>, f64)> + '_ {
-        self.sources.iter().map(|(a, s)| (*a, s.site, s.requests))
+        self.sources
+            .iter()
+            .map(|(a, s)| (*a, s.site, s.requests))
+            .chain(self.handshake_sources())
     }
 
     /// Swarms detected so far.

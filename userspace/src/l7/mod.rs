@@ -67,6 +67,9 @@ pub struct RequestEvent {
     pub host: Option<String>,
     /// JA4 fingerprint of the client's TLS ClientHello, when the whole hello was seen.
     pub ja4: Option<String>,
+    /// The ALPN protocols the client's TLS ClientHello offers, in its order, joined with `,`
+    /// (`h2,http/1.1`), when the whole hello was seen and offers any.
+    pub alpn: Option<String>,
     /// The page (see [`HttpRequest::path`]); empty for TLS.
     pub path: String,
     /// `User-Agent`, if any.
@@ -93,6 +96,7 @@ impl Default for RequestEvent {
             kind: Kind::Http,
             host: None,
             ja4: None,
+            alpn: None,
             path: String::new(),
             user_agent: None,
             referer: None,
@@ -171,12 +175,12 @@ pub fn tls_event(
     dst_port: u16,
     payload: &[u8],
 ) -> RequestEvent {
-    let (host, ja4) = match hello::parse(payload) {
+    let (host, ja4, alpn) = match hello::parse(payload) {
         Ok(h) => {
             let ja4 = ja4::ja4(&h);
-            (h.sni, Some(ja4))
+            (h.sni.clone(), Some(ja4), alpn_list(&h))
         }
-        Err(_) => (tls::sni(payload).ok().flatten(), None),
+        Err(_) => (tls::sni(payload).ok().flatten(), None, None),
     };
     RequestEvent {
         ts_ns,
@@ -186,6 +190,68 @@ pub fn tls_event(
         kind: Kind::TlsHello,
         host,
         ja4,
+        alpn,
         ..RequestEvent::default()
+    }
+}
+
+/// The hello's ALPN protocols joined with `,`; `None` when it offers none. A name that is not
+/// printable ASCII (RFC 7301 allows any bytes; no registered one is) is shown as hex, so the
+/// list stays one readable, unambiguous string.
+fn alpn_list(h: &hello::ClientHello) -> Option<String> {
+    if h.alpn.is_empty() {
+        return None;
+    }
+    let names: Vec<String> = h
+        .alpn
+        .iter()
+        .map(|p| {
+            if !p.is_empty() && p.iter().all(|b| b.is_ascii_graphic() && *b != b',') {
+                String::from_utf8_lossy(p).into_owned()
+            } else {
+                format!(
+                    "0x{}",
+                    p.iter().map(|b| format!("{b:02x}")).collect::<String>()
+                )
+            }
+        })
+        .collect();
+    Some(names.join(","))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{hello::build::*, *};
+
+    fn event(hello: &[u8]) -> RequestEvent {
+        let a = "192.0.2.1".parse().unwrap();
+        let b = "203.0.113.10".parse().unwrap();
+        tls_event(1, a, b, 443, hello)
+    }
+
+    #[test]
+    fn a_whole_hello_gives_its_alpn_in_order() {
+        let ev = event(&browser("shop.example"));
+        assert_eq!(ev.alpn.as_deref(), Some("h2,http/1.1"));
+        assert_eq!(ev.host.as_deref(), Some("shop.example"));
+        assert!(ev.ja4.is_some());
+    }
+
+    #[test]
+    fn no_alpn_offered_cut_short_or_odd_names() {
+        let none = message(0x0303, &[0x1301], Some(&[sni("a.example")]));
+        assert_eq!(event(&records(&none, 1 << 14)).alpn, None);
+        // Cut before its end: no JA4 and no ALPN, though the name may still be known.
+        let whole = browser("shop.example");
+        assert_eq!(event(&whole[..1400]).alpn, None);
+        let odd = message(
+            0x0303,
+            &[0x1301],
+            Some(&[alpn(&[b"h2", b"a,b", b"\x00\xff"])]),
+        );
+        assert_eq!(
+            event(&records(&odd, 1 << 14)).alpn.as_deref(),
+            Some("h2,0x612c62,0x00ff")
+        );
     }
 }

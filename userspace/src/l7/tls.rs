@@ -72,6 +72,74 @@ pub(super) fn handshake_message(payload: &[u8]) -> Result<Cow<'_, [u8]>, ParseEr
     Ok(msg)
 }
 
+/// How much of a byte stream a ClientHello at its start takes (see [`hello_extent`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Extent {
+    /// The hello takes the first this-many bytes (record headers included; a record may be
+    /// cut after the message's last byte): its handshake message is complete there, or a
+    /// record that cannot continue it (not a handshake record, empty or oversize) starts
+    /// there, so no more bytes will make it whole.
+    Whole(usize),
+    /// The message goes on past the bytes given; more of the stream is needed.
+    More,
+    /// The stream does not start a TLS ClientHello.
+    NotHello,
+}
+
+/// How many bytes of a TCP stream that starts with `stream` the ClientHello at its start
+/// takes: the client may split the handshake message over several records (RFC 8446 §5.1),
+/// which are followed here until the message's declared length is covered. A record that is
+/// not a handshake record ends the walk (the hello is malformed; the parser says so). Every
+/// round consumes a record header and at least one body byte, so the work is linear.
+pub fn hello_extent(stream: &[u8]) -> Extent {
+    let mut pos = 0;
+    // The message header (type, 24-bit length) as it arrives, perhaps over tiny records.
+    let mut header = [0u8; 4];
+    let mut got = 0usize;
+    let mut need: Option<usize> = None;
+    loop {
+        let rest = &stream[pos..];
+        if rest.len() < RECORD_HEADER {
+            return match rest {
+                [t, ..] if *t != CONTENT_HANDSHAKE && pos == 0 => Extent::NotHello,
+                [_, major, ..] if *major != 3 && pos == 0 => Extent::NotHello,
+                _ => Extent::More,
+            };
+        }
+        let len = usize::from(u16::from_be_bytes([rest[3], rest[4]]));
+        if rest[0] != CONTENT_HANDSHAKE || rest[1] != 3 || len == 0 || len > MAX_RECORD {
+            return if pos == 0 {
+                Extent::NotHello
+            } else {
+                Extent::Whole(pos)
+            };
+        }
+        let body = &rest[RECORD_HEADER..(RECORD_HEADER + len).min(rest.len())];
+        for (i, &b) in body.iter().enumerate() {
+            if got + i >= header.len() {
+                break;
+            }
+            header[got + i] = b;
+        }
+        if need.is_none() && got + body.len() >= header.len() {
+            if header[0] != CLIENT_HELLO {
+                return Extent::NotHello;
+            }
+            need = Some(header.len() + u24(header[1], header[2], header[3]));
+        }
+        if let Some(need) = need
+            && got + body.len() >= need
+        {
+            return Extent::Whole(pos + RECORD_HEADER + (need - got));
+        }
+        if body.len() < len {
+            return Extent::More;
+        }
+        got += len;
+        pos += RECORD_HEADER + len;
+    }
+}
+
 /// The body (as far as it is present) of the handshake record at `pos`, and where the next
 /// record starts.
 fn record(payload: &[u8], pos: usize) -> Result<(&[u8], usize), ParseError> {
@@ -427,6 +495,41 @@ mod tests {
         let mut payload = records(&msg[..10], 10);
         payload.extend_from_slice(&[21, 3, 3, 0, 2, 2, 40]);
         assert!(matches!(sni(&payload), Err(ParseError::Malformed(_))));
+    }
+
+    #[test]
+    fn the_extent_follows_the_records_to_the_end_of_the_message() {
+        let msg = hello_message(Some(&browser_exts("a.example")));
+        for chunk in [1, 3, 4, 5, 100, msg.len() - 1, msg.len(), 1 << 14] {
+            let stream = records(&msg, chunk);
+            // Whole at exactly the stream's length, even with the next record after it.
+            let mut more = stream.clone();
+            more.extend_from_slice(&[23, 3, 3, 0, 2, 0, 0]);
+            assert_eq!(hello_extent(&more), Extent::Whole(stream.len()), "{chunk}");
+            for cut in 0..stream.len() {
+                assert_eq!(hello_extent(&stream[..cut]), Extent::More, "{chunk} {cut}");
+            }
+        }
+        // A record that is not a handshake one ends the hello where it starts.
+        let stream = records(&msg, 64);
+        let mut bad = stream[..64 + 5].to_vec();
+        bad.extend_from_slice(&[23, 3, 3, 0, 2, 0, 0]);
+        assert_eq!(hello_extent(&bad), Extent::Whole(69));
+    }
+
+    #[test]
+    fn the_extent_of_what_is_no_hello() {
+        assert_eq!(hello_extent(b"GET / HTTP/1.1\r\n"), Extent::NotHello);
+        assert_eq!(hello_extent(&[22, 2, 0, 0, 1, 1]), Extent::NotHello);
+        assert_eq!(hello_extent(&[22, 3, 1, 0, 0]), Extent::NotHello);
+        assert_eq!(hello_extent(&[22, 3, 1, 0x40, 1, 1]), Extent::NotHello);
+        // A server hello (type 2).
+        assert_eq!(
+            hello_extent(&[22, 3, 3, 0, 4, 2, 0, 0, 0]),
+            Extent::NotHello
+        );
+        assert_eq!(hello_extent(&[22]), Extent::More);
+        assert_eq!(hello_extent(&[]), Extent::More);
     }
 
     #[test]

@@ -147,6 +147,21 @@ impl Follower {
         &self.stats
     }
 
+    /// Bytes written to the followed files (rotated ones still being read included) that no
+    /// poll has read yet, as the files' sizes say now: how far behind the writer the reader is.
+    /// A file that cannot be examined counts as nothing behind; its error is in the stats.
+    pub fn behind(&self) -> u64 {
+        self.files
+            .values()
+            .chain(&self.rotated)
+            .map(|f| {
+                f.file
+                    .metadata()
+                    .map_or(0, |m| m.len().saturating_sub(f.offset))
+            })
+            .sum()
+    }
+
     /// Waits up to `timeout` for a change (returning early on an inotify event), then hands every
     /// new complete line to `out` with the file it came from, in file order. The first call
     /// only positions at the end of the files present.
@@ -405,6 +420,24 @@ mod tests {
         append(&log, " 404\n");
         assert_eq!(poll_n(&mut f, 1), ["access.log:GET /c 404"]);
         assert_eq!(f.stats().lines, 3);
+    }
+
+    #[test]
+    fn behind_counts_what_was_written_and_not_read_yet() {
+        let dir = TempDir::new().unwrap();
+        let log = dir.path().join("access.log");
+        append(&log, "old line\n");
+        let mut f = follower(&dir, "access.log");
+        assert!(poll(&mut f).is_empty());
+        assert_eq!(f.behind(), 0, "starts at the end");
+        append(&log, "one\ntwo\n");
+        assert_eq!(f.behind(), 8);
+        assert_eq!(poll_n(&mut f, 2), ["access.log:one", "access.log:two"]);
+        assert_eq!(f.behind(), 0);
+        // A half-written line has been read: it is not behind, only incomplete.
+        append(&log, "thr");
+        poll(&mut f);
+        assert_eq!(f.behind(), 0);
     }
 
     #[test]

@@ -5,6 +5,11 @@
 //! This puts them back together per flow (addresses and ports), so the TLS parser sees the
 //! whole hello — the SNI of a post-quantum browser hello sits past its first 1.5 KB.
 //!
+//! A client may split its hello over several TLS records (RFC 8446 §5.1; anti-censorship tools
+//! do, to hide the name): the kernel then copies up to [`HELLO_MAX`] bytes rather than the first
+//! record's length, and the reassembly follows the records in what came
+//! ([`tls::hello_extent`]), handing the hello on as soon as its handshake message is complete.
+//!
 //! Bounded: a hello holds at most [`HELLO_MAX`] bytes, waits at most [`Limits::timeout_ns`] for
 //! its remaining records, and all waiting hellos together hold at most [`Limits::max_bytes`]; a
 //! new hello over that cap pushes the oldest out. A hello that times out or is pushed out is
@@ -13,6 +18,8 @@
 use std::collections::{HashMap, VecDeque};
 
 use swarmwall_maps::{Addr, HELLO_MAX, L7_FLAG_END, L7_SNAP, L7_TLS, L7Event};
+
+use crate::l7::tls::{self, Extent};
 
 /// How long and how much the reassembly may hold.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -204,6 +211,11 @@ impl HelloAssembler {
                 out(payload(ev, data.to_vec()));
                 return;
             }
+            if let Extent::Whole(n) = tls::hello_extent(data) {
+                // Several small TLS records, all in the first ring record.
+                out(payload(ev, data[..n].to_vec()));
+                return;
+            }
             self.open(key, ev, total, data, now_ns, out);
             return;
         }
@@ -213,7 +225,17 @@ impl HelloAssembler {
         };
         p.fill(ev.offset as usize, data);
         let prefix = p.prefix();
-        if prefix >= p.buf.len() {
+        if let Extent::Whole(n) = tls::hello_extent(&p.buf[..prefix])
+            && n < p.buf.len()
+        {
+            // A hello in several records, complete before the bytes the kernel offered to
+            // copy: the rest is the flow's next records, not the hello.
+            let mut p = self.take(&key).expect("pending, looked up above");
+            p.buf.truncate(n);
+            p.ranges = vec![(0, n)];
+            self.counters.reassembled += 1;
+            out(stale(&key, p));
+        } else if prefix >= p.buf.len() {
             let p = self.take(&key).expect("pending, looked up above");
             if p.records > 1 {
                 self.counters.reassembled += 1;
@@ -512,6 +534,64 @@ mod tests {
         );
         assert_eq!(out[0].data.len(), 1448);
         assert_eq!(a.counters().truncated, 1);
+        assert_eq!(a.pending(), 0);
+    }
+
+    /// A real hello's handshake message re-framed into TLS records of `chunk` bytes.
+    fn in_records(chunk: usize) -> Vec<u8> {
+        let one = crate::l7::hello::build::browser("split.example");
+        crate::l7::hello::build::records(&one[5..], chunk)
+    }
+
+    /// The kernel's records of a hello split over TLS records: it offers [`HELLO_MAX`] bytes
+    /// (it cannot tell where the message ends), in segments of `seg` bytes.
+    fn split_records(hello: &[u8], seg: usize) -> Vec<L7Event> {
+        let mut padded = hello.to_vec();
+        // What follows the hello on the flow (the client's next records), never the hello's.
+        padded.resize(HELLO_MAX, 0x17);
+        let mut evs = records(3, &padded, seg);
+        for e in &mut evs {
+            e.total = HELLO_MAX as u16;
+        }
+        evs
+    }
+
+    #[test]
+    fn a_hello_over_several_tls_records_ends_with_its_message() {
+        for chunk in [100, 600, 1000] {
+            let h = in_records(chunk);
+            assert!(h.len() < HELLO_MAX);
+            let mut a = HelloAssembler::new(Limits::default());
+            let out = run(&mut a, &split_records(&h, 1448), 0);
+            assert_eq!(out.len(), 1, "{chunk}");
+            assert_eq!(
+                out[0].data, h,
+                "{chunk}: the hello exactly, not what follows"
+            );
+            let ev = &crate::l7::from_payload(
+                L7_TLS,
+                0,
+                "192.0.2.3".parse().unwrap(),
+                "203.0.113.10".parse().unwrap(),
+                443,
+                &out[0].data,
+            )[0];
+            assert_eq!(ev.host.as_deref(), Some("split.example"), "{chunk}");
+            assert!(ev.ja4.is_some(), "{chunk}");
+            assert_eq!((a.pending(), a.bytes()), (0, 0));
+        }
+        // Small records all inside the first ring record: handed on at once.
+        let msg = crate::l7::hello::build::message(
+            0x0303,
+            &[0x1301],
+            Some(&[crate::l7::hello::build::sni("a.example")]),
+        );
+        let h = crate::l7::hello::build::records(&msg, 40);
+        assert!(h.len() < L7_SNAP);
+        let mut a = HelloAssembler::new(Limits::default());
+        let out = run(&mut a, &split_records(&h, 1448)[..1], 0);
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].data, h);
         assert_eq!(a.pending(), 0);
     }
 

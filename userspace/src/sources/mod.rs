@@ -26,6 +26,16 @@ pub struct SourceCounters {
     pub unparsed: u64,
 }
 
+/// How far a live source is behind what was written to it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SourceLag {
+    /// Bytes written and not read yet.
+    pub behind_bytes: u64,
+    /// The time the newest line read carries (its own timestamp, ns since the Unix epoch), if
+    /// any line was read: how old it is says how far behind the events are.
+    pub newest_line_ns: Option<u64>,
+}
+
 /// What [`EventSource::poll`] found.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Polled {
@@ -88,6 +98,11 @@ pub trait EventSource: Send {
     /// What is wrong with the input right now (a log that cannot be read), for status; `None`
     /// while all is well.
     fn problem(&self) -> Option<String> {
+        None
+    }
+    /// How far behind its input the source is (a followed log); `None` for a source where
+    /// that does not apply.
+    fn lag(&self) -> Option<SourceLag> {
         None
     }
     /// What its TLS hello reassembly did (all zero for a source that needs none).

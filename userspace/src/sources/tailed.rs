@@ -8,7 +8,7 @@
 use std::time::Duration;
 
 use super::{
-    EventSource, Polled, SourceCounters, SourceError,
+    EventSource, Polled, SourceCounters, SourceError, SourceLag,
     follow::{FollowError, Follower},
     log::{LogCounters, MAX_LINE, config::LogSourceConfig, format::LineParser},
 };
@@ -19,6 +19,8 @@ pub struct TailedLog {
     follower: Follower,
     parser: LineParser,
     counters: LogCounters,
+    /// The newest time a line read carried (ns since the Unix epoch).
+    newest_line_ns: Option<u64>,
 }
 
 /// Why a log source could not start.
@@ -40,6 +42,7 @@ impl TailedLog {
             follower: Follower::new(&config.path, MAX_LINE)?,
             parser,
             counters: LogCounters::default(),
+            newest_line_ns: None,
         })
     }
 
@@ -59,11 +62,14 @@ impl EventSource for TailedLog {
         timeout: Duration,
         out: &mut dyn FnMut(RequestEvent),
     ) -> Result<Polled, SourceError> {
-        let (parser, counters) = (&self.parser, &mut self.counters);
+        let (parser, counters, newest) =
+            (&self.parser, &mut self.counters, &mut self.newest_line_ns);
         self.follower.poll(timeout, &mut |_, line| {
             let parsed = parser.parse(line);
             counters.count(&parsed);
             if let Ok(mut ev) = parsed {
+                // The line's own time, before the event is put on the kernel's clock.
+                *newest = Some(newest.map_or(ev.ts_ns, |n| n.max(ev.ts_ns)));
                 ev.ts_ns = monotonic_ns();
                 out(ev);
             }
@@ -78,6 +84,13 @@ impl EventSource for TailedLog {
             requests: self.counters.events,
             unparsed: self.counters.rejected_total() + oversize,
         }
+    }
+
+    fn lag(&self) -> Option<SourceLag> {
+        Some(SourceLag {
+            behind_bytes: self.follower.behind(),
+            newest_line_ns: self.newest_line_ns,
+        })
     }
 
     fn problem(&self) -> Option<String> {
@@ -139,6 +152,10 @@ mod tests {
             "stamped when read, on the kernel clock"
         );
         assert_eq!(src.problem(), None);
+        // The newest line's own time (not the read time), and nothing left unread.
+        let lag = src.lag().unwrap();
+        assert_eq!(lag.newest_line_ns, Some(1_714_564_800 * 1_000_000_000));
+        assert_eq!(lag.behind_bytes, 0);
     }
 
     #[test]

@@ -120,6 +120,12 @@ pub(in crate::cli) fn source_line(s: &SourceView) -> String {
         fmt::si_u64(s.rejected),
         fmt::si_u64(s.queue_overflow)
     );
+    if let Some(b) = s.behind_bytes {
+        line.push_str(&format!(", {}B unread", fmt::si_u64(b)));
+    }
+    if let Some(age) = s.newest_line_age_ms {
+        line.push_str(&format!(", newest line {:.1} s old", age as f64 / 1000.0));
+    }
     if let Some(p) = &s.problem {
         line.push_str(&format!("; warning: {p}"));
     }

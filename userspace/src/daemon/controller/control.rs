@@ -425,6 +425,11 @@ impl Control for Daemon {
                         rejected: s.counters.unparsed,
                         queue_overflow: s.overflow,
                         problem: s.problem.clone(),
+                        behind_bytes: s.lag.map(|l| l.behind_bytes),
+                        newest_line_age_ms: s
+                            .lag
+                            .and_then(|l| l.newest_line_ns)
+                            .map(|t| age_ms(t, std::time::SystemTime::now())),
                     })
                     .collect(),
             },
@@ -696,4 +701,13 @@ fn parse_targets(field: &str, list: &[String]) -> Result<Vec<Target>, Failure> {
                 .map_err(|e| Failure::BadRequest(format!("{field}: {e}")))
         })
         .collect()
+}
+
+/// Milliseconds from `unix_ns` to `now`; 0 for a time in the future (a log written with a
+/// clock ahead of ours).
+fn age_ms(unix_ns: u64, now: std::time::SystemTime) -> u64 {
+    let now = now
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    now.saturating_sub(unix_ns) / 1_000_000
 }

@@ -479,6 +479,7 @@ impl LineParser {
             bytes,
             ja4: None,
             origin: crate::l7::Origin::Log,
+            alpn: None,
         })
     }
 
