@@ -25,7 +25,7 @@ impl Detector {
     pub(super) fn candidates(&self, now_ns: u64, hot: &[bool]) -> Vec<Candidate> {
         let tau = self.cfg.window.as_nanos() as f64;
         let mut cands: Vec<Candidate> = Vec::new();
-        for (addr, s) in &self.sources {
+        for (addr, s) in self.sources.iter() {
             let f = decay_factor(s.last_ns, now_ns, tau);
             let requests = s.requests * f;
             if requests < self.cfg.min_requests {

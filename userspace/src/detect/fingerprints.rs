@@ -50,19 +50,25 @@ impl Family {
             "axios/",
             "node-fetch",
         ];
-        let lower = ua.to_ascii_lowercase();
-        if SCRIPTS.iter().any(|s| lower.starts_with(s)) {
+        // Lower-cased on the stack: this runs for every new source, and a flood of them must
+        // not cost an allocation each. What a browser says is in its first 512 bytes.
+        let mut buf = [0u8; 512];
+        let n = ua.len().min(buf.len());
+        buf[..n].copy_from_slice(&ua.as_bytes()[..n]);
+        buf[..n].make_ascii_lowercase();
+        let lower = &buf[..n];
+        let has = |needle: &str| memchr::memmem::find(lower, needle.as_bytes()).is_some();
+        if SCRIPTS.iter().any(|s| lower.starts_with(s.as_bytes())) {
             return Some(Family::Script);
         }
-        if !lower.starts_with("mozilla/5.0") || lower.contains("compatible;") {
+        if !lower.starts_with(b"mozilla/5.0") || has("compatible;") {
             return None;
         }
-        if lower.contains("firefox/") {
+        if has("firefox/") {
             Some(Family::Firefox)
-        } else if lower.contains("chrome/") || lower.contains("chromium/") || lower.contains("edg/")
-        {
+        } else if has("chrome/") || has("chromium/") || has("edg/") {
             Some(Family::Chromium)
-        } else if lower.contains("safari/") && lower.contains("version/") {
+        } else if has("safari/") && has("version/") {
             Some(Family::Safari)
         } else {
             None
@@ -123,7 +129,12 @@ impl Detector {
     pub(super) fn note_ja4(&mut self, src: IpAddr, fp: Fingerprint, now_ns: u64) {
         if self.fingerprints.len() >= self.cfg.max_sources && !self.fingerprints.contains_key(&src)
         {
-            super::evict_oldest(&mut self.fingerprints, self.cfg.max_sources, |(_, t)| *t);
+            super::evict_oldest(
+                &mut self.fingerprints,
+                self.cfg.max_sources,
+                |(_, t)| *t,
+                &mut self.scratch,
+            );
         }
         self.fingerprints.insert(src, (fp, now_ns));
     }

@@ -20,7 +20,7 @@ use std::{collections::BTreeMap, net::IpAddr};
 
 use super::{
     Detector, PageCounts, Recent, Site, candidates::Candidate, count_recent, decay_factor,
-    evict_oldest, note_recent,
+    note_recent,
 };
 use crate::l7::{RequestEvent, ja4::Fingerprint};
 
@@ -73,15 +73,11 @@ impl Detector {
         ps.count += 1.0;
         ps.last_ns = ps.last_ns.max(now);
         let generation = ps.generation;
-        if self.tls_sources.len() >= self.cfg.max_sources && !self.tls_sources.contains_key(&ev.src)
-        {
-            evict_oldest(&mut self.tls_sources, self.cfg.max_sources, |s| s.last_ns);
+        let (s, new) = self.tls_sources.touch(ev.src, now);
+        if new {
+            s.last_ns = now;
+            s.last_second = u64::MAX;
         }
-        let s = self.tls_sources.entry(ev.src).or_insert_with(|| TlsSource {
-            last_ns: now,
-            last_second: u64::MAX,
-            ..TlsSource::default()
-        });
         s.names.forget_recycled(&self.pages);
         let factor = decay_factor(s.last_ns, now, tau);
         s.handshakes = s.handshakes * factor + 1.0;
@@ -136,7 +132,7 @@ impl Detector {
     pub(super) fn handshake_candidates(&self, now_ns: u64, hot: &[bool]) -> Vec<Candidate> {
         let tau = self.cfg.window.as_nanos() as f64;
         let mut cands = Vec::new();
-        for (addr, s) in &self.tls_sources {
+        for (addr, s) in self.tls_sources.iter() {
             let f = decay_factor(s.last_ns, now_ns, tau);
             let handshakes = s.handshakes * f;
             if handshakes < self.cfg.min_handshakes

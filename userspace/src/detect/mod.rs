@@ -42,8 +42,10 @@ mod fingerprints;
 mod handshakes;
 mod page_counts;
 mod pages;
+mod table;
 
 use page_counts::{PageCounts, decay_factor};
+use table::SourceTable;
 
 pub use fingerprints::{Family, JA4_EVIDENCE_SHARE, JA4_TOP};
 pub use handshakes::HANDSHAKE_JA4S;
@@ -277,7 +279,7 @@ impl Swarm {
 /// The detector.
 pub struct Detector {
     cfg: DetectorConfig,
-    sources: FxHashMap<IpAddr, SourceState>,
+    sources: SourceTable<SourceState>,
     pages: Vec<PageState>,
     /// Page ids by a hash of the page: lookups borrow the event's strings, and the page itself
     /// lives once, in `pages`. The hash has a random seed per detector (foldhash) because
@@ -292,9 +294,12 @@ pub struct Detector {
     /// Last JA4 of each source and when it was seen (at most `max_sources`).
     fingerprints: FxHashMap<IpAddr, (Fingerprint, u64)>,
     /// Per source, its TLS handshakes to sites no log covers (at most `max_sources`).
-    tls_sources: FxHashMap<IpAddr, handshakes::TlsSource>,
+    tls_sources: SourceTable<handshakes::TlsSource>,
     /// Sites access-log lines named lately, with the time of the last line.
     logged: FxHashMap<Site, u64>,
+    /// Kept between evictions (see [`evict_oldest`]).
+    scratch: Vec<(u64, IpAddr)>,
+    page_scratch: Vec<(u64, u32)>,
 }
 
 fn decay(value: &mut f64, last: u64, now: u64, tau_ns: f64) {
@@ -362,17 +367,31 @@ fn hash_page(
 }
 
 /// Forgets the least recently active tenth of `map` (by `last`) in one go, so a flood of new
-/// sources costs amortized O(1) each.
-fn evict_oldest<V>(map: &mut FxHashMap<IpAddr, V>, max: usize, last: impl Fn(&V) -> u64) {
-    let mut by_age: Vec<(u64, IpAddr)> = map.iter().map(|(a, v)| (last(v), *a)).collect();
-    let n = (max / 10).max(1).min(by_age.len());
+/// sources costs amortized O(1) each. `scratch` is kept between calls: a fresh vector of every
+/// source each time made the kernel zero megabytes of new pages per eviction.
+fn evict_oldest<V>(
+    map: &mut FxHashMap<IpAddr, V>,
+    max: usize,
+    last: impl Fn(&V) -> u64,
+    scratch: &mut Vec<(u64, IpAddr)>,
+) {
+    scratch.clear();
+    scratch.extend(map.iter().map(|(a, v)| (last(v), *a)));
+    let n = (max / 10).max(1).min(scratch.len());
     if n == 0 {
         return;
     }
-    by_age.select_nth_unstable(n - 1);
-    for (_, a) in by_age.into_iter().take(n) {
-        map.remove(&a);
+    scratch.select_nth_unstable(n - 1);
+    for (_, a) in &scratch[..n] {
+        map.remove(a);
     }
+}
+
+/// Sets `slot` to `value`, reusing its buffer: a page slot recycled under a flood of new paths
+/// then allocates nothing.
+fn reuse(slot: &mut String, value: &str) {
+    slot.clear();
+    slot.push_str(value);
 }
 
 fn fx(s: &str) -> u64 {
@@ -385,9 +404,10 @@ fn fx(s: &str) -> u64 {
 impl Detector {
     /// A detector with `cfg`.
     pub fn new(cfg: DetectorConfig) -> Self {
+        let max_sources = cfg.max_sources;
         Self {
             cfg,
-            sources: FxHashMap::default(),
+            sources: SourceTable::new(max_sources),
             pages: Vec::new(),
             page_index: HashTable::new(),
             page_hasher: foldhash::fast::RandomState::default(),
@@ -397,8 +417,10 @@ impl Detector {
             last_tick_ns: None,
             events: 0,
             fingerprints: FxHashMap::default(),
-            tls_sources: FxHashMap::default(),
+            tls_sources: SourceTable::new(max_sources),
             logged: FxHashMap::default(),
+            scratch: Vec::new(),
+            page_scratch: Vec::new(),
         }
     }
 
@@ -478,14 +500,11 @@ impl Detector {
             ps.last_ns = ps.last_ns.max(now);
             ps.from_log = ev.origin == Origin::Log;
         }
-        if self.sources.len() >= self.cfg.max_sources && !self.sources.contains_key(&ev.src) {
-            evict_oldest(&mut self.sources, self.cfg.max_sources, |s| s.last_ns);
-        }
         let generation = page.map_or(0, |p| self.pages[p as usize].generation);
-        let s = self.sources.entry(ev.src).or_insert_with(|| SourceState {
-            last_ns: now,
-            ..SourceState::default()
-        });
+        let (s, new) = self.sources.touch(ev.src, now);
+        if new {
+            s.last_ns = now;
+        }
         s.pages.forget_recycled(&self.pages);
         let factor = decay_factor(s.last_ns, now, tau);
         s.requests = s.requests * factor + 1.0;
@@ -534,19 +553,19 @@ impl Detector {
         if let Some(id) = self.page_index.find(hash, same) {
             return *id;
         }
-        let key = Page {
-            site,
-            host: host.map(str::to_owned),
-            path: path.to_owned(),
-            handshakes,
-        };
         if self.pages.len() >= self.cfg.max_pages_tracked && self.free_pages.is_empty() {
             self.evict_pages();
         }
         let id = match self.free_pages.pop() {
             Some(i) => {
                 let slot = &mut self.pages[i as usize];
-                slot.page = key;
+                slot.page.site = site;
+                match (&mut slot.page.host, host) {
+                    (Some(old), Some(new)) => reuse(old, new),
+                    (old, new) => *old = new.map(str::to_owned),
+                }
+                reuse(&mut slot.page.path, path);
+                slot.page.handshakes = handshakes;
                 slot.generation = slot.generation.wrapping_add(1);
                 slot.count = 0.0;
                 slot.last_ns = now;
@@ -557,7 +576,12 @@ impl Detector {
             }
             None => {
                 self.pages.push(PageState {
-                    page: key,
+                    page: Page {
+                        site,
+                        host: host.map(str::to_owned),
+                        path: path.to_owned(),
+                        handshakes,
+                    },
                     generation: 0,
                     count: 0.0,
                     last_ns: now,
@@ -580,20 +604,21 @@ impl Detector {
     /// go, so a flood of random paths costs amortized O(log n) per new page.
     fn evict_pages(&mut self) {
         let named: BTreeSet<&Page> = self.swarms.iter().flat_map(|s| &s.pages).collect();
-        let mut by_age: Vec<(u64, u32)> = self
-            .pages
-            .iter()
-            .enumerate()
-            .filter(|(_, p)| !named.contains(&p.page))
-            .map(|(i, p)| (p.last_ns, i as u32))
-            .collect();
+        let by_age = &mut self.page_scratch;
+        by_age.clear();
+        by_age.extend(
+            self.pages
+                .iter()
+                .enumerate()
+                .filter(|(_, p)| !named.contains(&p.page))
+                .map(|(i, p)| (p.last_ns, i as u32)),
+        );
         if by_age.is_empty() {
             return;
         }
         let n = (self.cfg.max_pages_tracked / 10).clamp(1, by_age.len());
-        let nth = n - 1;
-        by_age.select_nth_unstable(nth);
-        for (_, i) in by_age.into_iter().take(n) {
+        by_age.select_nth_unstable(n - 1);
+        for &(_, i) in &by_age[..n] {
             let p = &self.pages[i as usize].page;
             let hash = hash_page(
                 &self.page_hasher,
