@@ -19,13 +19,30 @@ pub(super) struct Candidate {
 }
 
 impl Detector {
+    /// Forgets, from the watch lists, the sources gone from their tables or whose decayed
+    /// counts fell below the bar by `now_ns`.
+    pub(super) fn prune_watch(&mut self, now_ns: u64) {
+        let tau = self.cfg.window.as_nanos() as f64;
+        let (sources, min) = (&self.sources, self.cfg.min_requests);
+        self.watch.retain(|a| {
+            sources
+                .get(a)
+                .is_some_and(|s| s.requests * decay_factor(s.last_ns, now_ns, tau) >= min)
+        });
+        self.prune_tls_watch(now_ns);
+    }
+
     /// The sources that at `now_ns` made at least `min_requests` requests, at least
     /// `concentration` of them to at most `max_pages` pages, at least `min_repeat` per page,
     /// almost no asset requests, and hit at least one `hot` page.
     pub(super) fn candidates(&self, now_ns: u64, hot: &[bool]) -> Vec<Candidate> {
         let tau = self.cfg.window.as_nanos() as f64;
         let mut cands: Vec<Candidate> = Vec::new();
-        for (addr, s) in self.sources.iter() {
+        for (addr, s) in self
+            .watch
+            .iter()
+            .filter_map(|a| Some((a, self.sources.get(a)?)))
+        {
             let f = decay_factor(s.last_ns, now_ns, tau);
             let requests = s.requests * f;
             if requests < self.cfg.min_requests {

@@ -95,6 +95,19 @@ impl Detector {
             note_recent(&mut s.ja4s, fp_hash(&fp), now);
         }
         s.other += s.names.count(page, generation, now);
+        if s.handshakes >= self.cfg.min_handshakes {
+            self.tls_watch.insert(ev.src);
+        }
+    }
+
+    /// Forgets, from the handshake watch list, the sources gone or under `min_handshakes`.
+    pub(super) fn prune_tls_watch(&mut self, now_ns: u64) {
+        let tau = self.cfg.window.as_nanos() as f64;
+        let (tls, min) = (&self.tls_sources, self.cfg.min_handshakes);
+        self.tls_watch.retain(|a| {
+            tls.get(a)
+                .is_some_and(|s| s.handshakes * decay_factor(s.last_ns, now_ns, tau) >= min)
+        });
     }
 
     /// Sources tracked for their handshakes.
@@ -132,7 +145,11 @@ impl Detector {
     pub(super) fn handshake_candidates(&self, now_ns: u64, hot: &[bool]) -> Vec<Candidate> {
         let tau = self.cfg.window.as_nanos() as f64;
         let mut cands = Vec::new();
-        for (addr, s) in self.tls_sources.iter() {
+        for (addr, s) in self
+            .tls_watch
+            .iter()
+            .filter_map(|a| Some((a, self.tls_sources.get(a)?)))
+        {
             let f = decay_factor(s.last_ns, now_ns, tau);
             let handshakes = s.handshakes * f;
             if handshakes < self.cfg.min_handshakes

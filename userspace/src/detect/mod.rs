@@ -30,7 +30,7 @@ use std::{
 };
 
 use hashbrown::HashTable;
-use rustc_hash::FxHashMap;
+use rustc_hash::{FxHashMap, FxHashSet};
 use smallvec::SmallVec;
 
 use crate::l7::{Kind, Origin, RequestEvent, ja4::Fingerprint};
@@ -297,6 +297,11 @@ pub struct Detector {
     tls_sources: SourceTable<handshakes::TlsSource>,
     /// Sites access-log lines named lately, with the time of the last line.
     logged: FxHashMap<Site, u64>,
+    /// The sources whose decayed request (handshake) count reached `min_requests`
+    /// (`min_handshakes`) at their last event: the only ones that can be candidates, since the
+    /// counts only decay between events. A tick looks at these, not at every source.
+    watch: FxHashSet<IpAddr>,
+    tls_watch: FxHashSet<IpAddr>,
     /// Kept between evictions (see [`evict_oldest`]).
     scratch: Vec<(u64, IpAddr)>,
     page_scratch: Vec<(u64, u32)>,
@@ -419,6 +424,8 @@ impl Detector {
             fingerprints: FxHashMap::default(),
             tls_sources: SourceTable::new(max_sources),
             logged: FxHashMap::default(),
+            watch: FxHashSet::default(),
+            tls_watch: FxHashSet::default(),
             scratch: Vec::new(),
             page_scratch: Vec::new(),
         }
@@ -528,6 +535,9 @@ impl Detector {
         match page {
             None => s.assets += 1.0,
             Some(p) => s.other_pages += s.pages.count(p, generation, now),
+        }
+        if s.requests >= self.cfg.min_requests {
+            self.watch.insert(ev.src);
         }
     }
 
@@ -641,6 +651,7 @@ impl Detector {
             .map_or(0.0, |l| now_ns.saturating_sub(l) as f64 / 1e9);
         self.last_tick_ns = Some(now_ns);
         self.forget_logged(now_ns);
+        self.prune_watch(now_ns);
         let hot = self.update_pages(now_ns, dt);
         let mut cands = self.candidates(now_ns, &hot);
         cands.extend(self.handshake_candidates(now_ns, &hot));
