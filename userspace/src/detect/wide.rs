@@ -11,8 +11,10 @@
 //! - **per source**, over [`WideConfig::window`] (5 min): the times of its last few page
 //!   fetches without a Referer, and when it last fetched a sub-resource, sent a Referer or
 //!   fetched a third page. A source is *narrow* when it fetched one or two pages at least
-//!   [`WideConfig::min_hits`] times in that window and did nothing else: no asset, no Referer,
-//!   no other page, and not several User-Agents (a shared address);
+//!   [`WideConfig::min_hits`] times in that window, those fetches spanning at least the short
+//!   window (it stayed low-rate: a fast bot's first seconds are not wide evidence), and did
+//!   nothing else: no asset, no Referer, no other page, and not several User-Agents (a shared
+//!   address);
 //! - a narrow source whose page runs hot on distinct sources, and that stays under the
 //!   per-source bar (over it, it is a request candidate), is a candidate; candidates are
 //!   clustered by page as usual, and a cluster is a swarm when it has
@@ -290,10 +292,24 @@ impl Detector {
         let agents_window = self.cfg.window.as_secs() as u32;
         let min_hits = cfg.min_hits.clamp(1, WIDE_HITS);
         let tau = self.cfg.window.as_nanos() as f64;
+        let short = self.cfg.window.as_secs() as u32;
         let mut cands = Vec::new();
         for (addr, s) in &self.wide.sources {
-            let hits = s.hits.iter().filter(|t| within(**t, now, window)).count();
+            let mut recent: Vec<u32> = s
+                .hits
+                .iter()
+                .copied()
+                .filter(|t| within(*t, now, window))
+                .collect();
+            let hits = recent.len();
             if hits < min_hits || within(s.broad, now, window) || within(s.other, now, window) {
+                continue;
+            }
+            // Low rate over minutes: its last `min_hits` fetches span at least the short
+            // window. A fast bot's first seconds (or the tail of its burst) are dense, and
+            // the request candidates judge those.
+            recent.sort_unstable_by(|a, b| b.cmp(a));
+            if recent[0] - recent[min_hits - 1] < short {
                 continue;
             }
             let agents = s
