@@ -295,13 +295,9 @@ impl Detector {
         let short = self.cfg.window.as_secs() as u32;
         let mut cands = Vec::new();
         for (addr, s) in &self.wide.sources {
-            let mut recent: Vec<u32> = s
-                .hits
-                .iter()
-                .copied()
-                .filter(|t| within(*t, now, window))
-                .collect();
-            let hits = recent.len();
+            // Newest first; fetches outside the window count as never (0, sorted last).
+            let mut recent = s.hits.map(|t| if within(t, now, window) { t } else { 0 });
+            let hits = recent.iter().filter(|t| **t != 0).count();
             if hits < min_hits || within(s.broad, now, window) || within(s.other, now, window) {
                 continue;
             }
