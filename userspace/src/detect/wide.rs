@@ -37,7 +37,7 @@ use std::{
     time::Duration,
 };
 
-use rustc_hash::FxHashMap;
+use rustc_hash::{FxHashMap, FxHashSet};
 
 use super::{
     Basis, Detector, HANDSHAKE_JA4S, Site, candidates::Candidate, evict_oldest, evidence::Found,
@@ -173,6 +173,15 @@ impl WidePage {
 pub(super) struct Wide {
     sources: FxHashMap<IpAddr, WideSource>,
     pages: Vec<WidePage>,
+    /// The sources with `min_hits` fetches within the window at their last fetch: only they
+    /// can be candidates (fetches only age between events), so a tick reads these, not every
+    /// source. Pruned at each tick; never more than `sources`.
+    watch: FxHashSet<IpAddr>,
+}
+
+/// How many of `hits` fall within `window` seconds of `now`.
+fn hits_within(hits: &[u32; WIDE_HITS], now: u32, window: u32) -> usize {
+    hits.iter().filter(|t| within(**t, now, window)).count()
 }
 
 impl Detector {
@@ -202,15 +211,18 @@ impl Detector {
             s.broad = now;
             return;
         };
+        let window = cfg.window.as_secs() as u32;
         if referred {
             s.broad = now;
         } else {
             s.hits[usize::from(s.next_hit) % WIDE_HITS] = now;
             s.next_hit = s.next_hit.wrapping_add(1) % WIDE_HITS as u8;
+            if hits_within(&s.hits, now, window) >= cfg.min_hits.clamp(1, WIDE_HITS) {
+                self.wide.watch.insert(ev.src);
+            }
         }
         let generation = self.pages[page as usize].generation;
         let minute = now / 60;
-        let window = cfg.window.as_secs() as u32;
         let slot = match s
             .pages
             .iter()
@@ -294,7 +306,14 @@ impl Detector {
         let tau = self.cfg.window.as_nanos() as f64;
         let short = self.cfg.window.as_secs() as u32;
         let mut cands = Vec::new();
-        for (addr, s) in &self.wide.sources {
+        let Wide { sources, watch, .. } = &mut self.wide;
+        watch.retain(|a| {
+            sources
+                .get(a)
+                .is_some_and(|s| hits_within(&s.hits, now, window) >= min_hits)
+        });
+        let (sources, watch) = (&self.wide.sources, &self.wide.watch);
+        for (addr, s) in watch.iter().filter_map(|a| Some((a, sources.get(a)?))) {
             // Newest first; fetches outside the window count as never (0, sorted last).
             let mut recent = s.hits.map(|t| if within(t, now, window) { t } else { 0 });
             let hits = recent.iter().filter(|t| **t != 0).count();
@@ -829,6 +848,8 @@ mod tests {
             }
         }
         assert!(d.tracked_wide_sources() <= 1000);
+        // One-off sources never reach the watch list: a tick under a flood reads nobody.
+        assert!(d.wide.watch.is_empty(), "{}", d.wide.watch.len());
         assert!(d.wide.pages.len() <= 500);
         // The bound stated in the module docs.
         let size = std::mem::size_of::<(IpAddr, super::WideSource)>();
