@@ -37,7 +37,9 @@
 //! | NAT gateway (80 users) | 198.51.100.250 |
 //! | crawler | 198.51.100.200 |
 //! | bots | 192.0.2.1–.199 (90), 100.64.0.0/24 (50), one each in 30 other /24s of 100.64.0.0/16, 2001:db8:bad:1::/64 (20), ten other /64s of 2001:db8:bad::/48 |
+//! | wide-swarm bots | ten each in 180 /24s of 198.18.0.0/16, 192.0.2.1–.199 (20), 2001:db8:bad:1::/64 (100), 80 other /64s of 2001:db8:bad::/48 |
 //!
+//! 198.18.0.0/15 is RFC 2544's benchmarking range: never a real source.
 //! 100.64.0.0/16 is RFC 6598 *shared address space* (carrier-grade NAT): a real source there may
 //! be many subscribers. [`Labels::shared_address_space`] says when a capture uses it.
 //!
@@ -111,6 +113,10 @@ pub const CRAWLER_UA: &str =
 pub const VISITORS: usize = 60;
 /// Bots of the swarm scenarios.
 pub const BOTS: usize = 200;
+/// Bots of [`Scenario::WideSwarm`].
+pub const WIDE_BOTS: usize = 2000;
+/// The page [`Scenario::WideSwarm`] hammers.
+pub const WIDE_PAGE: &str = "/gallery/3";
 /// New visitors of [`Scenario::FlashCrowd`].
 pub const FLASH_VISITORS: usize = 800;
 /// When the swarm (or the flash crowd) starts, µs after [`EPOCH_US`].
@@ -165,11 +171,15 @@ pub enum Scenario {
     /// Browsing plus the swarm's 200 bots attacking `blog.example`'s `/post/3` and `/post/4`;
     /// `shop.example` sees only legitimate traffic.
     MultiTenant,
+    /// Browsing plus a wide, low-rate swarm: from t = 60 s to 300 s, 2000 bots each fetch
+    /// `shop.example`'s [`WIDE_PAGE`] once every 30–60 s with a random query string (HTML only,
+    /// no Referer), about 50 requests/s in all, while no bot ever sends 8 requests in 30 s.
+    WideSwarm,
 }
 
 impl Scenario {
     /// Every scenario, in a fixed order.
-    pub fn all() -> [Scenario; 6] {
+    pub fn all() -> [Scenario; 7] {
         [
             Scenario::Browsing,
             Scenario::Swarm,
@@ -177,11 +187,12 @@ impl Scenario {
             Scenario::Nat,
             Scenario::Crawler,
             Scenario::MultiTenant,
+            Scenario::WideSwarm,
         ]
     }
 
     /// The scenario's name, as [`FromStr`] accepts it and as its pcap is named:
-    /// `browsing`, `swarm`, `flash-crowd`, `nat`, `crawler`, `multi-tenant`.
+    /// `browsing`, `swarm`, `flash-crowd`, `nat`, `crawler`, `multi-tenant`, `wide-swarm`.
     pub fn name(self) -> &'static str {
         match self {
             Scenario::Browsing => "browsing",
@@ -190,12 +201,16 @@ impl Scenario {
             Scenario::Nat => "nat",
             Scenario::Crawler => "crawler",
             Scenario::MultiTenant => "multi-tenant",
+            Scenario::WideSwarm => "wide-swarm",
         }
     }
 
     /// Whether the scenario holds a bot swarm.
     pub fn has_swarm(self) -> bool {
-        matches!(self, Scenario::Swarm | Scenario::MultiTenant)
+        matches!(
+            self,
+            Scenario::Swarm | Scenario::MultiTenant | Scenario::WideSwarm
+        )
     }
 }
 
@@ -364,6 +379,7 @@ pub fn generate(s: Scenario, seed: u64) -> (Vec<(u64, Vec<u8>)>, Labels) {
             &["/gallery/7", "/gallery/8"],
         ),
         Scenario::MultiTenant => swarm(&mut g, &mut labels, &sites[1], &["/post/3", "/post/4"]),
+        Scenario::WideSwarm => wide_swarm(&mut g, &mut labels, &sites[0]),
         Scenario::FlashCrowd => {
             let crowd = flash_addresses(&mut Rng::new(seed, "addresses/flash"), &visitors);
             for (i, &ip) in crowd.iter().enumerate() {
@@ -1863,6 +1879,102 @@ fn swarm(g: &mut Gen, labels: &mut Labels, site: &SitePlan, pages: &[&str]) {
     labels.shared_address_space = vec!["100.64.0.0/16".into()];
 }
 
+/// The kinds of [`Scenario::WideSwarm`]'s bots: none sends a Referer.
+const WIDE_KINDS: [BotKind; 3] = [
+    BotKind {
+        ua: "python-requests/2.31.0",
+        weight: 50,
+        policy: KEEP_ALIVE,
+        cache_bust: true,
+        style: BotStyle::Requests,
+    },
+    BotKind {
+        ua: "curl/8.5.0",
+        weight: 20,
+        policy: CLOSE,
+        cache_bust: true,
+        style: BotStyle::Curl,
+    },
+    BotKind {
+        ua: "Mozilla/5.0 (Windows NT 10.0; Win64; x64; rv:109.0) Gecko/20100101 Firefox/115.0",
+        weight: 30,
+        policy: CLOSE,
+        cache_bust: true,
+        style: BotStyle::FirefoxLike,
+    },
+];
+
+/// [`Scenario::WideSwarm`]'s 2000 bots (see the module docs for the layout).
+pub(crate) fn wide_bot_addresses(rng: &mut Rng) -> Vec<IpAddr> {
+    let mut out = Vec::with_capacity(WIDE_BOTS);
+    let mut nets: Vec<u8> = (0..=255).collect();
+    rng.shuffle(&mut nets);
+    for &net in &nets[..180] {
+        let mut hosts: Vec<u8> = (1..=254).collect();
+        rng.shuffle(&mut hosts);
+        out.extend(
+            hosts[..10]
+                .iter()
+                .map(|&h| IpAddr::V4(Ipv4Addr::new(198, 18, net, h))),
+        );
+    }
+    let mut hosts: Vec<u8> = (1..=199).collect();
+    rng.shuffle(&mut hosts);
+    out.extend(
+        hosts[..20]
+            .iter()
+            .map(|&h| IpAddr::V4(Ipv4Addr::new(192, 0, 2, h))),
+    );
+    let mut seen = BTreeSet::new();
+    while seen.len() < 100 {
+        seen.insert(v6([0x2001, 0x0db8, 0x0bad, 1], random_iid(rng)));
+    }
+    out.extend(seen);
+    let mut subnets: Vec<u16> = (2..=0xff).collect();
+    rng.shuffle(&mut subnets);
+    for &subnet in &subnets[..WIDE_BOTS - out.len()] {
+        out.push(v6([0x2001, 0x0db8, 0x0bad, subnet], random_iid(rng)));
+    }
+    out
+}
+
+/// 2000 bots from t = 60 s to 300 s, each fetching [`WIDE_PAGE`] of `site` once every 30–60 s
+/// with a random query string; fills the swarm's labels.
+fn wide_swarm(g: &mut Gen, labels: &mut Labels, site: &SitePlan) {
+    let seed = g.seed;
+    let site_idx = usize::from(site.addr != SHOP);
+    let mut bots = wide_bot_addresses(&mut Rng::new(seed, "addresses/wide-bots"));
+    let referer = site.origin();
+    let weights: Vec<u32> = WIDE_KINDS.iter().map(|k| k.weight).collect();
+    let end = EVENT_START_US + 240 * SECOND;
+    for (i, &ip) in bots.iter().enumerate() {
+        let mut rng = Rng::new(seed, &format!("wide-bot/{i}"));
+        let kind = &WIDE_KINDS[rng.weighted(&weights)];
+        let ports = g.new_ports(&mut rng, false);
+        let mut c = Client::browser(ip, ports, rng);
+        c.bot = true;
+        c.ttl = 64 - c.rng.range(8, 22) as u8;
+        c.rtt_us = c.rng.range(20 * MS, 200 * MS);
+        let mut t = EVENT_START_US + c.rng.range(0, 45 * SECOND);
+        while t < end {
+            let target = format!("{WIDE_PAGE}?r={}", c.rng.next_u64() % 10_000_000_000);
+            let req = bot_request(kind, &target, site, &referer);
+            let reply = Dest::Document.reply_bytes(&mut c.rng);
+            let dst = site.addr_for(c.ip);
+            g.send(&mut c, site_idx, dst, 0, t, &req, reply, kind.policy);
+            t += c.rng.range(30 * SECOND, 60 * SECOND);
+        }
+    }
+    bots.sort();
+    labels.swarm_members = bots;
+    labels.attacked_site = Some(site.addr);
+    labels.attacked_site_addrs = vec![site.addr, site.addr6];
+    labels.attacked_host = Some(site.host.to_owned());
+    labels.attacked_pages = vec![WIDE_PAGE.to_owned()];
+    labels.bot_only_prefixes = vec!["2001:db8:bad:1::/64".into(), "2001:db8:bad::/48".into()];
+    labels.mixed_prefixes = vec!["192.0.2.0/24".into()];
+}
+
 // ---------------------------------------------------------------------------------------------
 // The crawler
 // ---------------------------------------------------------------------------------------------
@@ -1948,7 +2060,7 @@ mod tests {
 
     /// Every frame of a scenario, decoded and checked once.
     fn segments(s: Scenario) -> &'static [Seg] {
-        static DECODED: [OnceLock<Vec<Seg>>; 6] = [const { OnceLock::new() }; 6];
+        static DECODED: [OnceLock<Vec<Seg>>; 7] = [const { OnceLock::new() }; 7];
         DECODED[index(s)].get_or_init(|| cached(s).0.iter().map(|(ts, f)| decode(*ts, f)).collect())
     }
 
@@ -2065,7 +2177,7 @@ mod tests {
 
     /// Every request of a scenario, decoded: (segment, request).
     fn requests(s: Scenario) -> &'static [(Seg, Req)] {
-        static DECODED: [OnceLock<Vec<(Seg, Req)>>; 6] = [const { OnceLock::new() }; 6];
+        static DECODED: [OnceLock<Vec<(Seg, Req)>>; 7] = [const { OnceLock::new() }; 7];
         DECODED[index(s)].get_or_init(|| {
             segments(s)
                 .iter()
@@ -2267,6 +2379,36 @@ mod tests {
     }
 
     #[test]
+    fn the_wide_swarm_hammers_one_page_while_every_bot_stays_under_every_per_source_bar() {
+        let s = Scenario::WideSwarm;
+        let members: BTreeSet<IpAddr> = cached(s).1.swarm_members.iter().copied().collect();
+        let mut times: std::collections::BTreeMap<IpAddr, Vec<u64>> = Default::default();
+        for (seg, req) in requests(s).iter().filter(|r| members.contains(&r.0.src)) {
+            let (path, query) = req.target.split_once('?').expect("a random query string");
+            assert_eq!(path, WIDE_PAGE);
+            assert!(query.starts_with("r="), "{query}");
+            assert!(
+                !req.headers
+                    .iter()
+                    .any(|(k, _)| k.eq_ignore_ascii_case("referer")),
+                "{req:?}"
+            );
+            times.entry(seg.src).or_default().push(seg.ts);
+        }
+        assert_eq!(times.len(), WIDE_BOTS, "every bot fetches the page");
+        // No bot gets near 8 requests in 30 s (nor 2 in 30 s: each waits 30–60 s).
+        for (bot, ts) in &times {
+            assert!(
+                ts.windows(2).all(|w| w[1] - w[0] >= 30 * SECOND),
+                "{bot}: {ts:?}"
+            );
+        }
+        let all: usize = times.values().map(Vec::len).sum();
+        let rps = all as f64 / 240.0;
+        assert!((35.0..70.0).contains(&rps), "{rps} req/s on the page");
+    }
+
+    #[test]
     fn labels_are_consistent_with_the_traffic() {
         for s in Scenario::all() {
             let (_, labels) = cached(s);
@@ -2288,9 +2430,14 @@ mod tests {
             assert_eq!(labels.scenario, s.name());
             assert_eq!(labels.seed, SEED);
             if s.has_swarm() {
-                assert_eq!(labels.swarm_members.len(), BOTS);
+                let (bots, pages) = if s == Scenario::WideSwarm {
+                    (WIDE_BOTS, 1)
+                } else {
+                    (BOTS, 2)
+                };
+                assert_eq!(labels.swarm_members.len(), bots);
                 assert!(labels.attacked_site.is_some());
-                assert_eq!(labels.attacked_pages.len(), 2);
+                assert_eq!(labels.attacked_pages.len(), pages);
                 for p in &labels.bot_only_prefixes {
                     let inside: Vec<_> = sources.iter().filter(|a| in_prefix(**a, p)).collect();
                     assert!(inside.len() >= 10, "{s}: {p} holds {}", inside.len());
@@ -2300,9 +2447,10 @@ mod tests {
                     );
                 }
                 assert!(
-                    labels
-                        .bot_only_prefixes
-                        .contains(&"100.64.0.0/24".to_owned())
+                    s == Scenario::WideSwarm
+                        || labels
+                            .bot_only_prefixes
+                            .contains(&"100.64.0.0/24".to_owned())
                 );
                 for p in &labels.mixed_prefixes {
                     assert!(
@@ -2329,11 +2477,12 @@ mod tests {
             }
             assert_eq!(!labels.nat.is_empty(), s == Scenario::Nat);
             assert_eq!(!labels.crawlers.is_empty(), s == Scenario::Crawler);
-            // Everything is from documentation (or shared) space.
+            // Everything is from documentation (or shared, or benchmarking) space.
             let documentation = [
                 "198.51.100.0/24",
                 "192.0.2.0/24",
                 "100.64.0.0/16",
+                "198.18.0.0/15",
                 "2001:db8:100::/64",
                 "2001:db8:bad::/48",
             ];

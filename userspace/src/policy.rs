@@ -155,7 +155,13 @@ impl Policy {
         // Who else lives in each /24 or /64: a prefix is collapsed only if all are members.
         // (seen, members); a source may come twice (requests and handshakes): count it once.
         let mut seen: BTreeMap<IpNet, (usize, usize)> = BTreeMap::new();
-        let addrs: BTreeSet<IpAddr> = detector.sources().map(|(a, _, _)| a).collect();
+        // The detector's record of each prefix's residents counts too: the source table may
+        // have evicted a quiet neighbour under a flood.
+        let addrs: BTreeSet<IpAddr> = detector
+            .sources()
+            .map(|(a, _, _)| a)
+            .chain(detector.neighbours())
+            .collect();
         for addr in addrs {
             let e = seen.entry(prefix_of(addr)).or_default();
             e.0 += 1;
@@ -404,5 +410,62 @@ mod tests {
             again.rules, first.rules,
             "no offence counted for a rule never pushed"
         );
+    }
+
+    #[test]
+    fn a_prefix_is_not_collapsed_over_a_legitimate_neighbour_the_flood_evicted() {
+        use crate::l7::RequestEvent;
+        let cfg = crate::detect::DetectorConfig {
+            max_sources: 300,
+            ..crate::detect::DetectorConfig::default()
+        };
+        let mut det = Detector::new(cfg);
+        let req = |ts_s: u64, src: IpAddr| RequestEvent {
+            ts_ns: ts_s * 1_000_000_000,
+            src,
+            dst: "203.0.113.10".parse().unwrap(),
+            dst_port: 80,
+            host: Some("shop.example".into()),
+            path: "/gallery/7".into(),
+            ..RequestEvent::default()
+        };
+        let neighbours: [IpAddr; 2] = [
+            "192.0.2.200".parse().unwrap(),
+            "2001:db8:bad:1::ffff".parse().unwrap(),
+        ];
+        for n in neighbours {
+            det.observe(&req(1, n));
+        }
+        let bots: Vec<IpAddr> = (1..=20u16)
+            .flat_map(|h| {
+                [
+                    IpAddr::from([192, 0, 2, h as u8]),
+                    IpAddr::from([0x2001, 0xdb8, 0xbad, 1, 0, 0, 0, h]),
+                ]
+            })
+            .collect();
+        for b in &bots {
+            det.observe(&req(2, *b));
+        }
+        // A flood of one-off sources elsewhere pushes everyone out of the source table.
+        for i in 0..3000u32 {
+            det.observe(&req(3, IpAddr::V4(((10u32 << 24) | i).into())));
+        }
+        let tracked: BTreeSet<IpAddr> = det.sources().map(|(a, _, _)| a).collect();
+        assert!(
+            neighbours.iter().all(|n| !tracked.contains(n)),
+            "the flood was meant to evict the neighbours"
+        );
+        let mut s = swarm(bots[0]);
+        s.members = bots.iter().copied().collect();
+        s.active = s.members.clone();
+        let plan = Policy::new(PolicyConfig::default()).plan(&s, &det, &Guards::default(), 0);
+        let nets: Vec<&PlannedRule> = plan
+            .rules
+            .iter()
+            .filter(|r| matches!(r.target, Target::Net(_)))
+            .collect();
+        assert!(nets.is_empty(), "collapsed over a neighbour: {nets:?}");
+        assert_eq!(plan.rules.len(), bots.len());
     }
 }

@@ -231,6 +231,14 @@ fn multi_tenant_swarm_is_scoped_to_the_attacked_site() {
 }
 
 #[test]
+fn a_wide_low_rate_swarm_is_found_and_blocked_surgically() {
+    // 2000 bots, each under every per-source bar (one fetch per 30–60 s): the evidence is the
+    // page's distinct sources per minute and each bot's narrow fetches over minutes.
+    check_swarm(Scenario::WideSwarm);
+    check_swarm_from(Scenario::WideSwarm, Input::Combined);
+}
+
+#[test]
 fn browsing_is_left_alone() {
     check_quiet(Scenario::Browsing);
 }

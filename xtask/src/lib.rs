@@ -118,14 +118,15 @@ pub enum Commands {
     /// Write labelled traffic scenarios as pcaps and access logs, for `swarmwall analyze` and
     /// its tests.
     ///
-    /// Writes browsing, swarm, flash-crowd, nat, crawler and multi-tenant (or only the one
+    /// Writes browsing, swarm, flash-crowd, nat, crawler, multi-tenant and wide-swarm (or only the one
     /// `--only` names) as `<name>.pcap` (Ethernet, µs timestamps) and as the web server's
     /// `<name>.access.log` (nginx `combined` plus `$host $server_addr $server_port`), each with
     /// the ground truth — swarm members, attacked site and pages, legitimate sources — in
     /// `<file>.labels.json`; and the HTTPS scenarios https-browsing, https-swarm,
     /// https-flash-crowd and https-nat as pcaps of TLS ClientHellos (no log: what the kernel
     /// sees of an HTTPS site). Deterministic: the same `--seed` writes the same bytes. Needs no
-    /// root and no eBPF toolchain; all addresses are documentation addresses.
+    /// root and no eBPF toolchain; all addresses are documentation addresses (and, for
+    /// wide-swarm's 2000 bots, RFC 2544 benchmarking addresses).
     ///
     /// Example: `cargo xtask scenarios --only swarm && swarmwall analyze target/scenarios/swarm.pcap`
     Scenarios(scenarios_cmd::ScenariosArgs),

@@ -11,16 +11,16 @@ use crate::l7::ja4::Fingerprint;
 
 /// What one cluster of candidates amounts to.
 pub(super) struct Found {
-    basis: Basis,
-    members: BTreeSet<IpAddr>,
-    member_site: BTreeMap<IpAddr, Site>,
-    member_ja4: BTreeMap<IpAddr, Fingerprint>,
-    sites: Vec<Site>,
-    pages: Vec<Page>,
-    rate: f64,
-    onset: u64,
-    confidence: f64,
-    evidence: Vec<String>,
+    pub(super) basis: Basis,
+    pub(super) members: BTreeSet<IpAddr>,
+    pub(super) member_site: BTreeMap<IpAddr, Site>,
+    pub(super) member_ja4: BTreeMap<IpAddr, Fingerprint>,
+    pub(super) sites: Vec<Site>,
+    pub(super) pages: Vec<Page>,
+    pub(super) rate: f64,
+    pub(super) onset: u64,
+    pub(super) confidence: f64,
+    pub(super) evidence: Vec<String>,
 }
 
 /// The request rate to a cluster's pages and their baseline.

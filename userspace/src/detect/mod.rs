@@ -40,15 +40,18 @@ mod clustering;
 mod evidence;
 mod fingerprints;
 mod handshakes;
+mod neighbours;
 mod page_counts;
 mod pages;
 mod table;
+mod wide;
 
 use page_counts::{PageCounts, decay_factor};
 use table::SourceTable;
 
 pub use fingerprints::{Family, JA4_EVIDENCE_SHARE, JA4_TOP};
 pub use handshakes::HANDSHAKE_JA4S;
+pub use wide::{WIDE_HITS, WideConfig};
 
 /// Pages remembered per source; a source with more distinct pages is not concentrated anyway.
 pub const MAX_TRACKED_PAGES: usize = 6;
@@ -95,6 +98,11 @@ pub struct DetectorConfig {
     /// Sites an access log covers (`[[sources.log]]` `site`): their handshakes add evidence,
     /// the log's requests decide. Sites whose log lines name them are learnt as they come.
     pub logged_sites: Vec<Site>,
+    /// Wide, low-rate swarms: evidence per page and over minutes (see [`wide`]).
+    pub wide: WideConfig,
+    /// Most /24 and /64 prefixes whose residents are remembered for the policy's prefix
+    /// collapse, beyond the source table (see [`Detector::neighbours`]).
+    pub max_prefixes: usize,
 }
 
 impl Default for DetectorConfig {
@@ -117,6 +125,8 @@ impl Default for DetectorConfig {
             shared_clients: 3,
             handshake_ja4_share: 0.8,
             logged_sites: Vec::new(),
+            wide: WideConfig::default(),
+            max_prefixes: 65_536,
         }
     }
 }
@@ -305,6 +315,10 @@ pub struct Detector {
     /// Kept between evictions (see [`evict_oldest`]).
     scratch: Vec<(u64, IpAddr)>,
     page_scratch: Vec<(u64, u32)>,
+    /// Per page and per source, the evidence of wide, low-rate swarms.
+    wide: wide::Wide,
+    /// A few residents of each /24 and /64, kept when the source table forgets them.
+    neighbours: neighbours::Neighbours,
 }
 
 fn decay(value: &mut f64, last: u64, now: u64, tau_ns: f64) {
@@ -411,6 +425,10 @@ impl Detector {
     pub fn new(cfg: DetectorConfig) -> Self {
         let max_sources = cfg.max_sources;
         Self {
+            neighbours: neighbours::Neighbours::new(
+                cfg.max_prefixes,
+                cfg.baseline_window.as_secs() as u32,
+            ),
             cfg,
             sources: SourceTable::new(max_sources),
             pages: Vec::new(),
@@ -428,6 +446,7 @@ impl Detector {
             tls_watch: FxHashSet::default(),
             scratch: Vec::new(),
             page_scratch: Vec::new(),
+            wide: wide::Wide::default(),
         }
     }
 
@@ -457,6 +476,13 @@ impl Detector {
             .chain(self.handshake_sources())
     }
 
+    /// A few sources of every /24 and /64 seen lately (at most `max_prefixes` prefixes of
+    /// [`neighbours::NEIGHBOURS`] each), which the source table may have evicted under a flood:
+    /// for policy, a prefix is all members only if these are too.
+    pub fn neighbours(&self) -> impl Iterator<Item = IpAddr> + '_ {
+        self.neighbours.addresses()
+    }
+
     /// Swarms detected so far.
     pub fn swarms(&self) -> &[Swarm] {
         &self.swarms
@@ -475,6 +501,7 @@ impl Detector {
     pub fn observe(&mut self, ev: &RequestEvent) {
         // The hello that carries a JA4 carries no page: remember it for the source's requests.
         let fp = ev.ja4.as_deref().and_then(Fingerprint::parse);
+        self.neighbours.note(ev.src, ev.ts_ns);
         if let Some(fp) = fp {
             self.note_ja4(ev.src, fp, ev.ts_ns);
         }
@@ -507,6 +534,7 @@ impl Detector {
             ps.last_ns = ps.last_ns.max(now);
             ps.from_log = ev.origin == Origin::Log;
         }
+        self.observe_wide(ev, page);
         let generation = page.map_or(0, |p| self.pages[p as usize].generation);
         let (s, new) = self.sources.touch(ev.src, now);
         if new {
@@ -666,6 +694,19 @@ impl Detector {
             {
                 changed.push(s);
             }
+        }
+        // Wide, low-rate swarms: clustered apart, so their evidence says what decided them.
+        let wide = self.wide_candidates(now_ns);
+        for idx in self.cluster(&wide) {
+            if let Some(found) = self.wide_evidence(now_ns, &wide, &idx)
+                && let Some(s) = self.merge(found, now_ns)
+            {
+                changed.retain(|c| c.id != s.id);
+                changed.push(s);
+            }
+        }
+        for s in &changed {
+            self.neighbours.mark_members(&s.members);
         }
         changed
     }
