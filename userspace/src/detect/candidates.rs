@@ -48,16 +48,18 @@ impl Detector {
             if requests < self.cfg.min_requests {
                 continue;
             }
+            // The cheap test first: most sources that browse load assets.
+            if s.assets * f / requests > self.cfg.max_asset_ratio {
+                continue;
+            }
             let (pages, top) = s.pages.top(&self.pages, f, self.cfg.max_pages);
             if pages.is_empty() {
                 continue;
             }
             let concentration = top / requests;
             let repeat = top / pages.len() as f64;
-            let assets = s.assets * f / requests;
             if concentration >= self.cfg.concentration
                 && repeat >= self.cfg.min_repeat
-                && assets <= self.cfg.max_asset_ratio
                 && pages
                     .iter()
                     .any(|p| hot.get(p.0 as usize).copied().unwrap_or(false))

@@ -308,8 +308,9 @@ pub struct Detector {
     /// Sites access-log lines named lately, with the time of the last line.
     logged: FxHashMap<Site, u64>,
     /// The sources whose decayed request (handshake) count reached `min_requests`
-    /// (`min_handshakes`) at their last event: the only ones that can be candidates, since the
-    /// counts only decay between events. A tick looks at these, not at every source.
+    /// (`min_handshakes`), with few enough assets, at their last event: the only ones that can
+    /// be candidates, since the counts only decay, and alike, between events. A tick looks at
+    /// these, not at every source.
     watch: FxHashSet<IpAddr>,
     tls_watch: FxHashSet<IpAddr>,
     /// Kept between evictions (see [`evict_oldest`]).
@@ -424,6 +425,7 @@ impl Detector {
     /// A detector with `cfg`.
     pub fn new(cfg: DetectorConfig) -> Self {
         let max_sources = cfg.max_sources;
+        let wide_sources = cfg.wide.max_sources;
         Self {
             neighbours: neighbours::Neighbours::new(
                 cfg.max_prefixes,
@@ -446,7 +448,7 @@ impl Detector {
             tls_watch: FxHashSet::default(),
             scratch: Vec::new(),
             page_scratch: Vec::new(),
-            wide: wide::Wide::default(),
+            wide: wide::Wide::new(wide_sources),
         }
     }
 
@@ -564,7 +566,10 @@ impl Detector {
             None => s.assets += 1.0,
             Some(p) => s.other_pages += s.pages.count(p, generation, now),
         }
-        if s.requests >= self.cfg.min_requests {
+        // Requests and assets decay alike, so their ratio holds until the next event: a
+        // source over the asset bar now cannot be a candidate before it sends another request.
+        if s.requests >= self.cfg.min_requests && s.assets <= self.cfg.max_asset_ratio * s.requests
+        {
             self.watch.insert(ev.src);
         }
     }

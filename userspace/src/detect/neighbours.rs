@@ -16,9 +16,7 @@
 
 use std::net::IpAddr;
 
-use rustc_hash::FxHashMap;
-
-use super::evict_oldest;
+use super::table::SourceTable;
 
 /// Addresses remembered per prefix.
 pub const NEIGHBOURS: usize = 4;
@@ -42,11 +40,8 @@ pub(super) struct Prefix {
 
 /// The record, per /24 and /64.
 pub(super) struct Neighbours {
-    prefixes: FxHashMap<IpAddr, Prefix>,
-    max: usize,
+    prefixes: SourceTable<Prefix>,
     keep_s: u32,
-    /// Kept between evictions (see `evict_oldest`).
-    scratch: Vec<(u64, IpAddr)>,
 }
 
 /// The /24 or /64 of `ip` (as its first address) and the host part within it.
@@ -88,26 +83,16 @@ impl Neighbours {
     /// seconds.
     pub(super) fn new(max: usize, keep_s: u32) -> Self {
         Self {
-            prefixes: FxHashMap::default(),
-            max: max.max(1),
+            prefixes: SourceTable::new(max),
             keep_s,
-            scratch: Vec::new(),
         }
     }
 
     /// Notes `ip` seen at `now_ns`.
     pub(super) fn note(&mut self, ip: IpAddr, now_ns: u64) {
         let (net, host) = split(ip);
-        if self.prefixes.len() >= self.max && !self.prefixes.contains_key(&net) {
-            evict_oldest(
-                &mut self.prefixes,
-                self.max,
-                |p| p.last_ns,
-                &mut self.scratch,
-            );
-        }
         let now = secs(now_ns);
-        let p = self.prefixes.entry(net).or_default();
+        let (p, _) = self.prefixes.touch(net, now_ns);
         p.last_ns = p.last_ns.max(now_ns);
         if let Some(s) = p.slots.iter_mut().find(|s| s.last != 0 && s.host == host) {
             s.last = s.last.max(now);

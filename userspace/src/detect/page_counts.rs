@@ -16,6 +16,10 @@ struct PageCount {
     first_ns: u64,
 }
 
+/// Pages and their counts, as [`PageCounts::top`] gives them: on the stack, since a tick asks
+/// for every watched source's.
+pub(super) type Top = SmallVec<[(u32, f64); MAX_TRACKED_PAGES]>;
+
 /// A source's counts per page (at most [`MAX_TRACKED_PAGES`]).
 #[derive(Clone, Debug, Default)]
 pub(super) struct PageCounts(SmallVec<[PageCount; MAX_TRACKED_PAGES]>);
@@ -74,13 +78,8 @@ impl PageCounts {
     /// The pages a source concentrates on at a tick: its `max_pages` most requested current
     /// ones, counts scaled by `factor`, and the sum of those counts; pages under one request
     /// are left out of the list (a stray request is no concentration), not out of the sum.
-    pub(super) fn top(
-        &self,
-        pages: &[PageState],
-        factor: f64,
-        max_pages: usize,
-    ) -> (Vec<(u32, f64)>, f64) {
-        let mut top: Vec<(u32, f64)> = self
+    pub(super) fn top(&self, pages: &[PageState], factor: f64, max_pages: usize) -> (Top, f64) {
+        let mut top: Top = self
             .0
             .iter()
             .filter(|pc| current(pages, pc.page, pc.generation))

@@ -52,6 +52,16 @@ impl<V: Default> SourceTable<V> {
         self.index.get(addr).map(|i| &self.slots[*i as usize])
     }
 
+    /// Whether `addr` is held.
+    pub(super) fn contains_key(&self, addr: &IpAddr) -> bool {
+        self.index.contains_key(addr)
+    }
+
+    /// The state of `addr`, to change (its activity time stays as it was).
+    pub(super) fn get_mut(&mut self, addr: &IpAddr) -> Option<&mut V> {
+        self.index.get(addr).map(|i| &mut self.slots[*i as usize])
+    }
+
     /// Every address and its state, in no particular order.
     pub(super) fn iter(&self) -> impl Iterator<Item = (&IpAddr, &V)> {
         self.addrs

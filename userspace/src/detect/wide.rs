@@ -37,11 +37,11 @@ use std::{
     time::Duration,
 };
 
-use rustc_hash::{FxHashMap, FxHashSet};
+use rustc_hash::FxHashSet;
 
 use super::{
-    Basis, Detector, HANDSHAKE_JA4S, Site, candidates::Candidate, evict_oldest, evidence::Found,
-    sites_by_members,
+    Basis, Detector, HANDSHAKE_JA4S, Site, candidates::Candidate, evidence::Found,
+    sites_by_members, table::SourceTable,
 };
 use crate::l7::RequestEvent;
 
@@ -169,16 +169,24 @@ impl WidePage {
 }
 
 /// Sources and pages of wide-swarm detection.
-#[derive(Default)]
 pub(super) struct Wide {
-    sources: FxHashMap<IpAddr, WideSource>,
+    sources: SourceTable<WideSource>,
     pages: Vec<WidePage>,
     /// The sources with `min_hits` fetches within the window at their last fetch: only they
     /// can be candidates (fetches only age between events), so a tick reads these, not every
     /// source. Pruned at each tick; never more than `sources`.
     watch: FxHashSet<IpAddr>,
-    /// Kept between evictions (see `evict_oldest`).
-    scratch: Vec<(u64, IpAddr)>,
+}
+
+impl Wide {
+    /// Room for `max_sources` sources.
+    pub(super) fn new(max_sources: usize) -> Self {
+        Self {
+            sources: SourceTable::new(max_sources),
+            pages: Vec::new(),
+            watch: FxHashSet::default(),
+        }
+    }
 }
 
 /// How many of `hits` fall within `window` seconds of `now`.
@@ -193,22 +201,12 @@ impl Detector {
         let now = secs(ev.ts_ns);
         let cfg = &self.cfg.wide;
         let referred = ev.referer.as_deref().is_some_and(|r| !r.is_empty());
-        if !self.wide.sources.contains_key(&ev.src) {
-            // Only a page fetch starts a record: a flood of asset requests costs nothing here.
-            if page.is_none() {
-                return;
-            }
-            if self.wide.sources.len() >= cfg.max_sources {
-                evict_oldest(
-                    &mut self.wide.sources,
-                    cfg.max_sources,
-                    |s| u64::from(s.last),
-                    &mut self.wide.scratch,
-                );
-            }
+        // Only a page fetch starts a record: a flood of asset requests costs nothing here.
+        if page.is_none() && !self.wide.sources.contains_key(&ev.src) {
+            return;
         }
         let ua = ev.user_agent.as_deref().map_or(0, super::fx) as u32;
-        let s = self.wide.sources.entry(ev.src).or_default();
+        let (s, _) = self.wide.sources.touch(ev.src, ev.ts_ns);
         s.last = s.last.max(now);
         s.site = Some((ev.dst, ev.dst_port));
         note_agent(&mut s.agents, ua, now);
@@ -222,7 +220,12 @@ impl Detector {
         } else {
             s.hits[usize::from(s.next_hit) % WIDE_HITS] = now;
             s.next_hit = s.next_hit.wrapping_add(1) % WIDE_HITS as u8;
-            if hits_within(&s.hits, now, window) >= cfg.min_hits.clamp(1, WIDE_HITS) {
+            // Broad lately (an asset, a Referer, a third page) is no candidate: watched again
+            // at its next bare fetch once that has aged out of the window.
+            if hits_within(&s.hits, now, window) >= cfg.min_hits.clamp(1, WIDE_HITS)
+                && !within(s.broad, now, window)
+                && !within(s.other, now, window)
+            {
                 self.wide.watch.insert(ev.src);
             }
         }
