@@ -15,7 +15,8 @@
 //! A source that is no request candidate is a *view candidate* when, within the window, it
 //! made at least `min_requests` requests (assets count: each view costs the server all of
 //! them), at least [`MIN_VIEWS`] views, at least `concentration` of them of at most
-//! `max_pages` pages, `min_repeat` views per page on average, and one of those pages is hot.
+//! `max_pages` pages, [`MIN_VIEW_REPEAT`] views per page on average, and one of those pages is
+//! hot.
 //! How many assets it loads with each view does not matter: they do not hide it. Neither does
 //! its User-Agent, so bots that rotate it are found all the same. What keeps the traps clean is
 //! the repetition of the same few pages: a person browsing views many pages, or one page twice;
@@ -33,6 +34,10 @@ use super::{Detector, MAX_TRACKED_PAGES, candidates::Candidate, decay_factor, fx
 
 /// Views a view candidate needs within the window.
 pub(super) const MIN_VIEWS: f64 = 4.0;
+
+/// Views per page a view candidate needs on average: a page viewed twice within the window
+/// (a person going back to it) never gets there, as the first view has decayed.
+pub(super) const MIN_VIEW_REPEAT: f64 = 2.0;
 
 /// Longest gap between a view's requests for an asset without a page's `Referer` to belong to
 /// it: a browser asks for a page's assets within about a second of its HTML.
@@ -124,9 +129,12 @@ impl Detector {
             }
             let Some(site) = s.site else { continue };
             let (pages, top) = s.pages.top(&self.pages, f, self.cfg.max_pages);
+            // Repeats of the pages it views now: a page seen once, long enough ago to have
+            // decayed out of the list, must not count for those.
+            let listed: f64 = pages.iter().map(|p| p.1).sum();
             if pages.is_empty()
                 || top / views < self.cfg.concentration
-                || top / (pages.len() as f64) < self.cfg.min_repeat
+                || listed / (pages.len() as f64) < MIN_VIEW_REPEAT
                 || !pages
                     .iter()
                     .any(|p| hot.get(p.0 as usize).copied().unwrap_or(false))
@@ -455,6 +463,16 @@ mod tests {
                 "ExampleBot/2.1",
                 None,
             ));
+        }
+        // People leafing twice through a gallery's three pages, one every 2 s, each page with
+        // its images: many views of few pages, but each page seen twice.
+        for p in 0..30 {
+            let src = format!("198.51.102.{}", p + 1);
+            for k in 0..6 {
+                let t = 11.0 + p as f64 * 0.1 + k as f64 * 2.0;
+                let page = format!("/gallery/{}", 1 + k % 3);
+                view(&mut evs, t, &src, &page, 0..30, "Safari/605.1.15", true);
+            }
         }
         // People reloading a gallery twice within the window, with its images.
         for p in 0..40 {
