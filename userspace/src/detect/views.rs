@@ -166,8 +166,9 @@ impl Detector {
     ) -> Vec<String> {
         let tau = self.cfg.window.as_nanos() as f64;
         let window = self.cfg.window.as_secs();
-        // Per page: the members that viewed it, their views of it, and those views' assets.
-        let mut per_page: BTreeMap<u32, (usize, f64, f64)> = BTreeMap::new();
+        // Per page by name (one site's page on its IPv4 and IPv6 addresses is one): the members
+        // that viewed it, their views of it, and those views' assets.
+        let mut per_page: BTreeMap<&str, (usize, f64, f64)> = BTreeMap::new();
         let (mut views_all, mut requests_all) = (0.0, 0.0);
         for s in viewers.iter().filter_map(|a| self.sources.get(a)) {
             let f = decay_factor(s.last_ns, now, tau);
@@ -181,7 +182,8 @@ impl Detector {
             requests_all += s.requests * f;
             for (p, n) in s.pages.top(&self.pages, f, MAX_TRACKED_PAGES).0 {
                 if pages.contains(&p) {
-                    let e = per_page.entry(p).or_default();
+                    let path = self.pages[p as usize].page.path.as_str();
+                    let e = per_page.entry(path).or_default();
                     e.0 += 1;
                     e.1 += n;
                     e.2 += n * per_view;
@@ -204,10 +206,9 @@ impl Detector {
             ));
         }
         let mut lines = vec![first];
-        let mut by_views: Vec<(u32, (usize, f64, f64))> = per_page.into_iter().collect();
+        let mut by_views: Vec<(&str, (usize, f64, f64))> = per_page.into_iter().collect();
         by_views.sort_by(|a, b| b.1.1.total_cmp(&a.1.1));
-        for (p, (who, views, assets)) in by_views {
-            let path = &self.pages[p as usize].page.path;
+        for (path, (who, views, assets)) in by_views {
             let per_view = if views > 0.0 { assets / views } else { 0.0 };
             lines.push(format!(
                 "{:.0} views of {path} in {window} s, with its {per_view:.0} assets each (per member that views it; {who} do)",
