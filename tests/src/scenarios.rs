@@ -115,10 +115,10 @@ pub const BOTS: usize = 200;
 pub const FLASH_VISITORS: usize = 800;
 /// When the swarm (or the flash crowd) starts, µs after [`EPOCH_US`].
 pub const EVENT_START_US: u64 = 60_000_000;
-/// Most HTTP requests any scenario holds.
-pub const MAX_REQUESTS: usize = 60_000;
+/// Most HTTP requests any scenario holds (the browser-like swarms': each view is 16).
+pub const MAX_REQUESTS: usize = 80_000;
 /// Largest pcap any scenario makes, bytes.
-pub const MAX_PCAP_BYTES: u64 = 30_000_000;
+pub const MAX_PCAP_BYTES: u64 = 40_000_000;
 
 /// The legitimate browsers placed inside the bots' 192.0.2.0/24.
 const LEGIT_IN_BOT_NET: [Ipv4Addr; 3] = [
@@ -167,7 +167,7 @@ pub enum Scenario {
     MultiTenant,
     /// Browsing plus, from t = 60 s, the swarm's 200 bots loading `shop.example`'s
     /// `/gallery/1` and `/gallery/2` the way `wget -p` or a headless browser does: the page
-    /// and then all its 15 assets, no cache, a view every 3-5 s for 40-55 s. Each bot keeps
+    /// and then all its 15 assets, no cache, a view every 1-1.5 s for 22-30 s. Each bot keeps
     /// one `User-Agent` (wget, headless Chrome, or a script); most send the page as `Referer`
     /// with its assets, the scripts send none.
     BrowserSwarm,
@@ -1959,10 +1959,10 @@ fn browser_swarm(
         let mut c = Client::browser(ip, ports, rng);
         c.bot = true;
         c.ttl = 64 - c.rng.range(8, 22) as u8;
-        c.rtt_us = c.rng.range(20 * MS, 120 * MS);
+        c.rtt_us = c.rng.range(10 * MS, 60 * MS);
         let dst = site.addr_for(c.ip);
         let start = EVENT_START_US + c.rng.range(0, 5 * SECOND);
-        let end = start + c.rng.range(40 * SECOND, 55 * SECOND);
+        let end = start + c.rng.range(22 * SECOND, 30 * SECOND);
         let mut t = start;
         while t < end {
             let path = *c.rng.pick(pages);
@@ -2024,7 +2024,9 @@ fn browser_swarm(
                 );
                 at += step;
             }
-            t += c.rng.range(3 * SECOND, 5 * SECOND);
+            // The next view once this one is loaded, at most about one a second.
+            let next = t + c.rng.range(SECOND, 1500 * MS);
+            t = next.max(at + c.rng.range(50 * MS, 200 * MS));
         }
     }
     swarm_labels(labels, bots, site, pages);
@@ -2617,7 +2619,7 @@ mod tests {
             let all_assets = gallery_assets("/gallery/1").len();
             let mut per_view = Vec::new();
             for (bot, v) in &views {
-                assert!((8..=19).contains(&v.len()), "{s} {bot}: {} views", v.len());
+                assert!((15..=31).contains(&v.len()), "{s} {bot}: {} views", v.len());
                 per_view.extend(v.iter().map(|(_, n)| *n));
             }
             let mean = per_view.iter().sum::<usize>() as f64 / per_view.len() as f64;

@@ -15,8 +15,14 @@
 //! A source that is no request candidate is a *view candidate* when, within the window, it
 //! made at least `min_requests` requests (assets count: each view costs the server all of
 //! them), at least [`MIN_VIEWS`] views, at least `concentration` of them of at most
-//! `max_pages` pages, [`MIN_VIEW_REPEAT`] views per page on average, and one of those pages is
-//! hot.
+//! [`VIEW_MAX_PAGES`] pages and none of any other page lately (see [`RECENT_VIEWS`]),
+//! [`MIN_VIEW_REPEAT`] views per page on average, and one of those pages is hot.
+//!
+//! The bars are higher than the request rule's because a visitor who loads assets is one: on
+//! a small site a person clicking through its four pages is, for a few views, a source that
+//! viewed two or three of them again and again. Ten views that never strayed from two pages
+//! happen to a visitor picking among four pages at random once in about 300 visits (6 / 2^11);
+//! with three pages and four views, to one in two.
 //! How many assets it loads with each view does not matter: they do not hide it. Neither does
 //! its User-Agent, so bots that rotate it are found all the same. What keeps the traps clean is
 //! the repetition of the same few pages: a person browsing views many pages, or one page twice;
@@ -32,8 +38,15 @@ use rustc_hash::FxHashSet;
 
 use super::{Detector, MAX_TRACKED_PAGES, candidates::Candidate, decay_factor, fx, is_asset};
 
-/// Views a view candidate needs within the window.
-pub(super) const MIN_VIEWS: f64 = 4.0;
+/// Views a view candidate needs within the window (decayed).
+pub(super) const MIN_VIEWS: f64 = 10.0;
+
+/// Most distinct pages a view candidate views.
+pub(super) const VIEW_MAX_PAGES: usize = 2;
+
+/// Decayed views from which a page counts as one the source views lately: one view within
+/// about the last 20 s (with a 30 s window).
+pub(super) const RECENT_VIEWS: f64 = 0.5;
 
 /// Views per page a view candidate needs on average: a page viewed twice within the window
 /// (a person going back to it) never gets there, as the first view has decayed.
@@ -128,12 +141,13 @@ impl Detector {
                 continue;
             }
             let Some(site) = s.site else { continue };
-            let (pages, top) = s.pages.top(&self.pages, f, self.cfg.max_pages);
+            let (pages, top) = s.pages.top(&self.pages, f, VIEW_MAX_PAGES);
             // Repeats of the pages it views now: a page seen once, long enough ago to have
             // decayed out of the list, must not count for those.
             let listed: f64 = pages.iter().map(|p| p.1).sum();
             if pages.is_empty()
                 || top / views < self.cfg.concentration
+                || s.pages.viewed(&self.pages, f, RECENT_VIEWS) > VIEW_MAX_PAGES
                 || listed / (pages.len() as f64) < MIN_VIEW_REPEAT
                 || !pages
                     .iter()
@@ -192,9 +206,8 @@ impl Detector {
         }
         let k = viewers.len().max(1) as f64;
         let mut first = format!(
-            "{} sources each loaded >= {MIN_VIEWS:.0} views in the last {window}s of <= {} pages of {} (mean {:.0} views, {:.0} requests), each view the page and the assets that follow it (Referer or timing), as a browser does",
+            "{} sources each loaded >= {MIN_VIEWS:.0} views in the last {window}s of <= {VIEW_MAX_PAGES} pages of {} and no other page (mean {:.0} views, {:.0} requests), each view the page and the assets that follow it (Referer or timing), as a browser does",
             viewers.len(),
-            self.cfg.max_pages,
             sites.join(" and "),
             views_all / k,
             requests_all / k,
@@ -343,6 +356,21 @@ mod tests {
         let mut evs = Vec::new();
         wget_bots(&mut evs, 40);
         people(&mut evs);
+        // Visitors clicking through a small site at a view a second, as the lab's do: mostly
+        // the two galleries, every tenth view another page. They view the galleries as often
+        // as the bots, but not only them.
+        for v in 0..12 {
+            let src = format!("198.51.103.{}", v + 1);
+            for k in 0..35 {
+                let page = match (k + v) % 10 {
+                    0 => "/about",
+                    n if n % 2 == 0 => "/gallery/1",
+                    _ => "/gallery/2",
+                };
+                let t = 9.0 + k as f64 * 1.1 + v as f64 * 0.07;
+                view(&mut evs, t, &src, page, 0..30, "Firefox/128.0", true);
+            }
+        }
         // Read the evidence while the bots are at it (they stop at 49 s), between two views.
         evs.retain(|e| e.ts_ns <= 47_200_000_000);
         let d = run(&mut evs);
