@@ -16,7 +16,9 @@
 //! made at least `min_requests` requests (assets count: each view costs the server all of
 //! them), at least [`MIN_VIEWS`] views, at least `concentration` of them of at most
 //! [`VIEW_MAX_PAGES`] pages and none of any other page lately (see [`RECENT_VIEWS`]),
-//! [`MIN_VIEW_REPEAT`] views per page on average, and one of those pages is hot.
+//! [`MIN_VIEW_REPEAT`] views per page on average, and one of those pages is hot. A member of
+//! a swarm stays a candidate down to half the views: once blocked it views nothing, and the
+//! bots that reach the bar a moment later must still find a cluster to join.
 //!
 //! The bars are higher than the request rule's because a visitor who loads assets is one: on
 //! a small site a person clicking through its four pages is, for a few views, a source that
@@ -137,7 +139,12 @@ impl Detector {
             let f = decay_factor(s.last_ns, now_ns, tau);
             let requests = s.requests * f;
             let views = (s.requests - s.assets) * f;
-            if requests < self.cfg.min_requests || views < MIN_VIEWS || taken.contains(addr) {
+            if requests < self.cfg.min_requests || views < MIN_VIEWS / 2.0 || taken.contains(addr) {
+                continue;
+            }
+            // A member keeps its place while its views decay (blocked, it makes none): the
+            // swarm stays a cluster that bots who cross the bar a little later can join.
+            if views < MIN_VIEWS && !self.swarms.iter().any(|w| w.members.contains(addr)) {
                 continue;
             }
             let Some(site) = s.site else { continue };
@@ -396,6 +403,31 @@ mod tests {
         let n: f64 = line.split(' ').next().unwrap().parse().unwrap();
         assert!((5.0..=14.0).contains(&n), "{line}");
         assert!(line.contains("with its 30 assets each"), "{line}");
+    }
+
+    #[test]
+    fn bots_reaching_the_bar_after_the_others_stopped_still_join_the_swarm() {
+        // 27 bots view a gallery a second from 10 s; 3 more from 11.5 s. The first ones stop
+        // (as when they are blocked) at 18 s, just past the bar; the late ones go on.
+        let mut evs = Vec::new();
+        for b in 0..30 {
+            let src = format!("192.0.2.{}", b + 1);
+            let (from, until) = if b < 27 { (10.0, 18.0) } else { (11.5, 40.0) };
+            let mut t = from + b as f64 * 0.01;
+            let mut k = 0;
+            while t < until {
+                let page = if k % 2 == 0 {
+                    "/gallery/1"
+                } else {
+                    "/gallery/2"
+                };
+                view(&mut evs, t, &src, page, 0..30, WGET, true);
+                t += 0.7;
+                k += 1;
+            }
+        }
+        let d = run(&mut evs);
+        assert_eq!(only(&d).members.len(), 30, "{:?}", only(&d).members);
     }
 
     #[test]
