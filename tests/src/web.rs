@@ -1641,6 +1641,22 @@ mod tests {
         let plan = BotPlan::new(&swarm_spec()).unwrap();
         assert_eq!(plan.per_source_cap, 11);
         assert_eq!(plan.interval, Duration::from_millis(200));
+        assert!(
+            plan.assets.iter().all(Vec::is_empty),
+            "no assets unless asked"
+        );
+        // Loading assets: each page's, in document order.
+        let plan = BotPlan::new(&Swarm {
+            load_assets: true,
+            ..swarm_spec()
+        })
+        .unwrap();
+        let listed: Vec<Vec<&str>> = plan
+            .assets
+            .iter()
+            .map(|a| a.iter().map(|(path, _)| *path).collect())
+            .collect();
+        assert_eq!(listed, [assets_of("/"), assets_of("/gallery/1")]);
 
         let with = |change: fn(&mut Swarm)| {
             let mut spec = swarm_spec();

@@ -346,7 +346,7 @@ fn run_lab(binary: &std::path::Path, plan: &Plan, stop: &AtomicBool) -> Result<V
     for (n, act) in [HTTP_ACT, HTTPS_ACT, HANDSHAKE_ACT].iter().enumerate() {
         println!(
             "\nlab: act {}, {}: visitors browse {} for {} s; in {} s the swarm starts: \
-             {} bots ({}.10 onwards) x {} req/s on {}{}",
+             {} bots ({}.10 onwards) x {} {} on {}{}",
             n + 1,
             act.label,
             act.url(),
@@ -355,6 +355,11 @@ fn run_lab(binary: &std::path::Path, plan: &Plan, stop: &AtomicBool) -> Result<V
             plan.bots,
             act.bot_net,
             plan.bot_rps,
+            if plan.bots_load_assets {
+                "page views/s, each page with all its assets (wget -p)"
+            } else {
+                "req/s"
+            },
             SWARM_PAGES.join(" and "),
             match act.port {
                 80 => "",
