@@ -135,7 +135,7 @@ impl Detector {
             .map(|c| c.addr)
             .collect();
         let mut cands = Vec::new();
-        for (addr, s) in &self.sources {
+        for (addr, s) in self.sources.iter() {
             let f = decay_factor(s.last_ns, now_ns, tau);
             let requests = s.requests * f;
             let views = (s.requests - s.assets) * f;
