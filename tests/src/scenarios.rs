@@ -121,10 +121,10 @@ pub const WIDE_PAGE: &str = "/gallery/3";
 pub const FLASH_VISITORS: usize = 800;
 /// When the swarm (or the flash crowd) starts, µs after [`EPOCH_US`].
 pub const EVENT_START_US: u64 = 60_000_000;
-/// Most HTTP requests any scenario holds.
-pub const MAX_REQUESTS: usize = 60_000;
+/// Most HTTP requests any scenario holds (the browser-like swarms': each view is 16).
+pub const MAX_REQUESTS: usize = 80_000;
 /// Largest pcap any scenario makes, bytes.
-pub const MAX_PCAP_BYTES: u64 = 30_000_000;
+pub const MAX_PCAP_BYTES: u64 = 40_000_000;
 
 /// The legitimate browsers placed inside the bots' 192.0.2.0/24.
 const LEGIT_IN_BOT_NET: [Ipv4Addr; 3] = [
@@ -175,11 +175,21 @@ pub enum Scenario {
     /// `shop.example`'s [`WIDE_PAGE`] once every 30–60 s with a random query string (HTML only,
     /// no Referer), about 50 requests/s in all, while no bot ever sends 8 requests in 30 s.
     WideSwarm,
+    /// Browsing plus, from t = 60 s, the swarm's 200 bots loading `shop.example`'s
+    /// `/gallery/1` and `/gallery/2` the way `wget -p` or a headless browser does: the page
+    /// and then all its 15 assets, no cache, a view every 1-1.5 s for 22-30 s. Each bot keeps
+    /// one `User-Agent` (wget, headless Chrome, or a script); most send the page as `Referer`
+    /// with its assets, the scripts send none.
+    BrowserSwarm,
+    /// [`BrowserSwarm`](Scenario::BrowserSwarm)'s bots, but each view with another real
+    /// browser's `User-Agent` (and its header order) and a random ~60 % of the page's assets;
+    /// half of them send no `Referer`.
+    BrowserSwarmRotating,
 }
 
 impl Scenario {
     /// Every scenario, in a fixed order.
-    pub fn all() -> [Scenario; 7] {
+    pub const fn all() -> [Scenario; 9] {
         [
             Scenario::Browsing,
             Scenario::Swarm,
@@ -188,11 +198,14 @@ impl Scenario {
             Scenario::Crawler,
             Scenario::MultiTenant,
             Scenario::WideSwarm,
+            Scenario::BrowserSwarm,
+            Scenario::BrowserSwarmRotating,
         ]
     }
 
     /// The scenario's name, as [`FromStr`] accepts it and as its pcap is named:
-    /// `browsing`, `swarm`, `flash-crowd`, `nat`, `crawler`, `multi-tenant`, `wide-swarm`.
+    /// `browsing`, `swarm`, `flash-crowd`, `nat`, `crawler`, `multi-tenant`, `wide-swarm`,
+    /// `browser-swarm`, `browser-swarm-rotating`.
     pub fn name(self) -> &'static str {
         match self {
             Scenario::Browsing => "browsing",
@@ -202,6 +215,8 @@ impl Scenario {
             Scenario::Crawler => "crawler",
             Scenario::MultiTenant => "multi-tenant",
             Scenario::WideSwarm => "wide-swarm",
+            Scenario::BrowserSwarm => "browser-swarm",
+            Scenario::BrowserSwarmRotating => "browser-swarm-rotating",
         }
     }
 
@@ -209,7 +224,11 @@ impl Scenario {
     pub fn has_swarm(self) -> bool {
         matches!(
             self,
-            Scenario::Swarm | Scenario::MultiTenant | Scenario::WideSwarm
+            Scenario::Swarm
+                | Scenario::MultiTenant
+                | Scenario::WideSwarm
+                | Scenario::BrowserSwarm
+                | Scenario::BrowserSwarmRotating
         )
     }
 }
@@ -380,6 +399,13 @@ pub fn generate(s: Scenario, seed: u64) -> (Vec<(u64, Vec<u8>)>, Labels) {
         ),
         Scenario::MultiTenant => swarm(&mut g, &mut labels, &sites[1], &["/post/3", "/post/4"]),
         Scenario::WideSwarm => wide_swarm(&mut g, &mut labels, &sites[0]),
+        Scenario::BrowserSwarm | Scenario::BrowserSwarmRotating => browser_swarm(
+            &mut g,
+            &mut labels,
+            &sites[0],
+            &["/gallery/1", "/gallery/2"],
+            s == Scenario::BrowserSwarmRotating,
+        ),
         Scenario::FlashCrowd => {
             let crowd = flash_addresses(&mut Rng::new(seed, "addresses/flash"), &visitors);
             for (i, &ip) in crowd.iter().enumerate() {
@@ -1864,6 +1890,11 @@ fn swarm(g: &mut Gen, labels: &mut Labels, site: &SitePlan, pages: &[&str]) {
             t += c.rng.range(interval / 2, interval * 3 / 2);
         }
     }
+    swarm_labels(labels, bots, site, pages);
+}
+
+/// The labels of a swarm of [`bot_addresses`] `bots` attacking `pages` of `site`.
+fn swarm_labels(labels: &mut Labels, bots: Vec<IpAddr>, site: &SitePlan, pages: &[&str]) {
     labels.swarm_members = bots;
     labels.attacked_site = Some(site.addr);
     labels.attacked_site_addrs = vec![site.addr, site.addr6];
@@ -1975,6 +2006,142 @@ fn wide_swarm(g: &mut Gen, labels: &mut Labels, site: &SitePlan) {
     labels.mixed_prefixes = vec!["192.0.2.0/24".into()];
 }
 
+/// A headless Chrome, as a bot drives it: Chrome's headers, its own `User-Agent`.
+const HEADLESS_CHROME: Browser = Browser {
+    ua: "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) HeadlessChrome/124.0.0.0 Safari/537.36",
+    family: Family::Chrome,
+    initial_ttl: 64,
+    weight: 0,
+};
+
+/// `wget -p`'s request: its header order, the page as `Referer` for the page's requisites.
+fn wget_request(target: &str, host: &str, referer: Option<&str>) -> Vec<u8> {
+    let mut h: Vec<(&str, &str)> = Vec::with_capacity(6);
+    if let Some(r) = referer {
+        h.push(("Referer", r));
+    }
+    h.extend([
+        ("User-Agent", "Wget/1.21.3"),
+        ("Accept", "*/*"),
+        ("Accept-Encoding", "identity"),
+        ("Host", host),
+        ("Connection", "Keep-Alive"),
+    ]);
+    http("GET", target, &h, &[])
+}
+
+/// How a browser-like bot loads a page.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Loader {
+    /// `wget -p`: one connection, requisites one after the other, `Referer` the page.
+    Wget,
+    /// A headless Chrome: six connections, `Referer` the page.
+    Headless,
+    /// A script that fetches the page and then its assets, sending no `Referer`.
+    Script,
+    /// A real browser's headers with a `User-Agent` drawn anew for each view, a random subset
+    /// of the assets; `Referer` or not, per bot.
+    Rotating { referer: bool },
+}
+
+/// 200 bots loading `pages` of `site` with their assets from t = 60 s (see
+/// [`Scenario::BrowserSwarm`]); `rotating`: [`Scenario::BrowserSwarmRotating`]'s bots.
+fn browser_swarm(
+    g: &mut Gen,
+    labels: &mut Labels,
+    site: &SitePlan,
+    pages: &[&str],
+    rotating: bool,
+) {
+    let seed = g.seed;
+    let site_idx = usize::from(site.addr != SHOP);
+    let bots = bot_addresses(&mut Rng::new(seed, "addresses/bots"));
+    let ua_weights: Vec<u32> = BROWSERS.iter().map(|b| b.weight).collect();
+    for (i, &ip) in bots.iter().enumerate() {
+        let mut rng = Rng::new(seed, &format!("browser-bot/{i}"));
+        let loader = match (rotating, rng.below(10)) {
+            (true, k) => Loader::Rotating { referer: k < 5 },
+            (false, 0..4) => Loader::Wget,
+            (false, 4..8) => Loader::Headless,
+            (false, _) => Loader::Script,
+        };
+        let ports = g.new_ports(&mut rng, false);
+        let mut c = Client::browser(ip, ports, rng);
+        c.bot = true;
+        c.ttl = 64 - c.rng.range(8, 22) as u8;
+        c.rtt_us = c.rng.range(10 * MS, 60 * MS);
+        let dst = site.addr_for(c.ip);
+        let start = EVENT_START_US + c.rng.range(0, 5 * SECOND);
+        let end = start + c.rng.range(22 * SECOND, 30 * SECOND);
+        let mut t = start;
+        while t < end {
+            let path = *c.rng.pick(pages);
+            let page = &site.pages[site.page_index(path)];
+            let url = format!("http://{}{path}", site.host);
+            let browser = match loader {
+                Loader::Rotating { .. } => &BROWSERS[c.rng.weighted(&ua_weights)],
+                _ => &HEADLESS_CHROME,
+            };
+            let request = |target: &str, referer: Option<&str>| match loader {
+                Loader::Wget => wget_request(target, site.host, referer),
+                Loader::Headless | Loader::Script => browser_request(
+                    browser,
+                    "en-US,en;q=0.9",
+                    "GET",
+                    target,
+                    site.host,
+                    referer,
+                    None,
+                ),
+                Loader::Rotating { .. } => {
+                    browser_request(browser, c.lang, "GET", target, site.host, referer, None)
+                }
+            };
+            let asset_referer = match loader {
+                Loader::Wget | Loader::Headless | Loader::Rotating { referer: true } => {
+                    Some(url.as_str())
+                }
+                Loader::Script | Loader::Rotating { referer: false } => None,
+            };
+            let req = request(path, None);
+            let assets: Vec<&String> = match loader {
+                Loader::Rotating { .. } => {
+                    page.assets.iter().filter(|_| c.rng.chance(0.6)).collect()
+                }
+                _ => page.assets.iter().collect(),
+            };
+            let reqs: Vec<Vec<u8>> = assets.iter().map(|a| request(a, asset_referer)).collect();
+            let reply = Dest::Document.reply_bytes(&mut c.rng);
+            g.send(&mut c, site_idx, dst, 0, t, &req, reply, KEEP_ALIVE);
+            let mut at = t + c.rtt_us + c.rng.range(20 * MS, 80 * MS);
+            for (k, (asset, req)) in assets.iter().zip(&reqs).enumerate() {
+                let reply = Dest::of(asset).reply_bytes(&mut c.rng);
+                // wget fetches one requisite after the other on its one connection; the
+                // others spread them over six, as a browser does.
+                let (slot, step) = match loader {
+                    Loader::Wget => (0, c.rtt_us + c.rng.range(2 * MS, 10 * MS)),
+                    _ => (k % BROWSER_CONNS, c.rng.range(3 * MS, 40 * MS)),
+                };
+                g.send(
+                    &mut c,
+                    site_idx,
+                    dst,
+                    slot,
+                    at,
+                    req,
+                    reply,
+                    BROWSER_CONNS_POLICY,
+                );
+                at += step;
+            }
+            // The next view once this one is loaded, at most about one a second.
+            let next = t + c.rng.range(SECOND, 1500 * MS);
+            t = next.max(at + c.rng.range(50 * MS, 200 * MS));
+        }
+    }
+    swarm_labels(labels, bots, site, pages);
+}
+
 // ---------------------------------------------------------------------------------------------
 // The crawler
 // ---------------------------------------------------------------------------------------------
@@ -2054,13 +2221,15 @@ mod tests {
         &all[index(s)]
     }
 
+    const SCENARIOS: usize = Scenario::all().len();
+
     fn index(s: Scenario) -> usize {
         Scenario::all().iter().position(|x| *x == s).unwrap()
     }
 
     /// Every frame of a scenario, decoded and checked once.
     fn segments(s: Scenario) -> &'static [Seg] {
-        static DECODED: [OnceLock<Vec<Seg>>; 7] = [const { OnceLock::new() }; 7];
+        static DECODED: [OnceLock<Vec<Seg>>; SCENARIOS] = [const { OnceLock::new() }; SCENARIOS];
         DECODED[index(s)].get_or_init(|| cached(s).0.iter().map(|(ts, f)| decode(*ts, f)).collect())
     }
 
@@ -2177,7 +2346,8 @@ mod tests {
 
     /// Every request of a scenario, decoded: (segment, request).
     fn requests(s: Scenario) -> &'static [(Seg, Req)] {
-        static DECODED: [OnceLock<Vec<(Seg, Req)>>; 7] = [const { OnceLock::new() }; 7];
+        static DECODED: [OnceLock<Vec<(Seg, Req)>>; SCENARIOS] =
+            [const { OnceLock::new() }; SCENARIOS];
         DECODED[index(s)].get_or_init(|| {
             segments(s)
                 .iter()
@@ -2548,6 +2718,76 @@ mod tests {
                 assert!(reqs.iter().any(|(seg, r)| !members.contains(&seg.src)
                     && !other(r)
                     && labels.attacked_pages.iter().any(|p| p == r.path())));
+            }
+        }
+    }
+
+    #[test]
+    fn browser_like_bots_load_the_galleries_with_their_assets_again_and_again() {
+        let gallery_assets = |path: &str| -> BTreeSet<String> {
+            let shop = &sites()[0];
+            shop.pages[shop.page_index(path)]
+                .assets
+                .iter()
+                .cloned()
+                .collect()
+        };
+        for s in [Scenario::BrowserSwarm, Scenario::BrowserSwarmRotating] {
+            let (_, labels) = cached(s);
+            assert_eq!(labels.attacked_pages, ["/gallery/1", "/gallery/2"]);
+            let members: BTreeSet<IpAddr> = labels.swarm_members.iter().copied().collect();
+            // Per bot: its views (page, assets that followed), its User-Agents, whether it
+            // sent a Referer with its assets.
+            let mut views: HashMap<IpAddr, Vec<(String, usize)>> = HashMap::new();
+            let mut uas: HashMap<IpAddr, BTreeSet<String>> = HashMap::new();
+            let mut with_referer = BTreeSet::new();
+            for (seg, req) in requests(s) {
+                if !members.contains(&seg.src) {
+                    continue;
+                }
+                assert_eq!(req.header("Host"), Some(SHOP_HOST));
+                uas.entry(seg.src)
+                    .or_default()
+                    .insert(req.header("User-Agent").unwrap().to_owned());
+                let v = views.entry(seg.src).or_default();
+                if is_asset(req.path()) {
+                    let (page, n) = v.last_mut().expect("a bot's assets follow a page");
+                    assert!(gallery_assets(page).contains(req.path()), "{}", req.path());
+                    *n += 1;
+                    if req.header("Referer") == Some(&format!("http://{SHOP_HOST}{page}")) {
+                        with_referer.insert(seg.src);
+                    }
+                } else {
+                    assert!(labels.attacked_pages.iter().any(|p| p == req.path()));
+                    v.push((req.path().to_owned(), 0));
+                }
+            }
+            assert_eq!(views.len(), BOTS, "{s}: every bot loads pages");
+            let all_assets = gallery_assets("/gallery/1").len();
+            let mut per_view = Vec::new();
+            for (bot, v) in &views {
+                assert!((15..=31).contains(&v.len()), "{s} {bot}: {} views", v.len());
+                per_view.extend(v.iter().map(|(_, n)| *n));
+            }
+            let mean = per_view.iter().sum::<usize>() as f64 / per_view.len() as f64;
+            let rotating_uas = uas.values().filter(|u| u.len() >= 3).count();
+            if s == Scenario::BrowserSwarm {
+                assert!(per_view.iter().all(|n| *n == all_assets), "{s}: all assets");
+                assert!(uas.values().all(|u| u.len() == 1), "{s}: one UA per bot");
+                assert!(
+                    (100..BOTS).contains(&with_referer.len()),
+                    "{s}: some send none"
+                );
+            } else {
+                assert!(
+                    (0.5..0.7).contains(&(mean / all_assets as f64)),
+                    "{s}: {mean}"
+                );
+                assert!(rotating_uas >= BOTS * 9 / 10, "{s}: {rotating_uas} rotate");
+                assert!(
+                    (60..140).contains(&with_referer.len()),
+                    "{s}: half send one"
+                );
             }
         }
     }

@@ -101,8 +101,11 @@ pub struct Plan {
     pub bots: usize,
     /// IPv6 bots (at most 200), attacking [`SERVER6`] like the others attack [`SERVER`].
     pub bots6: usize,
-    /// Requests per second per bot.
+    /// Requests per second per bot (page views, with `bots_load_assets`).
     pub bot_rps: f64,
+    /// The bots load each page with its assets, as `wget -p` does (see
+    /// [`web::Swarm::load_assets`]).
+    pub bots_load_assets: bool,
     /// When the swarm starts, after the visitors.
     pub bots_after: Duration,
     /// How long the swarm runs.
@@ -118,6 +121,7 @@ impl Default for Plan {
             bots: 40,
             bots6: 0,
             bot_rps: 4.0,
+            bots_load_assets: false,
             bots_after: Duration::from_secs(2),
             bots_for: Duration::from_secs(10),
             browse_for: Duration::from_secs(14),
@@ -458,6 +462,7 @@ fn one_request(src: IpAddr, server: SocketAddr, host: &str, path: &str) -> web::
         duration: Duration::from_millis(900),
         connect_timeout: Duration::from_millis(500),
         user_agent: BOT_AGENT.into(),
+        load_assets: false,
     }
 }
 
@@ -634,6 +639,7 @@ impl SwarmLab {
             duration: plan.bots_for,
             connect_timeout: Duration::from_millis(500),
             user_agent: BOT_AGENT.into(),
+            load_assets: plan.bots_load_assets,
         };
         let swarms = [
             swarm_on(server, false),

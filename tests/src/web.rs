@@ -761,6 +761,10 @@ pub struct Swarm {
     pub connect_timeout: Duration,
     /// The `User-Agent` every bot sends.
     pub user_agent: String,
+    /// Load each page as `wget -p` does: once the page is served, every one of its
+    /// [`assets_of`], one after the other, each on a fresh connection with the page as
+    /// `Referer`. `per_source_rps` then counts page views.
+    pub load_assets: bool,
 }
 
 /// Runs the browsers inside `ns` until `duration` passes or `stop` is set, and returns every
@@ -1227,6 +1231,8 @@ async fn fetch(
 #[derive(Debug)]
 struct BotPlan {
     pages: Vec<(String, Uri)>,
+    /// Per page, the assets a bot loads after it (empty unless `load_assets`).
+    assets: Vec<Vec<(&'static str, Uri)>>,
     user_agent: HeaderValue,
     interval: Duration,
     per_source_cap: usize,
@@ -1257,6 +1263,18 @@ impl BotPlan {
                 Ok((page.clone(), uri))
             })
             .collect::<Result<_>>()?;
+        let assets = s
+            .pages
+            .iter()
+            .map(|page| {
+                let listed = if s.load_assets { assets_of(page) } else { &[] };
+                listed
+                    .iter()
+                    .map(|a| Ok((*a, a.parse::<Uri>()?)))
+                    .collect::<Result<Vec<_>, hyper::http::uri::InvalidUri>>()
+                    .with_context(|| format!("an asset of {page:?} is not a valid target"))
+            })
+            .collect::<Result<_>>()?;
         let user_agent = HeaderValue::from_str(&s.user_agent)
             .with_context(|| format!("{:?} is not a valid User-Agent header", s.user_agent))?;
         // `as` saturates: an absurd duration gives a huge cap, never a wrap.
@@ -1264,6 +1282,7 @@ impl BotPlan {
             ((s.per_source_rps * s.duration.as_secs_f64()).ceil() as usize).saturating_add(1);
         Ok(BotPlan {
             pages,
+            assets,
             user_agent,
             interval: Duration::from_secs_f64(1.0 / s.per_source_rps),
             per_source_cap,
@@ -1284,7 +1303,7 @@ async fn bot(
     let mut outcomes = Vec::new();
     // Dropping the set (on stop) aborts the requests still under way.
     let mut in_flight = JoinSet::new();
-    let joined = |done: Result<Outcome, JoinError>| {
+    let joined = |done: Result<Vec<Outcome>, JoinError>| {
         done.map_err(|e| anyhow!("a request from bot {src} failed to complete: {e}"))
     };
     // The sources' schedules are spread evenly over one interval.
@@ -1304,7 +1323,7 @@ async fn bot(
         loop {
             tokio::select! {
                 () = tokio::time::sleep_until(due.into()) => break,
-                Some(done) = in_flight.join_next() => outcomes.push(joined(done)?),
+                Some(done) = in_flight.join_next() => outcomes.extend(joined(done)?),
                 () = stopped(&mut stop) => return Ok(outcomes),
             }
         }
@@ -1318,21 +1337,49 @@ async fn bot(
             .headers_mut()
             .insert(header::CONNECTION, HeaderValue::from_static("close"));
         let (path, target) = (path.clone(), Arc::clone(&target));
+        let assets = plan.assets.get(k % plan.pages.len()).cloned();
+        let user_agent = plan.user_agent.clone();
         in_flight.spawn(async move {
             let at = Instant::now();
             let result = one_shot(src, index, &target, request).await;
-            Outcome {
+            let served = result.is_ok();
+            let scheme = if target.tls.is_some() {
+                "https"
+            } else {
+                "http"
+            };
+            let host = target.host.to_str().unwrap_or_default();
+            let referer = HeaderValue::from_str(&format!("{scheme}://{host}{path}")).ok();
+            let mut done = vec![Outcome {
                 at,
                 src,
                 path,
                 result,
+            }];
+            // A page that did not come has no assets to load.
+            for (asset, uri) in assets.into_iter().flatten().filter(|_| served) {
+                let mut request = get(&uri, &target.host, &user_agent, ANY_ACCEPT);
+                let headers = request.headers_mut();
+                headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+                if let Some(r) = &referer {
+                    headers.insert(header::REFERER, r.clone());
+                }
+                let at = Instant::now();
+                let result = one_shot(src, index, &target, request).await;
+                done.push(Outcome {
+                    at,
+                    src,
+                    path: asset.to_owned(),
+                    result,
+                });
             }
+            done
         });
     }
     loop {
         tokio::select! {
             done = in_flight.join_next() => match done {
-                Some(done) => outcomes.push(joined(done)?),
+                Some(done) => outcomes.extend(joined(done)?),
                 None => break,
             },
             () = stopped(&mut stop) => break,
@@ -1585,6 +1632,7 @@ mod tests {
             duration: Duration::from_secs(2),
             connect_timeout: Duration::from_secs(1),
             user_agent: "bot/1.0".into(),
+            load_assets: false,
         }
     }
 
@@ -1593,6 +1641,22 @@ mod tests {
         let plan = BotPlan::new(&swarm_spec()).unwrap();
         assert_eq!(plan.per_source_cap, 11);
         assert_eq!(plan.interval, Duration::from_millis(200));
+        assert!(
+            plan.assets.iter().all(Vec::is_empty),
+            "no assets unless asked"
+        );
+        // Loading assets: each page's, in document order.
+        let plan = BotPlan::new(&Swarm {
+            load_assets: true,
+            ..swarm_spec()
+        })
+        .unwrap();
+        let listed: Vec<Vec<&str>> = plan
+            .assets
+            .iter()
+            .map(|a| a.iter().map(|(path, _)| *path).collect())
+            .collect();
+        assert_eq!(listed, [assets_of("/"), assets_of("/gallery/1")]);
 
         let with = |change: fn(&mut Swarm)| {
             let mut spec = swarm_spec();

@@ -25,6 +25,7 @@ fn the_labs_https_act_is_served_and_logged_where_the_daemon_reads() {
         bots: 10,
         bots6: 0,
         bot_rps: 4.0,
+        bots_load_assets: false,
         bots_after: std::time::Duration::from_millis(500),
         bots_for: std::time::Duration::from_secs(2),
         browse_for: std::time::Duration::from_secs(3),

@@ -174,6 +174,7 @@ fn tls_bots_and_browsers_are_served_logged_and_their_hellos_seen() {
         duration: Duration::from_secs(2),
         connect_timeout: Duration::from_secs(1),
         user_agent: BOT_AGENT.into(),
+        load_assets: false,
     };
     let visitors = Browsing {
         server: server.local_addr(),

@@ -111,6 +111,7 @@ fn browsers_and_swarm_share_a_real_site() {
         duration: Duration::from_secs(2),
         connect_timeout: CONNECT_TIMEOUT,
         user_agent: BOT_UA.into(),
+        load_assets: false,
     };
     let stop = AtomicBool::new(false);
     let started = Instant::now();
@@ -189,6 +190,7 @@ fn swarm_against_a_closed_port_is_refused() {
         duration: Duration::from_millis(500),
         connect_timeout: CONNECT_TIMEOUT,
         user_agent: BOT_UA.into(),
+        load_assets: false,
     };
     let outcomes = swarm(&lab.client, &attack, &AtomicBool::new(false)).unwrap();
     assert_eq!(outcomes.len(), 10, "{outcomes:?}");
@@ -222,6 +224,7 @@ fn swarm_against_a_silent_address_times_out() {
         duration: Duration::from_secs(1),
         connect_timeout,
         user_agent: BOT_UA.into(),
+        load_assets: false,
     };
     let started = Instant::now();
     let outcomes = swarm(&lab.client, &attack, &AtomicBool::new(false)).unwrap();
@@ -276,6 +279,7 @@ fn stop_ends_browsing_and_swarm_promptly() {
         duration: Duration::from_secs(60),
         connect_timeout: CONNECT_TIMEOUT,
         user_agent: BOT_UA.into(),
+        load_assets: false,
     };
     let stop = AtomicBool::new(false);
     let (visits, bots, stopped_after) = std::thread::scope(|s| {
@@ -416,6 +420,7 @@ fn requests_are_plain_http_on_the_wire() {
         duration: Duration::from_millis(500),
         connect_timeout: CONNECT_TIMEOUT,
         user_agent: BOT_UA.into(),
+        load_assets: false,
     };
     done.store(false, Ordering::Relaxed);
     let (outcomes, mut connections) = std::thread::scope(|s| {
@@ -467,6 +472,7 @@ fn ipv6_browsers_and_bots_work_too() {
         duration: Duration::from_millis(600),
         connect_timeout: CONNECT_TIMEOUT,
         user_agent: BOT_UA.into(),
+        load_assets: false,
     };
     let stop = AtomicBool::new(false);
     let (visits, bots) = std::thread::scope(|s| {

@@ -230,6 +230,38 @@ fn multi_tenant_swarm_is_scoped_to_the_attacked_site() {
     check_swarm(Scenario::MultiTenant);
 }
 
+/// Bots that load the galleries with all their assets, like `wget -p` (the user's case), are
+/// found by their repeated views, from the capture and from the log.
+#[test]
+fn a_browser_like_swarm_is_found_by_its_page_views() {
+    check_swarm(Scenario::BrowserSwarm);
+    check_swarm_from(Scenario::BrowserSwarm, Input::Combined);
+    check_views_evidence(Scenario::BrowserSwarm, 15);
+}
+
+/// The same bots with a new browser's User-Agent for every view and a random subset of the
+/// assets, half of them without Referer.
+#[test]
+fn a_browser_like_swarm_rotating_user_agents_and_assets_is_found() {
+    check_swarm(Scenario::BrowserSwarmRotating);
+    check_swarm_from(Scenario::BrowserSwarmRotating, Input::WithServer);
+    check_views_evidence(Scenario::BrowserSwarmRotating, 9);
+}
+
+/// The swarm's evidence says how many views of which gallery, with how many assets each.
+fn check_views_evidence(s: Scenario, assets: usize) {
+    let (report, _) = run_from(s, 1, Input::Pcap);
+    let evidence: Vec<&String> = report.swarms.iter().flat_map(|s| &s.evidence).collect();
+    let line = evidence
+        .iter()
+        .find(|e| e.contains("views of /gallery/") && e.contains(" in 30 s, with its "))
+        .unwrap_or_else(|| panic!("{evidence:#?}"));
+    assert!(
+        line.contains(&format!("with its {assets} assets each")),
+        "{line}"
+    );
+}
+
 #[test]
 fn a_wide_low_rate_swarm_is_found_and_blocked_surgically() {
     // 2000 bots, each under every per-source bar (one fetch per 30–60 s): the evidence is the

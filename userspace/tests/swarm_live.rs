@@ -31,6 +31,7 @@ fn plan() -> Plan {
         bots: 24,
         bots6: 0,
         bot_rps: 5.0,
+        bots_load_assets: false,
         bots_after: Duration::from_secs(1),
         bots_for: Duration::from_secs(7),
         browse_for: Duration::from_secs(9),
@@ -186,6 +187,79 @@ fn a_live_swarm_is_blocked_within_a_second_and_visitors_keep_getting_200s() {
     let left = lab.cli_json(&["block", "list"]).unwrap();
     assert_eq!(left.as_array().map(Vec::len), Some(0), "{left:#}");
     // The web server agrees: no visitor missing, no bot served after the block.
+    let served = lab.web().served();
+    for v in &lab.visitor_addrs {
+        let seen = traffic.visitors.iter().filter(|o| o.src == *v).count() as u64;
+        assert_eq!(served.get(v).copied().unwrap_or(0), seen, "visitor {v}");
+    }
+}
+
+/// The user's case live: the bots load the galleries as `wget -p` does, each page and then all
+/// its images and its stylesheet, on fresh connections with the page as Referer. Found by its
+/// page views and blocked, scoped to the site, while every visitor (who also loads every asset)
+/// keeps being served.
+#[test]
+fn a_live_swarm_loading_pages_with_their_assets_is_blocked_and_visitors_keep_every_request() {
+    require_root!();
+    let plan = Plan {
+        bot_rps: 2.0,
+        bots_load_assets: true,
+        bots_for: Duration::from_secs(12),
+        browse_for: Duration::from_secs(14),
+        ..plan()
+    };
+    let (lab, traffic) = run_lab("swl-views-", &plan);
+
+    let s = &the_swarm(&lab);
+    assert_eq!(s["site"], format!("{SERVER}:80"));
+    let bots: BTreeSet<String> = lab.bot_addrs.iter().map(IpAddr::to_string).collect();
+    let members = strings(&s["members"]);
+    assert!(members.is_subset(&bots), "non-bots blocked: {members:?}");
+    let missed: Vec<(&String, usize)> = bots
+        .difference(&members)
+        .map(|b| {
+            let sent = traffic.bots.iter().filter(|o| o.src.to_string() == *b);
+            (b, sent.count())
+        })
+        .collect();
+    assert!(
+        members.len() * 100 >= bots.len() * 95,
+        "only {} of {} bots found; missed (requests sent): {missed:?}\n{s:#}",
+        members.len(),
+        bots.len()
+    );
+    let evidence: Vec<&str> = s["evidence"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert!(
+        evidence
+            .iter()
+            .any(|e| e.contains("views of /gallery/") && e.contains("assets each")),
+        "{evidence:#?}"
+    );
+    // The bots did load the assets: most of their requests are not pages.
+    let assets = traffic
+        .bots
+        .iter()
+        .filter(|o| !SWARM_PAGES.contains(&o.path.as_str()))
+        .count();
+    assert!(
+        assets * 2 > traffic.bots.len(),
+        "{assets} of {}",
+        traffic.bots.len()
+    );
+    check_visitors_served(&Tally::of(&traffic.visitors, None), &lab);
+    let late = traffic
+        .bots_after_block(Duration::from_millis(1500))
+        .expect("no bot request was ever dropped");
+    assert!(late.requests > 0, "the swarm stopped too early to tell");
+    assert!(
+        late.ok * 50 <= late.requests,
+        "bots still served after the block: {late:?}"
+    );
     let served = lab.web().served();
     for v in &lab.visitor_addrs {
         let seen = traffic.visitors.iter().filter(|o| o.src == *v).count() as u64;
@@ -587,6 +661,7 @@ fn an_https_flash_crowd_and_an_https_nat_make_no_rule() {
         duration: plan.bots_for,
         connect_timeout: Duration::from_millis(500),
         user_agent: web::browser_user_agent(0),
+        load_assets: false,
     };
     let stop = AtomicBool::new(false);
     let (crowd_out, nat_out) = std::thread::scope(|scope| {

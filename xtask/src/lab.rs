@@ -82,6 +82,10 @@ pub struct LabArgs {
     /// Use the swarmwall binary already built in target/release: skip setup and the build.
     #[arg(long)]
     pub no_build: bool,
+    /// The bots load each page with all its assets, as `wget -p` does (fresh connections,
+    /// the page as Referer); `--rps` then counts page views.
+    #[arg(long)]
+    pub bots_load_assets: bool,
 }
 
 impl LabArgs {
@@ -91,6 +95,7 @@ impl LabArgs {
             bots: self.bots.into(),
             bots6: 0,
             bot_rps: self.rps.into(),
+            bots_load_assets: self.bots_load_assets,
             bots_after: Duration::from_secs(2),
             bots_for: Duration::from_secs(self.seconds),
             browse_for: Duration::from_secs(self.seconds + 4),
@@ -341,7 +346,7 @@ fn run_lab(binary: &std::path::Path, plan: &Plan, stop: &AtomicBool) -> Result<V
     for (n, act) in [HTTP_ACT, HTTPS_ACT, HANDSHAKE_ACT].iter().enumerate() {
         println!(
             "\nlab: act {}, {}: visitors browse {} for {} s; in {} s the swarm starts: \
-             {} bots ({}.10 onwards) x {} req/s on {}{}",
+             {} bots ({}.10 onwards) x {} {} on {}{}",
             n + 1,
             act.label,
             act.url(),
@@ -350,6 +355,11 @@ fn run_lab(binary: &std::path::Path, plan: &Plan, stop: &AtomicBool) -> Result<V
             plan.bots,
             act.bot_net,
             plan.bot_rps,
+            if plan.bots_load_assets {
+                "page views/s, each page with all its assets (wget -p)"
+            } else {
+                "req/s"
+            },
             SWARM_PAGES.join(" and "),
             match act.port {
                 80 => "",
@@ -771,9 +781,11 @@ mod tests {
             rps: 5,
             seconds: 8,
             no_build: true,
+            bots_load_assets: true,
         };
         let p = args.plan();
         assert_eq!((p.bots, p.visitors, p.bot_rps), (20, 3, 5.0));
+        assert!(p.bots_load_assets);
         assert_eq!(p.browse_for, p.bots_for + Duration::from_secs(4));
         for act in [HTTP_ACT, HTTPS_ACT, HANDSHAKE_ACT] {
             assert_eq!(act.tls(), act.port != 80, "{act:?}");

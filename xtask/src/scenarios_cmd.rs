@@ -29,7 +29,8 @@ pub struct ScenariosArgs {
     #[arg(long, default_value_t = 1, value_name = "N")]
     pub seed: u64,
     /// Write only this scenario: browsing, swarm, flash-crowd, nat, crawler, multi-tenant,
-    /// wide-swarm, https-browsing, https-swarm, https-flash-crowd or https-nat.
+    /// wide-swarm, browser-swarm, browser-swarm-rotating, https-browsing, https-swarm,
+    /// https-flash-crowd or https-nat.
     #[arg(long, value_name = "NAME", value_parser = parse_scenario)]
     pub only: Option<Chosen>,
 }

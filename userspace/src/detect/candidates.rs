@@ -16,6 +16,8 @@ pub(super) struct Candidate {
     pub(super) ua: u64,
     /// A candidate on its TLS handshakes alone (see `handshakes`): `pages` are handshake pages.
     pub(super) handshakes: bool,
+    /// A candidate on its page views (see `views`): it loads the pages with their assets.
+    pub(super) views: bool,
 }
 
 impl Detector {
@@ -72,6 +74,7 @@ impl Detector {
                     requests,
                     ua: s.user_agent,
                     handshakes: false,
+                    views: false,
                 });
             }
         }

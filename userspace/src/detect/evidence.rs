@@ -154,6 +154,18 @@ impl Detector {
             };
             let mut lines =
                 self.request_evidence(&members, mean_req, &names_of_sites, load, top_ua);
+            let viewers: Vec<IpAddr> = idx
+                .iter()
+                .filter(|i| cands[**i].views)
+                .map(|i| cands[*i].addr)
+                .collect();
+            if !viewers.is_empty() {
+                // Members that load the pages with their assets: the request bars of the first
+                // two lines are not what decided on them, their views are.
+                let views =
+                    self.view_evidence(now_ns, &viewers, idx.len(), &page_ids, &names_of_sites);
+                lines.splice(0..2, views);
+            }
             if basis == Basis::Log {
                 lines.push(self.served_line(&members));
             }

@@ -178,6 +178,7 @@ impl Detector {
                 requests: handshakes,
                 ua: self.ja4_of(addr).map_or(0, |fp| fp_hash(&fp)),
                 handshakes: true,
+                views: false,
             });
         }
         cands

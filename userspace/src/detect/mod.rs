@@ -7,7 +7,9 @@
 //! [`Detector::tick`]:
 //! 1. a source is a *candidate* when, within the window, it made at least `min_requests`
 //!    requests, at least `concentration` of them to at most `max_pages` pages, at least
-//!    `min_repeat` requests per page on average, and almost no asset requests;
+//!    `min_repeat` requests per page on average, and almost no asset requests; or, loading
+//!    the pages with their assets as a browser does, when it repeats views of the same few
+//!    pages (see `views`);
 //! 2. candidates are clustered by the pages they share (union-find over pages); pages of one
 //!    site on several addresses (IPv4 and IPv6, the same `Host` and path) count as one, so a
 //!    dual-stack site under attack is one swarm (each member keeps the address it attacked);
@@ -44,6 +46,7 @@ mod neighbours;
 mod page_counts;
 mod pages;
 mod table;
+mod views;
 mod wide;
 
 use page_counts::{PageCounts, decay_factor};
@@ -184,6 +187,8 @@ struct SourceState {
     agents: Recent,
     /// What its User-Agent claims to be.
     family: Option<fingerprints::Family>,
+    /// Its page views (see [`views`]).
+    view: views::ViewState,
 }
 
 /// A few distinct hashes (User-Agents, fingerprints) with when each was last seen, the oldest
@@ -554,6 +559,8 @@ impl Detector {
         }
         s.bytes += ev.bytes.unwrap_or(0) as f64;
         s.pages.decay(factor);
+        s.view
+            .note(page.is_some(), &ev.path, ev.referer.as_deref(), now, factor);
         s.last_ns = s.last_ns.max(now);
         s.site = Some((ev.dst, ev.dst_port));
         let ua = ev.user_agent.as_deref().map_or(0, fx);
@@ -688,6 +695,7 @@ impl Detector {
         let hot = self.update_pages(now_ns, dt);
         let mut cands = self.candidates(now_ns, &hot);
         cands.extend(self.handshake_candidates(now_ns, &hot));
+        cands.extend(self.view_candidates(now_ns, &hot, &cands));
         let clusters = self.cluster(&cands);
         let mut changed = Vec::new();
         for s in &mut self.swarms {
@@ -770,19 +778,20 @@ mod tests {
                 ));
             }
         }
-        // A browsing visitor with assets, on the same pages even.
+        // A browsing visitor with assets, on the same pages even (among others: reloading one
+        // gallery every few seconds is what a bot does, see `views`).
         for k in 0..10 {
-            evs.push(ev(
-                10.0 + k as f64 * 3.0,
-                "198.51.100.7",
-                "/gallery/7",
-                "Firefox",
-            ));
+            let page = match k % 4 {
+                0 => "/gallery/7".to_owned(),
+                2 => "/gallery/8".to_owned(),
+                _ => format!("/product/{k}"),
+            };
+            evs.push(ev(10.0 + k as f64 * 3.0, "198.51.100.7", &page, "Firefox"));
             for a in 0..6 {
                 evs.push(ev(
                     10.1 + k as f64 * 3.0,
                     "198.51.100.7",
-                    &format!("/img/g7-{a}.jpg"),
+                    &format!("/img/{k}-{a}.jpg"),
                     "Firefox",
                 ));
             }

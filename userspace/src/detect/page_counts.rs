@@ -92,6 +92,14 @@ impl PageCounts {
         (top, sum)
     }
 
+    /// How many current pages have a count of at least `min` once scaled by `factor`.
+    pub(super) fn viewed(&self, pages: &[PageState], factor: f64, min: f64) -> usize {
+        self.0
+            .iter()
+            .filter(|pc| current(pages, pc.page, pc.generation) && pc.count * factor >= min)
+            .count()
+    }
+
     /// When the first request to one of `pages` was counted.
     pub(super) fn first_ns(&self, pages: &BTreeSet<u32>) -> Option<u64> {
         self.0

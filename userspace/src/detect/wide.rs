@@ -378,6 +378,7 @@ impl Detector {
                     .max_by_key(|a| a.1)
                     .map_or(0, |a| u64::from(a.0)),
                 handshakes: false,
+                views: false,
             });
         }
         cands
