@@ -31,6 +31,12 @@ impl Detector {
                 .get(a)
                 .is_some_and(|s| s.requests * decay_factor(s.last_ns, now_ns, tau) >= min)
         });
+        let sources = &self.sources;
+        self.view_watch.retain(|a| {
+            sources.get(a).is_some_and(|s| {
+                super::views::may_view(s, decay_factor(s.last_ns, now_ns, tau), min)
+            })
+        });
         self.prune_tls_watch(now_ns);
     }
 

@@ -166,6 +166,9 @@ struct PageState {
     hot_since_ns: Option<u64>,
     /// Its last request came from an access log.
     from_log: bool,
+    /// Its key in the page index, kept so that evicting it or growing the index hashes no
+    /// strings.
+    hash: u64,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -318,6 +321,9 @@ pub struct Detector {
     /// these, not at every source.
     watch: FxHashSet<IpAddr>,
     tls_watch: FxHashSet<IpAddr>,
+    /// The same for page views (see [`views`]): sources with the requests and views a view
+    /// candidate needs, whatever their assets.
+    view_watch: FxHashSet<IpAddr>,
     /// Kept between evictions (see [`evict_oldest`]).
     scratch: Vec<(u64, IpAddr)>,
     page_scratch: Vec<(u64, u32)>,
@@ -451,6 +457,7 @@ impl Detector {
             logged: FxHashMap::default(),
             watch: FxHashSet::default(),
             tls_watch: FxHashSet::default(),
+            view_watch: FxHashSet::default(),
             scratch: Vec::new(),
             page_scratch: Vec::new(),
             wide: wide::Wide::new(wide_sources),
@@ -579,6 +586,9 @@ impl Detector {
         {
             self.watch.insert(ev.src);
         }
+        if views::may_view(s, 1.0, self.cfg.min_requests) {
+            self.view_watch.insert(ev.src);
+        }
     }
 
     /// The id of a page (`handshakes`: the TLS handshakes to `site` and SNI `host`), added
@@ -638,15 +648,15 @@ impl Detector {
                     baseline_rps: 0.0,
                     hot_since_ns: None,
                     from_log: false,
+                    hash: 0,
                 });
                 (self.pages.len() - 1) as u32
             }
         };
-        let (pages, hasher) = (&self.pages, &self.page_hasher);
-        self.page_index.insert_unique(hash, id, |i| {
-            let p = &pages[*i as usize].page;
-            hash_page(hasher, p.site, p.host.as_deref(), &p.path, p.handshakes)
-        });
+        self.pages[id as usize].hash = hash;
+        let pages = &self.pages;
+        self.page_index
+            .insert_unique(hash, id, |i| pages[*i as usize].hash);
         id
     }
 
@@ -660,7 +670,7 @@ impl Detector {
             self.pages
                 .iter()
                 .enumerate()
-                .filter(|(_, p)| !named.contains(&p.page))
+                .filter(|(_, p)| named.is_empty() || !named.contains(&p.page))
                 .map(|(i, p)| (p.last_ns, i as u32)),
         );
         if by_age.is_empty() {
@@ -669,14 +679,7 @@ impl Detector {
         let n = (self.cfg.max_pages_tracked / 10).clamp(1, by_age.len());
         by_age.select_nth_unstable(n - 1);
         for &(_, i) in &by_age[..n] {
-            let p = &self.pages[i as usize].page;
-            let hash = hash_page(
-                &self.page_hasher,
-                p.site,
-                p.host.as_deref(),
-                &p.path,
-                p.handshakes,
-            );
+            let hash = self.pages[i as usize].hash;
             if let Ok(entry) = self.page_index.find_entry(hash, |x| *x == i) {
                 entry.remove();
             }

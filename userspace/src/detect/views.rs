@@ -38,7 +38,9 @@ use std::{
 
 use rustc_hash::FxHashSet;
 
-use super::{Detector, MAX_TRACKED_PAGES, candidates::Candidate, decay_factor, fx, is_asset};
+use super::{
+    Detector, MAX_TRACKED_PAGES, SourceState, candidates::Candidate, decay_factor, fx, is_asset,
+};
 
 /// Views a view candidate needs within the window (decayed).
 pub(super) const MIN_VIEWS: f64 = 10.0;
@@ -118,6 +120,13 @@ impl ViewState {
     }
 }
 
+/// Whether `s`, with its counts decayed by `factor`, has the requests (`min_requests`) and
+/// views a view candidate needs at the least (both decay alike, so this holds from one event
+/// of the source to its next or not at all).
+pub(super) fn may_view(s: &SourceState, factor: f64, min_requests: f64) -> bool {
+    s.requests * factor >= min_requests && (s.requests - s.assets) * factor >= MIN_VIEWS / 2.0
+}
+
 impl Detector {
     /// The view candidates at `now_ns` (see the module documentation), with `hot` pages as
     /// [`Detector::update_pages`] found them; sources already among `taken` (the request
@@ -135,7 +144,11 @@ impl Detector {
             .map(|c| c.addr)
             .collect();
         let mut cands = Vec::new();
-        for (addr, s) in self.sources.iter() {
+        for (addr, s) in self
+            .view_watch
+            .iter()
+            .filter_map(|a| Some((a, self.sources.get(a)?)))
+        {
             let f = decay_factor(s.last_ns, now_ns, tau);
             let requests = s.requests * f;
             let views = (s.requests - s.assets) * f;
