@@ -243,18 +243,7 @@ mod tests {
                 evs.push(event(t, &src, Kind::Http, page, None));
             }
         }
-        evs.sort_by_key(|e| e.ts_ns);
-        let mut d = Detector::new(DetectorConfig::default());
-        let mut next = 0u64;
-        for e in &evs {
-            while e.ts_ns >= next {
-                d.tick(next);
-                next += 1_000_000_000;
-            }
-            d.observe(e);
-        }
-        d.tick(next);
-        d
+        crate::detect::replay(DetectorConfig::default(), &mut evs)
     }
 
     fn fp(s: &str) -> Fingerprint {
@@ -383,18 +372,7 @@ mod tests {
                     evs.push(e);
                 }
             }
-            evs.sort_by_key(|e| e.ts_ns);
-            let mut d = Detector::new(DetectorConfig::default());
-            let mut next = 0u64;
-            for e in &evs {
-                while e.ts_ns >= next {
-                    d.tick(next);
-                    next += 1_000_000_000;
-                }
-                d.observe(e);
-            }
-            d.tick(next);
-            d.swarms()[0].clone()
+            crate::detect::replay(DetectorConfig::default(), &mut evs).swarms()[0].clone()
         };
         let pretending = run("t13d3112h2_e8f1e7e78f70_6bebaf5329ac", CHROME);
         let line = pretending

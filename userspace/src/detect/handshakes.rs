@@ -253,18 +253,7 @@ mod tests {
     }
 
     fn run(cfg: DetectorConfig, events: &mut [RequestEvent]) -> Detector {
-        events.sort_by_key(|e| e.ts_ns);
-        let mut d = Detector::new(cfg);
-        let mut next = 0u64;
-        for e in events.iter() {
-            while e.ts_ns >= next {
-                d.tick(next);
-                next += 1_000_000_000;
-            }
-            d.observe(e);
-        }
-        d.tick(next);
-        d
+        crate::detect::replay(cfg, events)
     }
 
     /// `n` bots at 198.18.0.x, each opening 4 connections a second for 15 s from 10 s on.

@@ -728,6 +728,24 @@ impl Detector {
     }
 }
 
+/// A detector with `cfg` fed `events` in time order, ticking every second of event time as
+/// the daemon ticks, and once more after the last: what the detector's tests replay.
+#[cfg(test)]
+fn replay(cfg: DetectorConfig, events: &mut [RequestEvent]) -> Detector {
+    events.sort_by_key(|e| e.ts_ns);
+    let mut d = Detector::new(cfg);
+    let mut next = 0u64;
+    for e in events.iter() {
+        while e.ts_ns >= next {
+            d.tick(next);
+            next += 1_000_000_000;
+        }
+        d.observe(e);
+    }
+    d.tick(next);
+    d
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -749,18 +767,7 @@ mod tests {
     }
 
     fn run(events: &mut [RequestEvent]) -> Detector {
-        events.sort_by_key(|e| e.ts_ns);
-        let mut d = Detector::new(DetectorConfig::default());
-        let mut next = 0u64;
-        for e in events.iter() {
-            while e.ts_ns >= next {
-                d.tick(next);
-                next += 1_000_000_000;
-            }
-            d.observe(e);
-        }
-        d.tick(next);
-        d
+        replay(DetectorConfig::default(), events)
     }
 
     #[test]

@@ -314,18 +314,7 @@ mod tests {
     }
 
     fn run(events: &mut [RequestEvent]) -> Detector {
-        events.sort_by_key(|e| e.ts_ns);
-        let mut d = Detector::new(DetectorConfig::default());
-        let mut next = 0u64;
-        for e in events.iter() {
-            while e.ts_ns >= next {
-                d.tick(next);
-                next += 1_000_000_000;
-            }
-            d.observe(e);
-        }
-        d.tick(next);
-        d
+        crate::detect::replay(DetectorConfig::default(), events)
     }
 
     /// 6 people browsing the shop: a page every 5-15 s, each a different one or a gallery

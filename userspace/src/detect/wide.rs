@@ -580,18 +580,7 @@ mod tests {
     }
 
     fn run(cfg: DetectorConfig, events: &mut [RequestEvent]) -> Detector {
-        events.sort_by_key(|e| e.ts_ns);
-        let mut d = Detector::new(cfg);
-        let mut next = 0u64;
-        for e in events.iter() {
-            while e.ts_ns >= next {
-                d.tick(next);
-                next += 1_000_000_000;
-            }
-            d.observe(e);
-        }
-        d.tick(next);
-        d
+        crate::detect::replay(cfg, events)
     }
 
     fn bot(i: usize) -> IpAddr {
