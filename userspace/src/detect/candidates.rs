@@ -2,7 +2,7 @@
 
 use std::net::IpAddr;
 
-use super::{Detector, Site, decay_factor};
+use super::{Detector, Site, decay_factor, page_counts::any_hot};
 
 /// A source that behaves like a swarm member at this tick.
 pub(super) struct Candidate {
@@ -68,9 +68,7 @@ impl Detector {
             let repeat = top / pages.len() as f64;
             if concentration >= self.cfg.concentration
                 && repeat >= self.cfg.min_repeat
-                && pages
-                    .iter()
-                    .any(|p| hot.get(p.0 as usize).copied().unwrap_or(false))
+                && any_hot(&pages, hot)
                 && let Some(site) = s.site
             {
                 cands.push(Candidate {

@@ -23,6 +23,17 @@ pub(super) struct Found {
     pub(super) evidence: Vec<String>,
 }
 
+/// What every kind of cluster is made of, whatever its evidence: each member's site, the
+/// sites by members (and their names), its pages, and the request rate to them.
+pub(super) struct Parts {
+    pub(super) member_site: BTreeMap<IpAddr, Site>,
+    pub(super) sites: Vec<Site>,
+    pub(super) names: Vec<String>,
+    pub(super) page_ids: BTreeSet<u32>,
+    pub(super) pages: Vec<Page>,
+    pub(super) rate: f64,
+}
+
 /// The request rate to a cluster's pages and their baseline.
 struct Load {
     rate: f64,
@@ -31,6 +42,39 @@ struct Load {
 }
 
 impl Detector {
+    /// The [`Parts`] of the cluster `idx` of `cands`.
+    pub(super) fn parts(&self, cands: &[Candidate], idx: &[usize]) -> Parts {
+        let member_site: BTreeMap<IpAddr, Site> = idx
+            .iter()
+            .map(|i| (cands[*i].addr, cands[*i].site))
+            .collect();
+        let sites = sites_by_members(&member_site);
+        let names = sites
+            .iter()
+            .map(|s| std::net::SocketAddr::from(*s).to_string())
+            .collect();
+        let page_ids: BTreeSet<u32> = idx
+            .iter()
+            .flat_map(|i| cands[*i].pages.iter().copied())
+            .collect();
+        let pages = page_ids
+            .iter()
+            .map(|p| self.pages[*p as usize].page.clone())
+            .collect();
+        let rate = page_ids
+            .iter()
+            .map(|p| self.pages[*p as usize].count / self.cfg.window.as_secs_f64())
+            .sum();
+        Parts {
+            member_site,
+            sites,
+            names,
+            page_ids,
+            pages,
+            rate,
+        }
+    }
+
     /// The swarm the cluster `idx` of `cands` makes at `now_ns`; `None` with fewer than
     /// `min_members` sources.
     pub(super) fn evidence(
@@ -43,27 +87,14 @@ impl Detector {
         if members.len() < self.cfg.min_members {
             return None;
         }
-        let member_site: BTreeMap<IpAddr, Site> = idx
-            .iter()
-            .map(|i| (cands[*i].addr, cands[*i].site))
-            .collect();
-        let sites = sites_by_members(&member_site);
-        let names_of_sites: Vec<String> = sites
-            .iter()
-            .map(|s| std::net::SocketAddr::from(*s).to_string())
-            .collect();
-        let page_ids: BTreeSet<u32> = idx
-            .iter()
-            .flat_map(|i| cands[*i].pages.iter().copied())
-            .collect();
-        let pages: Vec<Page> = page_ids
-            .iter()
-            .map(|p| self.pages[*p as usize].page.clone())
-            .collect();
-        let rate: f64 = page_ids
-            .iter()
-            .map(|p| self.pages[*p as usize].count / self.cfg.window.as_secs_f64())
-            .sum();
+        let Parts {
+            member_site,
+            sites,
+            names: names_of_sites,
+            page_ids,
+            pages,
+            rate,
+        } = self.parts(cands, idx);
         let baseline: f64 = page_ids
             .iter()
             .map(|p| self.pages[*p as usize].baseline_rps)

@@ -165,9 +165,7 @@ impl Detector {
             if names.is_empty()
                 || top / handshakes < self.cfg.concentration
                 || top / (names.len() as f64) < self.cfg.min_repeat
-                || !names
-                    .iter()
-                    .any(|n| hot.get(n.0 as usize).copied().unwrap_or(false))
+                || !super::page_counts::any_hot(&names, hot)
             {
                 continue;
             }

@@ -20,6 +20,12 @@ struct PageCount {
 /// for every watched source's.
 pub(super) type Top = SmallVec<[(u32, f64); MAX_TRACKED_PAGES]>;
 
+/// Whether one of `top`'s pages runs hot (`hot` as [`super::Detector::update_pages`] gives it).
+pub(super) fn any_hot(top: &[(u32, f64)], hot: &[bool]) -> bool {
+    top.iter()
+        .any(|p| hot.get(p.0 as usize).copied().unwrap_or(false))
+}
+
 /// A source's counts per page (at most [`MAX_TRACKED_PAGES`]).
 #[derive(Clone, Debug, Default)]
 pub(super) struct PageCounts(SmallVec<[PageCount; MAX_TRACKED_PAGES]>);

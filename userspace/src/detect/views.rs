@@ -169,9 +169,7 @@ impl Detector {
                 || top / views < self.cfg.concentration
                 || s.pages.viewed(&self.pages, f, RECENT_VIEWS) > VIEW_MAX_PAGES
                 || listed / (pages.len() as f64) < MIN_VIEW_REPEAT
-                || !pages
-                    .iter()
-                    .any(|p| hot.get(p.0 as usize).copied().unwrap_or(false))
+                || !super::page_counts::any_hot(&pages, hot)
             {
                 continue;
             }

@@ -32,7 +32,7 @@
 //! slot of the detector (`max_pages_tracked`, 50,000 by default: 1.6 MB).
 
 use std::{
-    collections::{BTreeMap, BTreeSet, HashMap},
+    collections::{BTreeSet, HashMap},
     net::IpAddr,
     time::Duration,
 };
@@ -40,8 +40,10 @@ use std::{
 use rustc_hash::FxHashSet;
 
 use super::{
-    Basis, Detector, HANDSHAKE_JA4S, Site, candidates::Candidate, evidence::Found,
-    sites_by_members, table::SourceTable,
+    Basis, Detector, HANDSHAKE_JA4S, Site,
+    candidates::Candidate,
+    evidence::{Found, Parts},
+    table::SourceTable,
 };
 use crate::l7::RequestEvent;
 
@@ -410,27 +412,14 @@ impl Detector {
             // Each its own browser build: people reloading a page, not one program.
             return None;
         }
-        let member_site: BTreeMap<IpAddr, Site> = idx
-            .iter()
-            .map(|i| (cands[*i].addr, cands[*i].site))
-            .collect();
-        let sites = sites_by_members(&member_site);
-        let names: Vec<String> = sites
-            .iter()
-            .map(|s| std::net::SocketAddr::from(*s).to_string())
-            .collect();
-        let page_ids: BTreeSet<u32> = idx
-            .iter()
-            .flat_map(|i| cands[*i].pages.iter().copied())
-            .collect();
-        let pages: Vec<super::Page> = page_ids
-            .iter()
-            .map(|p| self.pages[*p as usize].page.clone())
-            .collect();
-        let rate: f64 = page_ids
-            .iter()
-            .map(|p| self.pages[*p as usize].count / self.cfg.window.as_secs_f64())
-            .sum();
+        let Parts {
+            member_site,
+            sites,
+            names,
+            page_ids,
+            pages,
+            rate,
+        } = self.parts(cands, idx);
         let (distinct, baseline) = page_ids
             .iter()
             .filter_map(|p| self.wide.pages.get(*p as usize))
