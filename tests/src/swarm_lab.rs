@@ -156,6 +156,43 @@ impl Traffic {
         let first = self.first_bot_drop()?;
         Some(Tally::of(&self.bots, Some(first + grace)))
     }
+
+    /// The same traffic with only the bots whose address `keep` accepts (e.g. one address
+    /// family, each blocked by rules of its own).
+    pub fn bots_from(&self, keep: impl Fn(&IpAddr) -> bool) -> Traffic {
+        Traffic {
+            visitors: self.visitors.clone(),
+            bots: self.bots.iter().filter(|o| keep(&o.src)).cloned().collect(),
+            bots_started: self.bots_started,
+        }
+    }
+
+    /// For a failure message: each bot served from `grace` after the first drop on, with how
+    /// many requests were served then and how long after the first drop its own first drop
+    /// came (`None`: never dropped).
+    pub fn late_bots(&self, grace: Duration) -> Vec<(IpAddr, u64, Option<Duration>)> {
+        let Some(first) = self.first_bot_drop() else {
+            return Vec::new();
+        };
+        let mut by_src: std::collections::BTreeMap<IpAddr, (u64, Option<Instant>)> =
+            std::collections::BTreeMap::new();
+        for o in &self.bots {
+            let e = by_src.entry(o.src).or_default();
+            if o.at >= first + grace && o.succeeded() {
+                e.0 += 1;
+            }
+            if o.result == Err(Failure::ConnectTimeout) {
+                e.1 = Some(e.1.map_or(o.at, |t| t.min(o.at)));
+            }
+        }
+        by_src
+            .into_iter()
+            .filter(|(_, (late, _))| *late > 0)
+            .map(|(src, (late, drop))| {
+                (src, late, drop.map(|d| d.saturating_duration_since(first)))
+            })
+            .collect()
+    }
 }
 
 /// The lab. See the module documentation.

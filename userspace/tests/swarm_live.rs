@@ -350,12 +350,34 @@ fn a_dual_stack_swarm_is_one_swarm_scoped_per_address_with_its_64_as_one_rule() 
     assert_eq!(rules.len(), 1 + v4_bots.len());
 
     check_visitors_served(&Tally::of(&traffic.visitors, None), &lab);
-    let late = traffic
-        .bots_after_block(Duration::from_millis(1500))
-        .expect("no bot request was ever dropped");
+    // Each family's rules are their own (the /64 collapses once its last member joins), and
+    // on a loaded machine one family's pages can turn hot a tick after the other's: each is
+    // judged from its own first drop, and neither may lag the other by more than 3 s.
+    let grace = Duration::from_millis(1500);
+    let mut first_drops = Vec::new();
+    for (family, bots) in [
+        ("IPv4", traffic.bots_from(IpAddr::is_ipv4)),
+        ("IPv6", traffic.bots_from(IpAddr::is_ipv6)),
+    ] {
+        let late = bots
+            .bots_after_block(grace)
+            .unwrap_or_else(|| panic!("no {family} bot request was ever dropped"));
+        first_drops.push(bots.first_bot_drop().unwrap());
+        assert!(
+            late.requests > 0 && late.ok * 50 <= late.requests,
+            "{family} bots still served after their block: {late:?}\nby bot (served late, own \
+             first drop after the family's first): {:?}\nrules history: {:#}\ndaemon log:\n{}",
+            bots.late_bots(grace),
+            lab.cli_json(&["rules", "history"]).unwrap_or_default(),
+            lab.log()
+        );
+    }
+    let lag = first_drops[0].max(first_drops[1]) - first_drops[0].min(first_drops[1]);
     assert!(
-        late.requests > 0 && late.ok * 50 <= late.requests,
-        "bots still served after the block: {late:?}"
+        lag <= Duration::from_secs(3),
+        "one family was blocked {lag:?} after the other\nrules history: {:#}\ndaemon log:\n{}",
+        lab.cli_json(&["rules", "history"]).unwrap_or_default(),
+        lab.log()
     );
 }
 
