@@ -165,18 +165,24 @@ fn measure(events: &[RequestEvent], cfg: &DetectorConfig) -> (f64, f64, usize, f
 fn main() {
     let quick = std::env::var("SWARMWALL_BENCH_QUICK").is_ok_and(|v| v == "1");
     let n = if quick { 300_000 } else { 3_000_000 };
+    // One mix only (a word of its name), e.g. to profile it.
+    let only = std::env::var("SWARMWALL_BENCH_MIX").ok();
     let cfg = DetectorConfig::default();
     println!("swarm detector, one core, {n} events per mix");
     println!(
         "{:<40} {:>14} {:>14} {:>10} {:>10} {:>10}",
         "mix", "events/s", "baseline/s", "ratio", "sources", "tick ms"
     );
-    for (name, evs) in [
-        ("browsing + swarm (realistic)", realistic(n)),
-        ("flood: random sources and paths", flood(n)),
-        ("TLS hellos only (bots, browsers, crowd)", handshakes(n)),
-    ] {
-        let (rate, base, tracked, tick_ms) = measure(&evs, &cfg);
+    let mixes: [(&str, fn(usize) -> Vec<RequestEvent>); 3] = [
+        ("browsing + swarm (realistic)", realistic),
+        ("flood: random sources and paths", flood),
+        ("TLS hellos only (bots, browsers, crowd)", handshakes),
+    ];
+    for (name, mix) in mixes {
+        if only.as_deref().is_some_and(|w| !name.contains(w)) {
+            continue;
+        }
+        let (rate, base, tracked, tick_ms) = measure(&mix(n), &cfg);
         println!(
             "{name:<40} {rate:>14.0} {base:>14.0} {:>10.3} {tracked:>10} {tick_ms:>10.1}",
             rate / base

@@ -41,6 +41,8 @@ pub(super) struct TlsSource {
     /// Handshakes to names no longer tracked.
     other: f64,
     site: Option<Site>,
+    /// When the neighbour record last noted it.
+    neighbour_ns: u64,
     /// Distinct fingerprints lately.
     ja4s: Recent,
 }
@@ -78,6 +80,8 @@ impl Detector {
             s.last_ns = now;
             s.last_second = u64::MAX;
         }
+        self.neighbours
+            .note_due(ev.src, &mut s.neighbour_ns, new, now);
         s.names.forget_recycled(&self.pages);
         let factor = decay_factor(s.last_ns, now, tau);
         s.handshakes = s.handshakes * factor + 1.0;

@@ -192,6 +192,8 @@ struct SourceState {
     family: Option<fingerprints::Family>,
     /// Its page views (see [`views`]).
     view: views::ViewState,
+    /// When [`neighbours`] last noted it.
+    neighbour_ns: u64,
 }
 
 /// A few distinct hashes (User-Agents, fingerprints) with when each was last seen, the oldest
@@ -304,6 +306,8 @@ pub struct Detector {
     /// paths are chosen by whoever sends the requests.
     page_index: HashTable<u32>,
     page_hasher: foldhash::fast::RandomState,
+    /// Pages seen once and not yet given a slot (see [`Detector::page_seen_before`]).
+    doorkeeper: pages::Doorkeeper,
     free_pages: Vec<u32>,
     swarms: Vec<Swarm>,
     next_swarm: u64,
@@ -447,6 +451,7 @@ impl Detector {
             pages: Vec::new(),
             page_index: HashTable::new(),
             page_hasher: foldhash::fast::RandomState::default(),
+            doorkeeper: pages::Doorkeeper::default(),
             free_pages: Vec::new(),
             swarms: Vec::new(),
             next_swarm: 1,
@@ -515,7 +520,6 @@ impl Detector {
     pub fn observe(&mut self, ev: &RequestEvent) {
         // The hello that carries a JA4 carries no page: remember it for the source's requests.
         let fp = ev.ja4.as_deref().and_then(Fingerprint::parse);
-        self.neighbours.note(ev.src, ev.ts_ns);
         if let Some(fp) = fp {
             self.note_ja4(ev.src, fp, ev.ts_ns);
         }
@@ -530,16 +534,11 @@ impl Detector {
         }
         let tau = self.cfg.window.as_nanos() as f64;
         let asset = is_asset(&ev.path);
+        // `None` for a page too: one seen for the first time has no slot yet.
         let page = if asset {
             None
         } else {
-            Some(self.page_id(
-                (ev.dst, ev.dst_port),
-                ev.host.as_deref(),
-                &ev.path,
-                false,
-                now,
-            ))
+            self.page_seen_before(ev, now)
         };
         if let Some(p) = page {
             let ps = &mut self.pages[p as usize];
@@ -548,12 +547,14 @@ impl Detector {
             ps.last_ns = ps.last_ns.max(now);
             ps.from_log = ev.origin == Origin::Log;
         }
-        self.observe_wide(ev, page);
+        self.observe_wide(ev, page, asset);
         let generation = page.map_or(0, |p| self.pages[p as usize].generation);
         let (s, new) = self.sources.touch(ev.src, now);
         if new {
             s.last_ns = now;
         }
+        self.neighbours
+            .note_due(ev.src, &mut s.neighbour_ns, new, now);
         s.pages.forget_recycled(&self.pages);
         let factor = decay_factor(s.last_ns, now, tau);
         s.requests = s.requests * factor + 1.0;
@@ -567,7 +568,7 @@ impl Detector {
         s.bytes += ev.bytes.unwrap_or(0) as f64;
         s.pages.decay(factor);
         s.view
-            .note(page.is_some(), &ev.path, ev.referer.as_deref(), now, factor);
+            .note(!asset, &ev.path, ev.referer.as_deref(), now, factor);
         s.last_ns = s.last_ns.max(now);
         s.site = Some((ev.dst, ev.dst_port));
         let ua = ev.user_agent.as_deref().map_or(0, fx);
@@ -577,7 +578,9 @@ impl Detector {
         s.user_agent = ua;
         note_recent(&mut s.agents, ua, now);
         match page {
-            None => s.assets += 1.0,
+            None if asset => s.assets += 1.0,
+            // A page nobody else fetched lately: outside every page it could concentrate on.
+            None => s.other_pages += 1.0,
             Some(p) => s.other_pages += s.pages.count(p, generation, now),
         }
         // Requests and assets decay alike, so their ratio holds until the next event: a
@@ -591,6 +594,34 @@ impl Detector {
         }
     }
 
+    /// The id of the page `path` on `site` (`host`), added at `now` if this is at least its
+    /// second request lately; `None` for its first. A flood of random paths, each fetched
+    /// once, then costs one store in the [`pages::Doorkeeper`] per request instead of a page
+    /// slot and the evictions that make room for it; a page requested again within the
+    /// doorkeeper's memory (at least a quarter second at a million new paths a second, where
+    /// the page table would have evicted it within 50 ms) gets its slot, counted from then.
+    fn page_seen_before(&mut self, ev: &RequestEvent, now: u64) -> Option<u32> {
+        let (site, host, path) = ((ev.dst, ev.dst_port), ev.host.as_deref(), ev.path.as_str());
+        let hash = hash_page(&self.page_hasher, site, host, path, false);
+        if let Some(id) = self.find_page(hash, site, host, path, false) {
+            return Some(id);
+        }
+        let pages::Door::Second { src, at_ns } = self.doorkeeper.sight(hash, ev.src, now) else {
+            return None;
+        };
+        let id = self.add_page(hash, site, host, path, false, now);
+        // Its first request, which the doorkeeper took, counts for the page and for the source
+        // that made it (as a page now, no longer as one beyond its pages).
+        let p = &mut self.pages[id as usize];
+        p.count = 1.0;
+        let generation = p.generation;
+        if let Some(s) = self.sources.get_mut(&src) {
+            s.other_pages = (s.other_pages - 1.0).max(0.0);
+            s.other_pages += s.pages.count(id, generation, at_ns);
+        }
+        Some(id)
+    }
+
     /// The id of a page (`handshakes`: the TLS handshakes to `site` and SNI `host`), added
     /// at `now` if new.
     fn page_id(
@@ -602,6 +633,21 @@ impl Detector {
         now: u64,
     ) -> u32 {
         let hash = hash_page(&self.page_hasher, site, host, path, handshakes);
+        match self.find_page(hash, site, host, path, handshakes) {
+            Some(id) => id,
+            None => self.add_page(hash, site, host, path, handshakes, now),
+        }
+    }
+
+    /// The page with index hash `hash`, if it has a slot.
+    fn find_page(
+        &self,
+        hash: u64,
+        site: Site,
+        host: Option<&str>,
+        path: &str,
+        handshakes: bool,
+    ) -> Option<u32> {
         let pages = &self.pages;
         let same = |id: &u32| {
             let p = &pages[*id as usize].page;
@@ -610,9 +656,19 @@ impl Detector {
                 && p.path == path
                 && p.handshakes == handshakes
         };
-        if let Some(id) = self.page_index.find(hash, same) {
-            return *id;
-        }
+        self.page_index.find(hash, same).copied()
+    }
+
+    /// A slot for a page not in the index (its index hash `hash`), requested at `now`.
+    fn add_page(
+        &mut self,
+        hash: u64,
+        site: Site,
+        host: Option<&str>,
+        path: &str,
+        handshakes: bool,
+        now: u64,
+    ) -> u32 {
         if self.pages.len() >= self.cfg.max_pages_tracked && self.free_pages.is_empty() {
             self.evict_pages();
         }

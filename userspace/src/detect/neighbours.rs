@@ -88,8 +88,20 @@ impl Neighbours {
         }
     }
 
+    /// Notes `ip` seen at `now_ns` unless the caller's state of the source says it was noted
+    /// (`*noted_ns`) within a quarter of `keep`: a source the detector holds needs no record
+    /// (the policy sees it there), only one that outlives it when the table evicts it, so a
+    /// few notes per `keep` do, not one per event. `new`: the state is fresh.
+    pub(super) fn note_due(&mut self, ip: IpAddr, noted_ns: &mut u64, new: bool, now_ns: u64) {
+        let every = u64::from(self.keep_s) * 250_000_000;
+        if new || now_ns.saturating_sub(*noted_ns) >= every {
+            *noted_ns = now_ns;
+            self.note(ip, now_ns);
+        }
+    }
+
     /// Notes `ip` seen at `now_ns`.
-    pub(super) fn note(&mut self, ip: IpAddr, now_ns: u64) {
+    fn note(&mut self, ip: IpAddr, now_ns: u64) {
         let (net, host) = split(ip);
         let now = secs(now_ns);
         let (p, _) = self.prefixes.touch(net, now_ns);

@@ -199,7 +199,7 @@ fn hits_within(hits: &[u32; WIDE_HITS], now: u32, window: u32) -> usize {
 impl Detector {
     /// Feeds one HTTP request to the wide-swarm evidence: `page` is its page id (`None` for a
     /// sub-resource).
-    pub(super) fn observe_wide(&mut self, ev: &RequestEvent, page: Option<u32>) {
+    pub(super) fn observe_wide(&mut self, ev: &RequestEvent, page: Option<u32>, asset: bool) {
         let now = secs(ev.ts_ns);
         let cfg = &self.cfg.wide;
         let referred = ev.referer.as_deref().is_some_and(|r| !r.is_empty());
@@ -213,7 +213,12 @@ impl Detector {
         s.site = Some((ev.dst, ev.dst_port));
         note_agent(&mut s.agents, ua, now);
         let Some(page) = page else {
-            s.broad = now;
+            if asset {
+                s.broad = now;
+            } else {
+                // A page nobody else fetched lately: a page beyond the narrow ones.
+                s.other = now;
+            }
             return;
         };
         let window = cfg.window.as_secs() as u32;
