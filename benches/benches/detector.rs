@@ -173,7 +173,8 @@ fn main() {
         "{:<40} {:>14} {:>14} {:>10} {:>10} {:>10}",
         "mix", "events/s", "baseline/s", "ratio", "sources", "tick ms"
     );
-    let mixes: [(&str, fn(usize) -> Vec<RequestEvent>); 3] = [
+    type Mix = fn(usize) -> Vec<RequestEvent>;
+    let mixes: [(&str, Mix); 3] = [
         ("browsing + swarm (realistic)", realistic),
         ("flood: random sources and paths", flood),
         ("TLS hellos only (bots, browsers, crowd)", handshakes),
