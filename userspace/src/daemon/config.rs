@@ -12,7 +12,10 @@ use anyhow::{Context as _, Result, bail};
 use serde::Deserialize;
 
 use crate::{
-    AttachMode, Sizes, Target, detect::DetectorConfig, policy::PolicyConfig, rules::MAX_TTL,
+    AttachMode, Sizes, Target,
+    detect::{DetectorConfig, WIDE_HITS, WideConfig},
+    policy::PolicyConfig,
+    rules::MAX_TTL,
 };
 
 /// Where the daemon looks for its configuration unless told otherwise.
@@ -114,6 +117,28 @@ pub struct SwarmConfig {
     /// burst of connections at the start of a visit never does).
     #[serde(deserialize_with = "number")]
     pub min_handshake_seconds: f64,
+    /// Page views (a page and the assets that follow it) a source needs within `window` to
+    /// count as reloading the same few pages, as a bot loading a gallery does.
+    #[serde(deserialize_with = "number")]
+    pub min_views: f64,
+    /// How far back a wide, low-rate swarm's members' page fetches count.
+    pub wide_window: String,
+    /// Bare page fetches (no asset, no Referer) a source needs within `wide_window` to be a
+    /// member of a wide swarm.
+    #[serde(deserialize_with = "ranged::<_, _, 1, { WIDE_HITS as i64 }>")]
+    pub wide_min_hits: usize,
+    /// New distinct sources a minute a page needs (and `hot_factor` times its baseline) to
+    /// run hot on distinct sources.
+    #[serde(deserialize_with = "number")]
+    pub wide_min_sources_per_minute: f64,
+    /// Sources a wide swarm needs.
+    #[serde(deserialize_with = "ranged::<_, _, 2, { u32::MAX as i64 }>")]
+    pub wide_min_members: usize,
+    /// Sources the detector tracks at once (memory: about 400 bytes each, as many again for
+    /// sources seen only in TLS handshakes); beyond it the least recently active tenth is
+    /// forgotten.
+    #[serde(deserialize_with = "ranged::<_, _, 1000, { u32::MAX as i64 }>")]
+    pub max_sources: usize,
     /// TTL of a member's first block; it doubles with every repeat offence...
     pub block_ttl: String,
     /// ...up to this.
@@ -137,6 +162,12 @@ impl Default for SwarmConfig {
             min_requests: d.min_requests,
             min_handshakes: d.min_handshakes,
             min_handshake_seconds: d.min_handshake_seconds,
+            min_views: d.min_views,
+            wide_window: humantime::format_duration(d.wide.window).to_string(),
+            wide_min_hits: d.wide.min_hits,
+            wide_min_sources_per_minute: d.wide.min_sources_per_minute,
+            wide_min_members: d.wide.min_members,
+            max_sources: d.max_sources,
             window: humantime::format_duration(d.window).to_string(),
             block_ttl: humantime::format_duration(p.base_ttl).to_string(),
             max_block_ttl: humantime::format_duration(p.max_ttl).to_string(),
@@ -345,6 +376,11 @@ impl SwarmConfig {
         for (key, v) in [
             ("min_handshakes", self.min_handshakes),
             ("min_handshake_seconds", self.min_handshake_seconds),
+            ("min_views", self.min_views),
+            (
+                "wide_min_sources_per_minute",
+                self.wide_min_sources_per_minute,
+            ),
         ] {
             if !(v >= 1.0 && v.is_finite()) {
                 bail!("[swarm] {key} = {v}: expected 1 or more");
@@ -362,6 +398,15 @@ impl SwarmConfig {
             min_requests: self.min_requests,
             min_handshakes: self.min_handshakes,
             min_handshake_seconds: self.min_handshake_seconds,
+            min_views: self.min_views,
+            max_sources: self.max_sources,
+            wide: WideConfig {
+                window: positive_duration("[swarm] wide_window", &self.wide_window)?,
+                min_hits: self.wide_min_hits,
+                min_sources_per_minute: self.wide_min_sources_per_minute,
+                min_members: self.wide_min_members,
+                ..WideConfig::default()
+            },
             ..DetectorConfig::default()
         };
         let policy = PolicyConfig {
@@ -602,6 +647,28 @@ mod tests {
                 ("2001:db8::10".parse().unwrap(), 443)
             ]
         );
+        let c = Config::parse(
+            "detect_own_addresses = false\n[swarm]\nmin_views = 6\nwide_window = \"10m\"\n\
+             wide_min_hits = 2\nwide_min_members = 50\nmax_sources = 50000\n",
+        )
+        .unwrap()
+        .check()
+        .unwrap();
+        assert_eq!(c.detector.min_views, 6.0);
+        assert_eq!(c.detector.wide.window, Duration::from_secs(600));
+        assert_eq!(c.detector.wide.min_hits, 2);
+        assert_eq!(c.detector.wide.min_members, 50);
+        assert_eq!(c.detector.max_sources, 50_000);
+        for (text, named) in [
+            ("wide_min_hits = 5", "wide_min_hits"),
+            ("wide_window = \"0s\"", "wide_window"),
+            ("min_views = 0.5", "min_views = 0.5"),
+            ("max_sources = 10", "max_sources"),
+        ] {
+            let bad = Config::parse(&format!("[swarm]\n{text}\n")).and_then(|c| c.check());
+            let err = format!("{:#}", bad.unwrap_err());
+            assert!(err.contains(named), "{text}: {err}");
+        }
         let bad = Config::parse("[swarm]\nmin_handshake_seconds = 0\n")
             .unwrap()
             .check()

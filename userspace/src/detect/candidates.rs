@@ -31,10 +31,10 @@ impl Detector {
                 .get(a)
                 .is_some_and(|s| s.requests * decay_factor(s.last_ns, now_ns, tau) >= min)
         });
-        let sources = &self.sources;
+        let (sources, min_views) = (&self.sources, self.cfg.min_views);
         self.view_watch.retain(|a| {
             sources.get(a).is_some_and(|s| {
-                super::views::may_view(s, decay_factor(s.last_ns, now_ns, tau), min)
+                super::views::may_view(s, decay_factor(s.last_ns, now_ns, tau), min, min_views)
             })
         });
         self.prune_tls_watch(now_ns);

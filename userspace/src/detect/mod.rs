@@ -92,6 +92,9 @@ pub struct DetectorConfig {
     /// Distinct seconds within the window in which a handshake candidate opened connections:
     /// a browser opens its few connections in a burst when a visit starts, a bot keeps coming.
     pub min_handshake_seconds: f64,
+    /// Page views (a page and the assets that follow it) a source needs within the window to
+    /// count as reloading the same few pages (see [`views`]).
+    pub min_views: f64,
     /// Distinct JA4 fingerprints or User-Agents from one address from which it counts as
     /// shared (NAT, proxy) and is never a member on handshake evidence alone.
     pub shared_clients: usize,
@@ -125,6 +128,7 @@ impl Default for DetectorConfig {
             max_pages_tracked: 50_000,
             min_handshakes: 8.0,
             min_handshake_seconds: 4.0,
+            min_views: views::MIN_VIEWS,
             shared_clients: 3,
             handshake_ja4_share: 0.8,
             logged_sites: Vec::new(),
@@ -589,7 +593,7 @@ impl Detector {
         {
             self.watch.insert(ev.src);
         }
-        if views::may_view(s, 1.0, self.cfg.min_requests) {
+        if views::may_view(s, 1.0, self.cfg.min_requests, self.cfg.min_views) {
             self.view_watch.insert(ev.src);
         }
     }

@@ -14,7 +14,7 @@
 //!
 //! A source that is no request candidate is a *view candidate* when, within the window, it
 //! made at least `min_requests` requests (assets count: each view costs the server all of
-//! them), at least [`MIN_VIEWS`] views, at least `concentration` of them of at most
+//! them), at least `min_views` ([`MIN_VIEWS`] by default) views, at least `concentration` of them of at most
 //! [`VIEW_MAX_PAGES`] pages and none of any other page lately (see [`RECENT_VIEWS`]),
 //! [`MIN_VIEW_REPEAT`] views per page on average, and one of those pages is hot. A member of
 //! a swarm stays a candidate down to half the views: once blocked it views nothing, and the
@@ -42,7 +42,8 @@ use super::{
     Detector, MAX_TRACKED_PAGES, SourceState, candidates::Candidate, decay_factor, fx, is_asset,
 };
 
-/// Views a view candidate needs within the window (decayed).
+/// Views a view candidate needs within the window (decayed), by default
+/// ([`super::DetectorConfig::min_views`]).
 pub(super) const MIN_VIEWS: f64 = 10.0;
 
 /// Most distinct pages a view candidate views.
@@ -123,8 +124,8 @@ impl ViewState {
 /// Whether `s`, with its counts decayed by `factor`, has the requests (`min_requests`) and
 /// views a view candidate needs at the least (both decay alike, so this holds from one event
 /// of the source to its next or not at all).
-pub(super) fn may_view(s: &SourceState, factor: f64, min_requests: f64) -> bool {
-    s.requests * factor >= min_requests && (s.requests - s.assets) * factor >= MIN_VIEWS / 2.0
+pub(super) fn may_view(s: &SourceState, factor: f64, min_requests: f64, min_views: f64) -> bool {
+    s.requests * factor >= min_requests && (s.requests - s.assets) * factor >= min_views / 2.0
 }
 
 impl Detector {
@@ -152,12 +153,13 @@ impl Detector {
             let f = decay_factor(s.last_ns, now_ns, tau);
             let requests = s.requests * f;
             let views = (s.requests - s.assets) * f;
-            if requests < self.cfg.min_requests || views < MIN_VIEWS / 2.0 || taken.contains(addr) {
+            let min_views = self.cfg.min_views;
+            if requests < self.cfg.min_requests || views < min_views / 2.0 || taken.contains(addr) {
                 continue;
             }
             // A member keeps its place while its views decay (blocked, it makes none): the
             // swarm stays a cluster that bots who cross the bar a little later can join.
-            if views < MIN_VIEWS && !self.swarms.iter().any(|w| w.members.contains(addr)) {
+            if views < min_views && !self.swarms.iter().any(|w| w.members.contains(addr)) {
                 continue;
             }
             let Some(site) = s.site else { continue };
@@ -224,8 +226,9 @@ impl Detector {
         }
         let k = viewers.len().max(1) as f64;
         let mut first = format!(
-            "{} sources each loaded >= {MIN_VIEWS:.0} views in the last {window}s of <= {VIEW_MAX_PAGES} pages of {} and no other page (mean {:.0} views, {:.0} requests), each view the page and the assets that follow it (Referer or timing), as a browser does",
+            "{} sources each loaded >= {:.0} views in the last {window}s of <= {VIEW_MAX_PAGES} pages of {} and no other page (mean {:.0} views, {:.0} requests), each view the page and the assets that follow it (Referer or timing), as a browser does",
             viewers.len(),
+            self.cfg.min_views,
             sites.join(" and "),
             views_all / k,
             requests_all / k,
