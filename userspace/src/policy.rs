@@ -362,6 +362,7 @@ mod tests {
             detected_ns: 0,
             last_active_ns: 0,
             rate_rps: 0.0,
+            peak_rps: 0.0,
             confidence: 1.0,
             evidence: vec![],
         }

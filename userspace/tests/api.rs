@@ -331,6 +331,7 @@ fn fake_swarm() -> SwarmView {
         time_to_block_ms: Some(3),
         onset_to_block_ms: Some(2400),
         rate_rps: 80.0,
+        peak_rps: 120.0,
         confidence: 0.9,
         evidence: vec!["2 sources each sent >= 8 requests".into()],
         rules: vec![4, 5],

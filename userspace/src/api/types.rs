@@ -366,6 +366,9 @@ pub struct SwarmView {
     pub onset_to_block_ms: Option<u64>,
     /// Requests per second to its pages at the last tick.
     pub rate_rps: f64,
+    /// Requests per second to its pages at its strongest tick, the one its evidence is from.
+    #[serde(default)]
+    pub peak_rps: f64,
     /// 0..1.
     pub confidence: f64,
     /// Why it is a swarm: the features that decided it.

@@ -321,16 +321,22 @@ impl Detector {
                 }
                 s.rate_rps = rate;
                 s.confidence = s.confidence.max(confidence);
-                s.evidence = evidence;
-                // The first line speaks of this tick's cluster; the swarm is all its members.
-                if let Some(first) = s.evidence.first_mut() {
-                    *first = format!(
-                        "{} sources in all; in the last tick {}",
-                        s.members.len(),
-                        first
-                    );
+                // The evidence of the strongest tick stays: blocked members' counts decay, and
+                // "2 views of /gallery/1" would belittle the attack that was. Its first line
+                // speaks of that tick's cluster, after the count of every member.
+                const TICK: &str = "at its strongest tick ";
+                if rate >= s.peak_rps {
+                    s.peak_rps = rate;
+                    s.evidence = evidence;
+                    s.evidence.extend(s.ja4_evidence());
+                } else if let Some(first) = s.evidence.first_mut()
+                    && let Some((_, tick)) = first.split_once(TICK)
+                {
+                    *first = tick.to_owned();
                 }
-                s.evidence.extend(s.ja4_evidence());
+                if let Some(first) = s.evidence.first_mut() {
+                    *first = format!("{} sources in all; {TICK}{first}", s.members.len());
+                }
                 s.onset_ns = s.onset_ns.min(onset);
                 (s.members.len() != before).then(|| s.clone())
             }
@@ -349,6 +355,7 @@ impl Detector {
                     detected_ns: now_ns,
                     last_active_ns: now_ns,
                     rate_rps: rate,
+                    peak_rps: rate,
                     confidence,
                     evidence,
                 };

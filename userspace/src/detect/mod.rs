@@ -279,6 +279,10 @@ pub struct Swarm {
     pub last_active_ns: u64,
     /// Requests per second to the swarm's pages at the last tick.
     pub rate_rps: f64,
+    /// Requests per second to its pages at the tick `evidence` comes from: the strongest so
+    /// far, so that once its members are blocked the evidence still shows the attack, not
+    /// its decaying tail.
+    pub peak_rps: f64,
     /// 0..1.
     pub confidence: f64,
     /// Why: the features that decided it, for humans.

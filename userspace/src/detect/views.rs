@@ -409,6 +409,46 @@ mod tests {
     }
 
     #[test]
+    fn once_the_bots_stop_the_evidence_still_shows_the_attack_not_its_tail() {
+        // The bots stop at 49 s, as when they are blocked; a visitor browses on until 90 s, so
+        // the detector ticks on while the bots' counts decay.
+        let mut evs = Vec::new();
+        wget_bots(&mut evs, 40);
+        for k in 0..80 {
+            view(
+                &mut evs,
+                10.0 + k as f64,
+                "198.51.103.1",
+                "/about",
+                0..3,
+                "Firefox/128.0",
+                true,
+            );
+        }
+        let d = run(&mut evs);
+        let s = only(&d);
+        // Its last active tick saw the decayed tail.
+        assert!(
+            s.rate_rps < s.peak_rps / 2.0,
+            "{} of {}",
+            s.rate_rps,
+            s.peak_rps
+        );
+        assert!(
+            s.evidence[0].starts_with("40 sources in all; at its strongest tick 40 sources"),
+            "{:#?}",
+            s.evidence
+        );
+        let line = s
+            .evidence
+            .iter()
+            .find(|e| e.contains("views of /gallery/1 in 30 s"))
+            .unwrap_or_else(|| panic!("{:#?}", s.evidence));
+        let n: f64 = line.split(' ').next().unwrap().parse().unwrap();
+        assert!(n >= 5.0, "{line}");
+    }
+
+    #[test]
     fn bots_reaching_the_bar_after_the_others_stopped_still_join_the_swarm() {
         // 27 bots view a gallery a second from 10 s; 3 more from 11.5 s. The first ones stop
         // (as when they are blocked) at 18 s, just past the bar; the late ones go on.

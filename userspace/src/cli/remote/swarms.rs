@@ -211,13 +211,14 @@ fn render_swarm(s: &SwarmView, now: SystemTime) -> String {
     }
     let _ = writeln!(
         o,
-        "  rate        {} {}; confidence {:.2}; impact preview {:.1}% of legitimate requests",
+        "  rate        {} {} (at its strongest {}); confidence {:.2}; impact preview {:.1}% of legitimate requests",
         fmt::si(s.rate_rps),
         if s.basis == "handshakes" {
             "new TLS connections/s to the name"
         } else {
             "req/s to its pages"
         },
+        fmt::si(s.peak_rps),
         s.confidence,
         s.impact * 100.0
     );

@@ -192,6 +192,7 @@ impl Daemon {
                 .blocked_ns
                 .map(|b| b.saturating_sub(s.onset_ns) / 1_000_000),
             rate_rps: s.rate_rps,
+            peak_rps: s.peak_rps,
             confidence: s.confidence,
             evidence: s.evidence.clone(),
             rules: t.rules.iter().map(|p| p.id).collect(),
