@@ -198,6 +198,10 @@ struct SourceState {
     view: views::ViewState,
     /// When [`neighbours`] last noted it.
     neighbour_ns: u64,
+    /// The watch epoch ([`Detector::epoch`]) in which it was put on the watch list and on the
+    /// view watch list: nothing leaves them between two ticks, so once per epoch is enough.
+    watched: u32,
+    view_watched: u32,
 }
 
 /// A few distinct hashes (User-Agents, fingerprints) with when each was last seen, the oldest
@@ -332,6 +336,8 @@ pub struct Detector {
     /// be candidates, since the counts only decay, and alike, between events. A tick looks at
     /// these, not at every source.
     watch: FxHashSet<IpAddr>,
+    /// Ticks so far, plus one: the watch lists change only at a tick.
+    epoch: u32,
     tls_watch: FxHashSet<IpAddr>,
     /// The same for page views (see [`views`]): sources with the requests and views a view
     /// candidate needs, whatever their assets.
@@ -469,6 +475,7 @@ impl Detector {
             tls_sources: SourceTable::new(max_sources),
             logged: FxHashMap::default(),
             watch: FxHashSet::default(),
+            epoch: 1,
             tls_watch: FxHashSet::default(),
             view_watch: FxHashSet::default(),
             scratch: Vec::new(),
@@ -593,11 +600,17 @@ impl Detector {
         }
         // Requests and assets decay alike, so their ratio holds until the next event: a
         // source over the asset bar now cannot be a candidate before it sends another request.
-        if s.requests >= self.cfg.min_requests && s.assets <= self.cfg.max_asset_ratio * s.requests
+        if s.watched != self.epoch
+            && s.requests >= self.cfg.min_requests
+            && s.assets <= self.cfg.max_asset_ratio * s.requests
         {
+            s.watched = self.epoch;
             self.watch.insert(ev.src);
         }
-        if views::may_view(s, 1.0, self.cfg.min_requests, self.cfg.min_views) {
+        if s.view_watched != self.epoch
+            && views::may_view(s, 1.0, self.cfg.min_requests, self.cfg.min_views)
+        {
+            s.view_watched = self.epoch;
             self.view_watch.insert(ev.src);
         }
     }
@@ -759,6 +772,7 @@ impl Detector {
         self.last_tick_ns = Some(now_ns);
         self.forget_logged(now_ns);
         self.prune_watch(now_ns);
+        self.epoch = self.epoch.wrapping_add(1).max(1);
         let hot = self.update_pages(now_ns, dt);
         let mut cands = self.candidates(now_ns, &hot);
         cands.extend(self.handshake_candidates(now_ns, &hot));
