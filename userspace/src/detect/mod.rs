@@ -202,6 +202,9 @@ struct SourceState {
     /// view watch list: nothing leaves them between two ticks, so once per epoch is enough.
     watched: u32,
     view_watched: u32,
+    /// It may have a wide-swarm record (see [`wide`]): false only when it certainly has none,
+    /// so that an asset request of a source with none costs no lookup there.
+    wide: bool,
 }
 
 /// A few distinct hashes (User-Agents, fingerprints) with when each was last seen, the oldest
@@ -562,12 +565,16 @@ impl Detector {
             ps.last_ns = ps.last_ns.max(now);
             ps.from_log = ev.origin == Origin::Log;
         }
-        self.observe_wide(ev, page, asset);
         let generation = page.map_or(0, |p| self.pages[p as usize].generation);
         let (s, new) = self.sources.touch(ev.src, now);
         if new {
             s.last_ns = now;
+            // The wide record may have outlived an earlier state of the source.
+            s.wide = self.wide.has(&ev.src);
         }
+        // A page fetch makes one.
+        s.wide |= page.is_some();
+        let wide = s.wide;
         self.neighbours
             .note_due(ev.src, &mut s.neighbour_ns, new, now);
         s.pages.forget_recycled(&self.pages);
@@ -612,6 +619,9 @@ impl Detector {
         {
             s.view_watched = self.epoch;
             self.view_watch.insert(ev.src);
+        }
+        if wide {
+            self.observe_wide(ev, page, asset);
         }
     }
 

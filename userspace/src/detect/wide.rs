@@ -181,6 +181,11 @@ pub(super) struct Wide {
 }
 
 impl Wide {
+    /// Whether `addr` has a record.
+    pub(super) fn has(&self, addr: &IpAddr) -> bool {
+        self.sources.contains_key(addr)
+    }
+
     /// Room for `max_sources` sources.
     pub(super) fn new(max_sources: usize) -> Self {
         Self {
