@@ -69,7 +69,7 @@ impl Detector {
             return;
         }
         let tau = self.cfg.window.as_nanos() as f64;
-        let page = self.page_id(site, ev.host.as_deref(), "", true, now);
+        let page = self.handshake_page(site, ev.host.as_deref(), now);
         let ps = &mut self.pages[page as usize];
         super::decay(&mut ps.count, ps.last_ns, now, tau);
         ps.count += 1.0;

@@ -401,21 +401,35 @@ fn sites_by_members(member_site: &BTreeMap<IpAddr, Site>) -> Vec<Site> {
     sites.into_iter().map(|(s, _)| s).collect()
 }
 
-/// The page index's hash: the same for a `Page` and for the borrowed parts of an event.
-fn hash_page(
-    hasher: &foldhash::fast::RandomState,
+/// A page as a request names it, borrowing the request's strings.
+#[derive(Clone, Copy)]
+struct PageKey<'a> {
     site: Site,
-    host: Option<&str>,
-    path: &str,
+    host: Option<&'a str>,
+    path: &'a str,
+    /// The pseudo-page of the TLS handshakes to `site` and SNI `host`.
     handshakes: bool,
-) -> u64 {
-    use std::hash::{BuildHasher as _, Hash as _, Hasher as _};
-    let mut h = hasher.build_hasher();
-    site.hash(&mut h);
-    host.hash(&mut h);
-    path.hash(&mut h);
-    handshakes.hash(&mut h);
-    h.finish()
+}
+
+impl PageKey<'_> {
+    /// Its index hash, seeded per detector.
+    fn hash(&self, hasher: &foldhash::fast::RandomState) -> u64 {
+        use std::hash::{BuildHasher as _, Hash as _, Hasher as _};
+        let mut h = hasher.build_hasher();
+        self.site.hash(&mut h);
+        self.host.hash(&mut h);
+        self.path.hash(&mut h);
+        self.handshakes.hash(&mut h);
+        h.finish()
+    }
+
+    /// Whether it names `page`.
+    fn names(&self, page: &Page) -> bool {
+        page.site == self.site
+            && page.host.as_deref() == self.host
+            && page.path == self.path
+            && page.handshakes == self.handshakes
+    }
 }
 
 /// Forgets the least recently active tenth of `map` (by `last`) in one go, so a flood of new
@@ -632,15 +646,20 @@ impl Detector {
     /// doorkeeper's memory (at least a quarter second at a million new paths a second, where
     /// the page table would have evicted it within 50 ms) gets its slot, counted from then.
     fn page_seen_before(&mut self, ev: &RequestEvent, now: u64) -> Option<u32> {
-        let (site, host, path) = ((ev.dst, ev.dst_port), ev.host.as_deref(), ev.path.as_str());
-        let hash = hash_page(&self.page_hasher, site, host, path, false);
-        if let Some(id) = self.find_page(hash, site, host, path, false) {
+        let key = PageKey {
+            site: (ev.dst, ev.dst_port),
+            host: ev.host.as_deref(),
+            path: &ev.path,
+            handshakes: false,
+        };
+        let hash = key.hash(&self.page_hasher);
+        if let Some(id) = self.find_page(hash, &key) {
             return Some(id);
         }
         let pages::Door::Second { src, at_ns } = self.doorkeeper.sight(hash, ev.src, now) else {
             return None;
         };
-        let id = self.add_page(hash, site, host, path, false, now);
+        let id = self.add_page(hash, &key, now);
         // Its first request, which the doorkeeper took, counts for the page and for the source
         // that made it (as a page now, no longer as one beyond its pages).
         let p = &mut self.pages[id as usize];
@@ -653,53 +672,39 @@ impl Detector {
         Some(id)
     }
 
-    /// The id of a page (`handshakes`: the TLS handshakes to `site` and SNI `host`), added
-    /// at `now` if new.
-    fn page_id(
-        &mut self,
-        site: Site,
-        host: Option<&str>,
-        path: &str,
-        handshakes: bool,
-        now: u64,
-    ) -> u32 {
-        let hash = hash_page(&self.page_hasher, site, host, path, handshakes);
-        match self.find_page(hash, site, host, path, handshakes) {
+    /// The id of the pseudo-page of the TLS handshakes to `site` with SNI `host`, added at
+    /// `now` if new.
+    fn handshake_page(&mut self, site: Site, host: Option<&str>, now: u64) -> u32 {
+        let key = PageKey {
+            site,
+            host,
+            path: "",
+            handshakes: true,
+        };
+        let hash = key.hash(&self.page_hasher);
+        match self.find_page(hash, &key) {
             Some(id) => id,
-            None => self.add_page(hash, site, host, path, handshakes, now),
+            None => self.add_page(hash, &key, now),
         }
     }
 
-    /// The page with index hash `hash`, if it has a slot.
-    fn find_page(
-        &self,
-        hash: u64,
-        site: Site,
-        host: Option<&str>,
-        path: &str,
-        handshakes: bool,
-    ) -> Option<u32> {
+    /// The page `key` (index hash `hash`), if it has a slot.
+    fn find_page(&self, hash: u64, key: &PageKey) -> Option<u32> {
         let pages = &self.pages;
-        let same = |id: &u32| {
-            let p = &pages[*id as usize].page;
-            p.site == site
-                && p.host.as_deref() == host
-                && p.path == path
-                && p.handshakes == handshakes
-        };
-        self.page_index.find(hash, same).copied()
+        self.page_index
+            .find(hash, |id| key.names(&pages[*id as usize].page))
+            .copied()
     }
 
-    /// A slot for a page not in the index (its index hash `hash`), requested at `now`.
-    fn add_page(
-        &mut self,
-        hash: u64,
-        site: Site,
-        host: Option<&str>,
-        path: &str,
-        handshakes: bool,
-        now: u64,
-    ) -> u32 {
+    /// A slot for the page `key`, not in the index (its index hash `hash`), requested at
+    /// `now`.
+    fn add_page(&mut self, hash: u64, key: &PageKey, now: u64) -> u32 {
+        let PageKey {
+            site,
+            host,
+            path,
+            handshakes,
+        } = *key;
         if self.pages.len() >= self.cfg.max_pages_tracked && self.free_pages.is_empty() {
             self.evict_pages();
         }

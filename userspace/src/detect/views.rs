@@ -354,6 +354,17 @@ mod tests {
         }
     }
 
+    /// The evidence line "N views of /gallery/1 in 30 s, …" of `s`, and its N.
+    fn gallery_views(s: &Swarm) -> (&str, f64) {
+        let line = s
+            .evidence
+            .iter()
+            .find(|e| e.contains("views of /gallery/1 in 30 s"))
+            .unwrap_or_else(|| panic!("{:#?}", s.evidence));
+        let n = line.split(' ').next().unwrap().parse().unwrap();
+        (line, n)
+    }
+
     fn only(d: &Detector) -> &Swarm {
         let [s] = d.swarms() else {
             panic!("{:#?}", d.swarms())
@@ -398,12 +409,7 @@ mod tests {
         assert_eq!(paths, ["/gallery/1", "/gallery/2"]);
         // "N views of /gallery/1 in 30 s, with its K assets each": a view of each page every
         // 3 s for 38 s is about 7 decayed views in a 30 s window; 30 images each.
-        let line = s
-            .evidence
-            .iter()
-            .find(|e| e.contains("views of /gallery/1 in 30 s"))
-            .unwrap_or_else(|| panic!("{:#?}", s.evidence));
-        let n: f64 = line.split(' ').next().unwrap().parse().unwrap();
+        let (line, n) = gallery_views(s);
         assert!((5.0..=14.0).contains(&n), "{line}");
         assert!(line.contains("with its 30 assets each"), "{line}");
     }
@@ -439,12 +445,7 @@ mod tests {
             "{:#?}",
             s.evidence
         );
-        let line = s
-            .evidence
-            .iter()
-            .find(|e| e.contains("views of /gallery/1 in 30 s"))
-            .unwrap_or_else(|| panic!("{:#?}", s.evidence));
-        let n: f64 = line.split(' ').next().unwrap().parse().unwrap();
+        let (line, n) = gallery_views(s);
         assert!(n >= 5.0, "{line}");
     }
 
