@@ -20,7 +20,7 @@ use std::{
     str::FromStr,
 };
 
-use anyhow::{Context as _, Result};
+use anyhow::Result;
 use pnet::packet::tcp::TcpFlags;
 
 use crate::{
@@ -112,20 +112,12 @@ impl FromStr for HttpsScenario {
 
     /// A [`name`](HttpsScenario::name), case and `-`/`_` ignored.
     fn from_str(s: &str) -> Result<Self> {
-        let squash = |s: &str| {
-            s.chars()
-                .filter(|c| !matches!(c, '-' | '_'))
-                .collect::<String>()
-                .to_ascii_lowercase()
-        };
-        let wanted = squash(s);
-        HttpsScenario::all()
-            .into_iter()
-            .find(|sc| squash(sc.name()) == wanted)
-            .with_context(|| {
-                let names: Vec<_> = HttpsScenario::all().iter().map(|s| s.name()).collect();
-                format!("unknown HTTPS scenario {s:?}; one of: {}", names.join(", "))
-            })
+        crate::scenarios::by_name(
+            &HttpsScenario::all(),
+            HttpsScenario::name,
+            s,
+            "HTTPS scenario",
+        )
     }
 }
 
@@ -269,27 +261,7 @@ pub fn generate_https(s: HttpsScenario, seed: u64) -> (Vec<(u64, Vec<u8>)>, Labe
         bot_handshakes: 0,
         nat_port: 1024,
     };
-    let mut labels = Labels {
-        scenario: s.name().to_owned(),
-        seed,
-        requests: 0,
-        handshakes: 0,
-        syns: 0,
-        swarm_requests: 0,
-        first_us: 0,
-        last_us: 0,
-        swarm_members: Vec::new(),
-        attacked_site: None,
-        attacked_site_addrs: Vec::new(),
-        attacked_host: None,
-        attacked_pages: Vec::new(),
-        legitimate: Vec::new(),
-        nat: Vec::new(),
-        crawlers: Vec::new(),
-        bot_only_prefixes: Vec::new(),
-        mixed_prefixes: Vec::new(),
-        shared_address_space: Vec::new(),
-    };
+    let mut labels = Labels::empty(s.name(), seed);
     let mut legit = BTreeSet::new();
     let visitors = visitor_addresses(&mut Rng::new(seed, "addresses/visitors"));
     for (i, &ip) in visitors.iter().enumerate() {

@@ -233,6 +233,30 @@ impl Scenario {
     }
 }
 
+/// The one of `all` whose `name` is `s`, case and `-`/`_` ignored; an error naming `s` and
+/// every name (`what`: the kind, for the message) otherwise.
+pub(crate) fn by_name<T: Copy>(
+    all: &[T],
+    name: impl Fn(T) -> &'static str,
+    s: &str,
+    what: &str,
+) -> Result<T> {
+    let squash = |s: &str| {
+        s.chars()
+            .filter(|c| !matches!(c, '-' | '_'))
+            .collect::<String>()
+            .to_ascii_lowercase()
+    };
+    let wanted = squash(s);
+    all.iter()
+        .copied()
+        .find(|sc| squash(name(*sc)) == wanted)
+        .with_context(|| {
+            let names: Vec<_> = all.iter().map(|s| name(*s)).collect();
+            format!("unknown {what} {s:?}; one of: {}", names.join(", "))
+        })
+}
+
 impl fmt::Display for Scenario {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.name())
@@ -245,20 +269,7 @@ impl FromStr for Scenario {
     /// A scenario's [`name`](Scenario::name), case and `-`/`_` ignored (`FlashCrowd`,
     /// `flash_crowd` and `flash-crowd` all work).
     fn from_str(s: &str) -> Result<Self> {
-        let squash = |s: &str| {
-            s.chars()
-                .filter(|c| !matches!(c, '-' | '_'))
-                .collect::<String>()
-                .to_ascii_lowercase()
-        };
-        let wanted = squash(s);
-        Scenario::all()
-            .into_iter()
-            .find(|sc| squash(sc.name()) == wanted)
-            .with_context(|| {
-                let names: Vec<_> = Scenario::all().iter().map(|s| s.name()).collect();
-                format!("unknown scenario {s:?}; one of: {}", names.join(", "))
-            })
+        by_name(&Scenario::all(), Scenario::name, s, "scenario")
     }
 }
 
@@ -322,6 +333,33 @@ pub struct Labels {
     pub shared_address_space: Vec<String>,
 }
 
+impl Labels {
+    /// The labels of scenario `name` with `seed` before anything is generated.
+    pub(crate) fn empty(name: &str, seed: u64) -> Self {
+        Labels {
+            scenario: name.to_owned(),
+            seed,
+            requests: 0,
+            handshakes: 0,
+            syns: 0,
+            swarm_requests: 0,
+            first_us: 0,
+            last_us: 0,
+            swarm_members: Vec::new(),
+            attacked_site: None,
+            attacked_site_addrs: Vec::new(),
+            attacked_host: None,
+            attacked_pages: Vec::new(),
+            legitimate: Vec::new(),
+            nat: Vec::new(),
+            crawlers: Vec::new(),
+            bot_only_prefixes: Vec::new(),
+            mixed_prefixes: Vec::new(),
+            shared_address_space: Vec::new(),
+        }
+    }
+}
+
 /// Where [`write()`] puts a pcap's labels: `<pcap>.labels.json` (the pcap's full name plus
 /// `.labels.json`, e.g. `swarm.pcap.labels.json`).
 pub fn labels_path(pcap: &Path) -> PathBuf {
@@ -342,27 +380,7 @@ pub fn read_labels(pcap: &Path) -> Result<Labels> {
 pub fn generate(s: Scenario, seed: u64) -> (Vec<(u64, Vec<u8>)>, Labels) {
     let sites = sites();
     let mut g = Gen::new(seed);
-    let mut labels = Labels {
-        scenario: s.name().to_owned(),
-        seed,
-        requests: 0,
-        handshakes: 0,
-        syns: 0,
-        swarm_requests: 0,
-        first_us: 0,
-        last_us: 0,
-        swarm_members: Vec::new(),
-        attacked_site: None,
-        attacked_site_addrs: Vec::new(),
-        attacked_host: None,
-        attacked_pages: Vec::new(),
-        legitimate: Vec::new(),
-        nat: Vec::new(),
-        crawlers: Vec::new(),
-        bot_only_prefixes: Vec::new(),
-        mixed_prefixes: Vec::new(),
-        shared_address_space: Vec::new(),
-    };
+    let mut labels = Labels::empty(s.name(), seed);
     let mut legit = BTreeSet::new();
 
     let visitors = visitor_addresses(&mut Rng::new(seed, "addresses/visitors"));
