@@ -97,6 +97,38 @@ fn check_visitors_served(t: &Tally, lab: &SwarmLab) {
     );
 }
 
+/// Blocked bots stay blocked: from 1.5 s after the first drop of `traffic`'s bots on, almost
+/// none of their requests is served (`what` names them in the message). Returns when that
+/// first drop was.
+fn check_bots_blocked(traffic: &Traffic, lab: &SwarmLab, what: &str) -> std::time::Instant {
+    let grace = Duration::from_millis(1500);
+    let late = traffic
+        .bots_after_block(grace)
+        .unwrap_or_else(|| panic!("{what}: no bot request was ever dropped"));
+    assert!(
+        late.requests > 0,
+        "{what}: the swarm stopped too early to tell"
+    );
+    assert!(
+        late.ok * 50 <= late.requests,
+        "{what}: bots still served after the block: {late:?}\nby bot (served late, own first \
+         drop after the first): {:?}\nrules history: {:#}\ndaemon log:\n{}",
+        traffic.late_bots(grace),
+        lab.cli_json(&["rules", "history"]).unwrap_or_default(),
+        lab.log()
+    );
+    traffic.first_bot_drop().unwrap()
+}
+
+/// The web server agrees with the visitors: it served each of them every request they made.
+fn check_server_served_every_visitor(traffic: &Traffic, lab: &SwarmLab) {
+    let served = lab.web().served();
+    for v in &lab.visitor_addrs {
+        let seen = traffic.visitors.iter().filter(|o| o.src == *v).count() as u64;
+        assert_eq!(served.get(v).copied().unwrap_or(0), seen, "visitor {v}");
+    }
+}
+
 #[test]
 fn a_live_swarm_is_blocked_within_a_second_and_visitors_keep_getting_200s() {
     require_root!();
@@ -147,14 +179,7 @@ fn a_live_swarm_is_blocked_within_a_second_and_visitors_keep_getting_200s() {
 
     // The clients' side: visitors always served; the bots' SYNs dropped once blocked.
     check_visitors_served(&Tally::of(&traffic.visitors, None), &lab);
-    let late = traffic
-        .bots_after_block(Duration::from_millis(1500))
-        .expect("no bot request was ever dropped");
-    assert!(late.requests > 0, "the swarm stopped too early to tell");
-    assert!(
-        late.ok * 50 <= late.requests,
-        "bots still served after the block: {late:?}"
-    );
+    check_bots_blocked(&traffic, &lab, "bots");
     // Surgical: a blocked bot still reaches the neighbour's site on the same host, not this one.
     let bot = lab.bot_addrs[0];
     let other = lab.probe(bot, NEIGHBOUR, NEIGHBOUR_HOST, "/").unwrap();
@@ -187,11 +212,7 @@ fn a_live_swarm_is_blocked_within_a_second_and_visitors_keep_getting_200s() {
     let left = lab.cli_json(&["block", "list"]).unwrap();
     assert_eq!(left.as_array().map(Vec::len), Some(0), "{left:#}");
     // The web server agrees: no visitor missing, no bot served after the block.
-    let served = lab.web().served();
-    for v in &lab.visitor_addrs {
-        let seen = traffic.visitors.iter().filter(|o| o.src == *v).count() as u64;
-        assert_eq!(served.get(v).copied().unwrap_or(0), seen, "visitor {v}");
-    }
+    check_server_served_every_visitor(&traffic, &lab);
 }
 
 /// The user's case live: the bots load the galleries as `wget -p` does, each page and then all
@@ -252,19 +273,8 @@ fn a_live_swarm_loading_pages_with_their_assets_is_blocked_and_visitors_keep_eve
         traffic.bots.len()
     );
     check_visitors_served(&Tally::of(&traffic.visitors, None), &lab);
-    let late = traffic
-        .bots_after_block(Duration::from_millis(1500))
-        .expect("no bot request was ever dropped");
-    assert!(late.requests > 0, "the swarm stopped too early to tell");
-    assert!(
-        late.ok * 50 <= late.requests,
-        "bots still served after the block: {late:?}"
-    );
-    let served = lab.web().served();
-    for v in &lab.visitor_addrs {
-        let seen = traffic.visitors.iter().filter(|o| o.src == *v).count() as u64;
-        assert_eq!(served.get(v).copied().unwrap_or(0), seen, "visitor {v}");
-    }
+    check_bots_blocked(&traffic, &lab, "bots");
+    check_server_served_every_visitor(&traffic, &lab);
 }
 
 #[test]
@@ -353,25 +363,13 @@ fn a_dual_stack_swarm_is_one_swarm_scoped_per_address_with_its_64_as_one_rule() 
     // Each family's rules are their own (the /64 collapses once its last member joins), and
     // on a loaded machine one family's pages can turn hot a tick after the other's: each is
     // judged from its own first drop, and neither may lag the other by more than 3 s.
-    let grace = Duration::from_millis(1500);
-    let mut first_drops = Vec::new();
-    for (family, bots) in [
-        ("IPv4", traffic.bots_from(IpAddr::is_ipv4)),
-        ("IPv6", traffic.bots_from(IpAddr::is_ipv6)),
-    ] {
-        let late = bots
-            .bots_after_block(grace)
-            .unwrap_or_else(|| panic!("no {family} bot request was ever dropped"));
-        first_drops.push(bots.first_bot_drop().unwrap());
-        assert!(
-            late.requests > 0 && late.ok * 50 <= late.requests,
-            "{family} bots still served after their block: {late:?}\nby bot (served late, own \
-             first drop after the family's first): {:?}\nrules history: {:#}\ndaemon log:\n{}",
-            bots.late_bots(grace),
-            lab.cli_json(&["rules", "history"]).unwrap_or_default(),
-            lab.log()
-        );
-    }
+    let first_drops: Vec<_> = [
+        ("IPv4 bots", traffic.bots_from(IpAddr::is_ipv4)),
+        ("IPv6 bots", traffic.bots_from(IpAddr::is_ipv6)),
+    ]
+    .iter()
+    .map(|(what, bots)| check_bots_blocked(bots, &lab, what))
+    .collect();
     let lag = first_drops[0].max(first_drops[1]) - first_drops[0].min(first_drops[1]);
     assert!(
         lag <= Duration::from_secs(3),
@@ -622,14 +620,7 @@ fn https_swarms_are_blocked_from_the_log_on_443_and_from_handshakes_alone_on_844
         assert!(s["ja4"][0]["share"].as_f64().unwrap() >= 0.95, "{s:#}");
         check_rules_cover(&lab, port, &members);
         check_visitors_served(&Tally::of(&traffic.visitors, None), &lab);
-        let late = traffic
-            .bots_after_block(Duration::from_millis(1500))
-            .expect("no bot request was ever dropped");
-        assert!(late.requests > 0, "the swarm stopped too early to tell");
-        assert!(
-            late.ok * 50 <= late.requests,
-            "port {port}: bots still served after the block: {late:?}"
-        );
+        check_bots_blocked(&traffic, &lab, &format!("port {port}"));
     }
     // The log decided on 443: its handshakes made no second swarm there.
     let v = lab.cli_json(&["swarms"]).unwrap();
