@@ -81,6 +81,35 @@ impl Family {
     }
 }
 
+/// User-Agents [`FamilyCache`] remembers: a flood of new sources sends few distinct ones.
+const FAMILY_CACHE: usize = 256;
+
+/// The families of recently seen User-Agents, direct-mapped by the caller's hash of the
+/// string and checked against the string itself (the hash is not keyed, so a crafted
+/// User-Agent could share one): [`Family::of`] runs several substring searches, once per new
+/// source, and under a flood every source is new.
+pub(super) struct FamilyCache(Vec<(String, Option<Family>)>);
+
+impl Default for FamilyCache {
+    fn default() -> Self {
+        Self(vec![(String::new(), None); FAMILY_CACHE])
+    }
+}
+
+impl FamilyCache {
+    /// [`Family::of`] `ua`, whose hash is `hash`.
+    pub(super) fn of(&mut self, ua: &str, hash: u64) -> Option<Family> {
+        // The empty string is every slot's initial key; its family is None, as Family::of says.
+        let slot = &mut self.0[hash as usize % FAMILY_CACHE];
+        if slot.0 != ua {
+            slot.0.clear();
+            slot.0.push_str(ua);
+            slot.1 = Family::of(ua);
+        }
+        slot.1
+    }
+}
+
 /// Whether `fp` has the shape every current browser's hello has: TLS 1.3 with a name, HTTP/2
 /// offered, 8 to 20 cipher suites and at least 13 extensions (Chrome `t13d1516h2`, Firefox
 /// `t13d1715h2`, Safari `t13d2014h2`), where curl offers 30 suites and Go, Python and rustls
@@ -337,6 +366,15 @@ mod tests {
         ];
         for (ua, family) in cases {
             assert_eq!(Family::of(ua), family, "{ua}");
+        }
+        // The cache says the same, whatever the hashes: every User-Agent in one slot (a
+        // crafted collision), then each in its own, twice.
+        let mut cache = FamilyCache::default();
+        for round in 0..2 {
+            for (i, (ua, family)) in cases.iter().enumerate() {
+                assert_eq!(cache.of(ua, 7), *family, "{ua} sharing a slot");
+                assert_eq!(cache.of(ua, i as u64 + round), *family, "{ua}");
+            }
         }
         for browser in [
             A,

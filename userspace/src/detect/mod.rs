@@ -323,6 +323,8 @@ pub struct Detector {
     page_hasher: foldhash::fast::RandomState,
     /// Pages seen once and not yet given a slot (see [`Detector::page_seen_before`]).
     doorkeeper: pages::Doorkeeper,
+    /// What recent User-Agents claim to be.
+    families: fingerprints::FamilyCache,
     free_pages: Vec<u32>,
     swarms: Vec<Swarm>,
     next_swarm: u64,
@@ -483,6 +485,7 @@ impl Detector {
             page_index: HashTable::new(),
             page_hasher: foldhash::fast::RandomState::default(),
             doorkeeper: pages::Doorkeeper::default(),
+            families: fingerprints::FamilyCache::default(),
             free_pages: Vec::new(),
             swarms: Vec::new(),
             next_swarm: 1,
@@ -609,7 +612,10 @@ impl Detector {
         s.site = Some((ev.dst, ev.dst_port));
         let ua = ev.user_agent.as_deref().map_or(0, fx);
         if ua != s.user_agent || s.agents.is_empty() {
-            s.family = ev.user_agent.as_deref().and_then(fingerprints::Family::of);
+            s.family = ev
+                .user_agent
+                .as_deref()
+                .and_then(|u| self.families.of(u, ua));
         }
         s.user_agent = ua;
         note_recent(&mut s.agents, ua, now);
