@@ -7,14 +7,12 @@ use std::{
 };
 
 use super::{Basis, Detector, Page, Site, Swarm, candidates::Candidate, sites_by_members};
-use crate::l7::ja4::Fingerprint;
 
 /// What one cluster of candidates amounts to.
 pub(super) struct Found {
     pub(super) basis: Basis,
     pub(super) members: BTreeSet<IpAddr>,
     pub(super) member_site: BTreeMap<IpAddr, Site>,
-    pub(super) member_ja4: BTreeMap<IpAddr, Fingerprint>,
     pub(super) sites: Vec<Site>,
     pub(super) pages: Vec<Page>,
     pub(super) rate: f64,
@@ -203,12 +201,10 @@ impl Detector {
             lines
         };
         evidence.extend(pretender);
-        let member_ja4 = self.member_ja4(&members);
         Some(Found {
             basis,
             members,
             member_site,
-            member_ja4,
             sites,
             pages,
             rate,
@@ -289,7 +285,6 @@ impl Detector {
             basis,
             members,
             member_site,
-            member_ja4,
             sites,
             pages,
             rate,
@@ -297,6 +292,8 @@ impl Detector {
             confidence,
             evidence,
         } = found;
+        // The fingerprints the members showed, as the detector knows them now.
+        let member_ja4 = self.member_ja4(&members);
         let existing = self
             .swarms
             .iter()

@@ -507,12 +507,10 @@ impl Detector {
             )
         });
         evidence.extend(self.pretenders(&members));
-        let member_ja4 = self.member_ja4(&members);
         Some(Found {
             basis,
             members,
             member_site,
-            member_ja4,
             sites,
             pages,
             rate,
