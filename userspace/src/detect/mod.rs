@@ -845,24 +845,30 @@ fn replay(cfg: DetectorConfig, events: &mut [RequestEvent]) -> Detector {
     d
 }
 
+/// What the detector's tests feed it: a request at `ts_s` seconds from `src` to
+/// shop.example on 203.0.113.10:80.
+#[cfg(test)]
+fn request(ts_s: f64, src: IpAddr, path: &str, ua: &str, referer: Option<&str>) -> RequestEvent {
+    RequestEvent {
+        ts_ns: (ts_s * 1e9) as u64,
+        src,
+        dst: "203.0.113.10".parse().unwrap(),
+        dst_port: 80,
+        kind: Kind::Http,
+        host: Some("shop.example".into()),
+        path: path.into(),
+        user_agent: Some(ua.into()),
+        referer: referer.map(str::to_owned),
+        ..RequestEvent::default()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn ev(ts_s: f64, src: &str, path: &str, ua: &str) -> RequestEvent {
-        RequestEvent {
-            ts_ns: (ts_s * 1e9) as u64,
-            src: src.parse().unwrap(),
-            dst: "203.0.113.10".parse().unwrap(),
-            dst_port: 80,
-            kind: Kind::Http,
-            host: Some("shop.example".into()),
-            ja4: None,
-            path: path.into(),
-            user_agent: Some(ua.into()),
-            referer: None,
-            ..RequestEvent::default()
-        }
+        request(ts_s, src.parse().unwrap(), path, ua, None)
     }
 
     fn run(events: &mut [RequestEvent]) -> Detector {

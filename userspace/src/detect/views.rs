@@ -265,10 +265,9 @@ impl Detector {
 mod tests {
     use crate::{
         detect::{Detector, DetectorConfig, Swarm},
-        l7::{Kind, RequestEvent},
+        l7::RequestEvent,
     };
 
-    const SITE: &str = "203.0.113.10";
     const WGET: &str = "Wget/1.21.3";
     const ROTATION: [&str; 5] = [
         "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/124.0.0.0 Safari/537.36",
@@ -279,18 +278,7 @@ mod tests {
     ];
 
     fn req(ts_s: f64, src: &str, path: &str, ua: &str, referer: Option<&str>) -> RequestEvent {
-        RequestEvent {
-            ts_ns: (ts_s * 1e9) as u64,
-            src: src.parse().unwrap(),
-            dst: SITE.parse().unwrap(),
-            dst_port: 80,
-            kind: Kind::Http,
-            host: Some("shop.example".into()),
-            path: path.into(),
-            user_agent: Some(ua.into()),
-            referer: referer.map(str::to_owned),
-            ..RequestEvent::default()
-        }
+        super::super::request(ts_s, src.parse().unwrap(), path, ua, referer)
     }
 
     /// One view at `t`: the page, then `assets` of its images within a fraction of a second,

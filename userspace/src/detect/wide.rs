@@ -536,7 +536,7 @@ mod tests {
     use super::WideConfig;
     use crate::{
         detect::{Detector, DetectorConfig},
-        l7::{Kind, RequestEvent},
+        l7::RequestEvent,
     };
 
     const BOT_UAS: [&str; 3] = [
@@ -561,20 +561,7 @@ mod tests {
         }
     }
 
-    fn ev(ts_s: f64, src: IpAddr, path: &str, ua: &str, referer: Option<&str>) -> RequestEvent {
-        RequestEvent {
-            ts_ns: (ts_s * 1e9) as u64,
-            src,
-            dst: "203.0.113.10".parse().unwrap(),
-            dst_port: 80,
-            kind: Kind::Http,
-            host: Some("shop.example".into()),
-            path: path.into(),
-            user_agent: Some(ua.into()),
-            referer: referer.map(str::to_owned),
-            ..RequestEvent::default()
-        }
-    }
+    use super::super::request as ev;
 
     fn run(cfg: DetectorConfig, events: &mut [RequestEvent]) -> Detector {
         crate::detect::replay(cfg, events)
