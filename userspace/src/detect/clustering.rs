@@ -1,7 +1,10 @@
 //! Clustering: candidates that share pages are one group (union-find over page ids); one
 //! site's pages on several addresses count as one.
+//!
+//! Deterministic: the same events give the same groups in the same order, hence the same swarm
+//! ids (`analyze` of one capture twice, a batch fed at once or event by event).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use super::{Detector, candidates::Candidate};
 
@@ -34,7 +37,8 @@ impl Detector {
         // One site on several addresses (IPv4 and IPv6, or ports): its pages share `Host` and
         // path, and the sources hammering them are one swarm. Pages without a `Host` stay apart.
         let mut by_name: HashMap<(&str, &str, bool), u32> = HashMap::new();
-        let ids: Vec<u32> = parent.keys().copied().collect();
+        let mut ids: Vec<u32> = parent.keys().copied().collect();
+        ids.sort_unstable();
         for id in ids {
             let page = &self.pages[id as usize].page;
             let Some(host) = page.host.as_deref() else {
@@ -50,7 +54,7 @@ impl Detector {
                 }
             }
         }
-        let mut clusters: HashMap<u32, Vec<usize>> = HashMap::new();
+        let mut clusters: BTreeMap<u32, Vec<usize>> = BTreeMap::new();
         for (i, c) in cands.iter().enumerate() {
             let root = find(&mut parent, c.pages[0]);
             clusters.entry(root).or_default().push(i);
