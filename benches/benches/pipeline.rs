@@ -88,25 +88,27 @@ fn main() {
     let parse = per_sec(n, t);
     assert_eq!(requests, n, "every sample is one request");
 
-    // The daemon's path: reader thread parses and pushes, detector thread pops and observes.
+    // The daemon's path: reader thread parses and pushes, detector thread pops batches of up
+    // to 4096 events (as the daemon drains its queue) and observes them.
     let (mut prod, mut cons) = HeapRb::new(65_536).split();
     let t = Instant::now();
     let detector = thread::spawn(move || {
         let mut d = Detector::new(DetectorConfig::default());
         let (mut seen, mut next) = (0usize, 0u64);
+        let mut batch: Vec<swarmwall::l7::RequestEvent> = Vec::with_capacity(4096);
         while seen < n {
-            match cons.try_pop() {
-                Some(ev) => {
-                    let ev: swarmwall::l7::RequestEvent = ev;
-                    if ev.ts_ns >= next {
-                        d.tick(ev.ts_ns);
-                        next = ev.ts_ns + 250_000_000;
-                    }
-                    d.observe(&ev);
-                    seen += 1;
-                }
-                None => std::hint::spin_loop(),
+            batch.extend(cons.pop_iter().take(4096));
+            let Some(first) = batch.first() else {
+                std::hint::spin_loop();
+                continue;
+            };
+            if first.ts_ns >= next {
+                d.tick(first.ts_ns);
+                next = first.ts_ns + 250_000_000;
             }
+            d.observe_batch(&batch);
+            seen += batch.len();
+            batch.clear();
         }
         d.swarms().len()
     });

@@ -45,6 +45,7 @@ mod handshakes;
 mod neighbours;
 mod page_counts;
 mod pages;
+mod prefetch;
 mod table;
 mod views;
 mod wide;
@@ -58,6 +59,12 @@ pub use wide::{WIDE_HITS, WideConfig};
 
 /// Pages remembered per source; a source with more distinct pages is not concentrated anyway.
 pub const MAX_TRACKED_PAGES: usize = 6;
+
+/// How many events ahead of the one it observes [`Detector::observe_batch`] asks for the
+/// states the next ones will read: far enough for a miss to memory to complete meanwhile, near
+/// enough that the lines are still in cache when their event comes (4 to 16 measured alike in
+/// the detector bench; 0 was up to twice as slow).
+const PREFETCH_AHEAD: usize = 6;
 
 /// Tuning of the detector. The defaults are the ones the scenario tests are run with.
 #[derive(Clone, Debug, PartialEq)]
@@ -551,6 +558,28 @@ impl Detector {
             .retain(|s| now_ns.saturating_sub(s.last_active_ns) <= idle);
     }
 
+    /// Feeds `events`, in order, as [`Detector::observe`] would one by one, only faster: while
+    /// it works on one, the CPU fetches the states of the next few (see [`prefetch`]).
+    pub fn observe_batch(&mut self, events: &[RequestEvent]) {
+        for (i, ev) in events.iter().enumerate() {
+            if let Some(next) = events.get(i + PREFETCH_AHEAD) {
+                self.prefetch(next);
+            }
+            self.observe(ev);
+        }
+    }
+
+    /// Asks the CPU for the per-source states `ev` will read.
+    fn prefetch(&self, ev: &RequestEvent) {
+        match ev.kind {
+            Kind::Http => {
+                self.sources.prefetch(&ev.src);
+                self.wide.prefetch(&ev.src);
+            }
+            Kind::TlsHello => self.tls_sources.prefetch(&ev.src),
+        }
+    }
+
     /// Feeds one request.
     pub fn observe(&mut self, ev: &RequestEvent) {
         // The hello that carries a JA4 carries no page: remember it for the source's requests.
@@ -918,6 +947,50 @@ mod tests {
         assert!(!s.members.contains(&"198.51.100.7".parse().unwrap()));
         assert_eq!(s.pages.len(), 2);
         assert!(s.confidence > 0.8, "{}", s.confidence);
+    }
+
+    #[test]
+    fn batches_detect_exactly_what_one_event_at_a_time_does() {
+        // Bots, a visitor with assets, TLS hellos, and a flood of one-off sources that makes
+        // the small tables evict while batches are in flight: the prefetch of a batch must not
+        // change a single result.
+        let mut evs = Vec::new();
+        for k in 0..400u32 {
+            let t = 10.0 + f64::from(k) * 0.05;
+            let bot = format!("192.0.2.{}", k % 30);
+            let page = ["/gallery/7", "/gallery/8"][(k / 30) as usize % 2];
+            evs.push(ev(t, &bot, page, "bot/1.0"));
+            evs.push(ev(
+                t,
+                "198.51.100.7",
+                &format!("/img/{}.jpg", k % 9),
+                "Firefox",
+            ));
+            evs.push(ev(t, &format!("10.{}.{}.1", k / 200, k % 200), "/r", "x"));
+            let mut hello = ev(t, &format!("192.0.2.{}", 100 + k % 20), "", "");
+            hello.kind = Kind::TlsHello;
+            hello.dst_port = 443;
+            evs.push(hello);
+        }
+        evs.sort_by_key(|e| e.ts_ns);
+        let cfg = DetectorConfig {
+            max_sources: 200,
+            ..DetectorConfig::default()
+        };
+        let (mut one, mut batched) = (Detector::new(cfg.clone()), Detector::new(cfg));
+        for (second, chunk) in evs
+            .chunk_by(|a, b| a.ts_ns / 1_000_000_000 == b.ts_ns / 1_000_000_000)
+            .enumerate()
+        {
+            let at = chunk[0].ts_ns;
+            assert_eq!(one.tick(at), batched.tick(at), "tick {second}");
+            chunk.iter().for_each(|e| one.observe(e));
+            batched.observe_batch(chunk);
+        }
+        assert!(!one.swarms().is_empty(), "the bots are a swarm");
+        assert_eq!(one.swarms(), batched.swarms());
+        assert_eq!(one.tracked_sources(), batched.tracked_sources());
+        assert_eq!(one.events(), batched.events());
     }
 
     #[test]

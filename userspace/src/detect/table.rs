@@ -42,6 +42,15 @@ impl<V: Default> SourceTable<V> {
         }
     }
 
+    /// Asks the CPU to bring the state and activity time of `addr`, if held, into its caches
+    /// (see [`super::prefetch`]); changes nothing.
+    pub(super) fn prefetch(&self, addr: &IpAddr) {
+        if let Some(&i) = self.index.get(addr) {
+            super::prefetch::value(&self.active[i as usize]);
+            super::prefetch::value(&self.slots[i as usize]);
+        }
+    }
+
     /// Addresses held.
     pub(super) fn len(&self) -> usize {
         self.index.len()

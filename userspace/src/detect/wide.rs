@@ -181,6 +181,11 @@ pub(super) struct Wide {
 }
 
 impl Wide {
+    /// Asks the CPU to bring the record of `addr`, if any, into its caches.
+    pub(super) fn prefetch(&self, addr: &IpAddr) {
+        self.sources.prefetch(addr);
+    }
+
     /// Whether `addr` has a record.
     pub(super) fn has(&self, addr: &IpAddr) -> bool {
         self.sources.contains_key(addr)
