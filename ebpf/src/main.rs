@@ -16,7 +16,7 @@
 mod parse;
 
 use aya_ebpf::{
-    bindings::xdp_action,
+    bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP, xdp_action},
     helpers::{bpf_jiffies64, bpf_ktime_get_coarse_ns, bpf_xdp_load_bytes},
     macros::{map, xdp},
     maps::{
@@ -740,7 +740,14 @@ fn emit(
                 return false;
             }
         }
-        entry.submit(0);
+        // Waking the reader for every record would cost more than the sample; it polls often
+        // enough by itself, and is woken when a backlog builds.
+        let wake = if L7_EVENTS.query(BPF_RB_AVAIL_DATA as u64) >= defaults::L7_WAKE_BYTES as u64 {
+            BPF_RB_FORCE_WAKEUP
+        } else {
+            BPF_RB_NO_WAKEUP
+        };
+        entry.submit(wake as u64);
     }
     true
 }

@@ -82,10 +82,18 @@ pub mod defaults {
     pub const L7_RATE: u32 = 20_000;
     /// Bytes of the L7 event ring buffer (a power of two, a multiple of the page size).
     pub const L7_RING: u32 = 1 << 22;
+    /// Bytes waiting in the L7 ring at which the kernel wakes its reader. Below it records are
+    /// submitted without a wake-up (one costs about 2 µs per record on a VM, several times the
+    /// sample itself); the reader polls at least every [`super::L7_READER_MAX_WAIT_MS`] instead.
+    pub const L7_WAKE_BYTES: u32 = L7_RING / 16;
     /// TLS flows [`super::names::HELLO`] remembers at once (an LRU: a flood of first segments
     /// evicts the oldest, it cannot grow the map).
     pub const HELLO_FLOWS: u32 = 8192;
 }
+
+/// The longest a reader of the L7 ring may sleep between looks: what an event waits at most
+/// while fewer than [`defaults::L7_WAKE_BYTES`] are pending.
+pub const L7_READER_MAX_WAIT_MS: u64 = 10;
 
 /// Payload bytes an [`L7Event`] carries: the request line, `Host`, and as many headers as fit.
 pub const L7_SNAP: usize = 512;

@@ -330,3 +330,47 @@ fn a_flood_of_first_segments_cannot_grow_the_flow_map() {
         "{held} flows remembered"
     );
 }
+
+/// The kernel wakes the ring's reader only once a backlog builds, so a lone request on a quiet
+/// site must still reach a reader already asleep in a long poll, within the reader's own wait.
+#[test]
+fn a_lone_sample_reaches_a_sleeping_reader_promptly() {
+    use std::{
+        sync::mpsc,
+        time::{Duration, Instant},
+    };
+    use swarmwall::sources::{EventSource, kernel::KernelRing};
+
+    require_root!();
+    let mut dp = Dataplane::load(small()).unwrap();
+    let mut ring = KernelRing::new(dp.take_l7_reader().unwrap());
+    let (tx, rx) = mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            let mut got = None;
+            // As the daemon's reader asks: a long wait, to look at its stop flag now and then.
+            ring.poll(Duration::from_secs(5), &mut |e| got = Some(e.path))
+                .unwrap();
+            if let Some(path) = got {
+                tx.send((path, Instant::now())).unwrap();
+                return;
+            }
+        }
+    });
+    // Let the reader fall asleep first.
+    std::thread::sleep(Duration::from_millis(300));
+    let sent = Instant::now();
+    dp.test_run(Prog::Main, &http("192.0.2.1", 80, REQUEST), 1)
+        .unwrap();
+    let (path, at) = rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("the sample never reached the reader");
+    assert_eq!(path, "/gallery/7");
+    let waited = at - sent;
+    assert!(
+        waited < Duration::from_secs(1),
+        "the sample waited {waited:?} in the ring"
+    );
+    reader.join().unwrap();
+}

@@ -76,6 +76,9 @@ impl EventSource for KernelRing {
             events: libc::POLLIN,
             revents: 0,
         };
+        // The kernel wakes this reader only once a backlog builds (`L7_WAKE_BYTES`), so a
+        // longer sleep would hold a quiet site's events back.
+        let timeout = timeout.min(Duration::from_millis(swarmwall_maps::L7_READER_MAX_WAIT_MS));
         let ms = i32::try_from(timeout.as_millis()).unwrap_or(i32::MAX);
         // SAFETY: one valid pollfd for the duration of the call; the ring buffer's fd lives as
         // long as `self.reader`.
