@@ -12,6 +12,7 @@ pub mod detect;
 pub mod guard;
 pub mod kernel;
 pub mod l7;
+pub mod metrics;
 pub mod policy;
 pub mod rules;
 pub mod sources;
