@@ -1325,3 +1325,159 @@ fn an_https_swarm_in_the_access_log_is_blocked_through_a_log_rotation() {
     let status = lab.ok(&["status"]);
     assert!(status.contains("source:      log "), "{status}");
 }
+
+// ---- Prometheus metrics (issue 11) ----
+
+/// An HTTP/1.1 GET of `path` on `addr` from the client namespace, with the `Accept` header
+/// Prometheus sends when `openmetrics`: (status code, content type, body).
+fn scrape(lab: &Lab, addr: &str, path: &str, openmetrics: bool) -> (u16, String, String) {
+    let (addr, path) = (addr.to_owned(), path.to_owned());
+    let accept = if openmetrics {
+        "Accept: application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5\r\n"
+    } else {
+        ""
+    };
+    swarmwall_integration::netns::in_netns(&lab.cli, move || {
+        let mut s = std::net::TcpStream::connect(&addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        write!(
+            s,
+            "GET {path} HTTP/1.1\r\nHost: {addr}\r\n{accept}Connection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut raw = String::new();
+        s.read_to_string(&mut raw).unwrap();
+        let (head, body) = raw.split_once("\r\n\r\n").expect("an HTTP answer");
+        let code = head.split(' ').nth(1).unwrap().parse().unwrap();
+        let ctype = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-type: "))
+            .unwrap_or_default()
+            .to_owned();
+        (code, ctype, body.to_owned())
+    })
+    .unwrap()
+}
+
+#[test]
+fn metrics_show_what_was_dropped_and_pass_promtool() {
+    require_root!();
+    let promtool = which("promtool").expect(
+        "promtool is missing: `cargo xtask setup` installs it (from Debian's prometheus package)",
+    );
+    let mut lab = Lab::new();
+    let config = lab.root.join("config.toml");
+    let at = "198.51.100.1:9469";
+    std::fs::write(&config, format!("[metrics]\nlisten = \"{at}\"\n")).unwrap();
+    let socket = lab.socket();
+    let child = lab.spawn_daemon(
+        &socket,
+        &["--config", config.to_str().unwrap()],
+        "daemon.log",
+    );
+    lab.daemon = Some(child);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while UnixStream::connect(&socket).is_err() {
+        assert!(Instant::now() < deadline, "no daemon:\n{}", lab.log());
+        sleep(Duration::from_millis(100));
+    }
+    lab.ok(&["block", "add", "198.51.100.12"]);
+    lab.ok(&["block", "add", "2001:db8::/64", "--reason", "a test"]);
+    assert_eq!(
+        lab.traffic(&["198.51.100.10", "198.51.100.12"], 20),
+        vec![20, 0]
+    );
+
+    let (code, ctype, om) = scrape(&lab, at, "/metrics", true);
+    assert_eq!(code, 200, "{om}\n{}", lab.log());
+    assert!(ctype.starts_with("application/openmetrics-text"), "{ctype}");
+    assert!(om.ends_with("# EOF\n"), "{om}");
+    // Without the header: the classic text format, which promtool checks.
+    let (code, ctype, body) = scrape(&lab, at, "/metrics", false);
+    assert_eq!(code, 200, "{body}");
+    assert!(ctype.starts_with("text/plain; version=0.0.4"), "{ctype}");
+    let line = |want: &str| {
+        body.lines()
+            .find_map(|l| l.strip_prefix(want)?.strip_prefix(' '))
+            .unwrap_or_else(|| panic!("no {want} in:\n{body}"))
+            .parse::<f64>()
+            .unwrap()
+    };
+    assert!(
+        line(r#"swarmwall_packets_total{verdict="drop",reason="exact_rule"}"#) >= 20.0,
+        "{body}"
+    );
+    assert_eq!(
+        line(r#"swarmwall_rules{origin="admin",action="drop",family="ipv4"}"#),
+        1.0
+    );
+    assert_eq!(
+        line(r#"swarmwall_rules{origin="admin",action="drop",family="ipv6"}"#),
+        1.0
+    );
+    assert!(line(r#"swarmwall_rules_dropped_packets{origin="admin"}"#) >= 20.0);
+
+    let mut check = Command::new(&promtool)
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    check
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(body.as_bytes())
+        .unwrap();
+    let out = check.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool check metrics: {}{}\n{body}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let (code, _, body) = scrape(&lab, at, "/v1/status", false);
+    assert_eq!(code, 404, "only /metrics is served there: {body}");
+}
+
+fn which(program: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH")?
+        .to_str()?
+        .split(':')
+        .map(|d| PathBuf::from(d).join(program))
+        .find(|p| p.is_file())
+}
+
+#[test]
+fn a_metrics_address_the_daemon_cannot_listen_on_is_a_warning_not_a_failed_start() {
+    require_root!();
+    let mut lab = Lab::new();
+    let config = lab.root.join("config.toml");
+    // Not an address of the server's namespace.
+    std::fs::write(&config, "[metrics]\nlisten = \"192.0.2.99:9469\"\n").unwrap();
+    let socket = lab.socket();
+    let child = lab.spawn_daemon(
+        &socket,
+        &["--config", config.to_str().unwrap()],
+        "daemon.log",
+    );
+    lab.daemon = Some(child);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while UnixStream::connect(&socket).is_err() {
+        assert!(Instant::now() < deadline, "no daemon:\n{}", lab.log());
+        sleep(Duration::from_millis(100));
+    }
+    let warnings = lab.json(&["status"])["warnings"].to_string();
+    assert!(
+        warnings.contains("[metrics] listen = \\\"192.0.2.99:9469\\\": cannot listen there"),
+        "{warnings}"
+    );
+    // And it protects as usual.
+    lab.ok(&["block", "add", "198.51.100.12"]);
+    assert_eq!(
+        lab.traffic(&["198.51.100.10", "198.51.100.12"], 10),
+        vec![10, 0]
+    );
+}

@@ -60,6 +60,17 @@ pub struct Config {
     pub swarm: SwarmConfig,
     /// `[sources]`: request events besides the kernel's samples.
     pub sources: SourcesConfig,
+    /// `[metrics]`: the Prometheus endpoint.
+    pub metrics: MetricsConfig,
+}
+
+/// `[metrics]`: Prometheus metrics at `http://LISTEN/metrics`.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// `ADDR:PORT` to serve on; absent (the default): no listener. Only what is written here
+    /// is ever bound, so a public address is always the admin's explicit choice.
+    pub listen: Option<String>,
 }
 
 /// `[sources]`: where the swarm detector's requests come from besides the kernel's samples.
@@ -196,6 +207,7 @@ impl Default for Config {
             l7: L7Config::default(),
             swarm: SwarmConfig::default(),
             sources: SourcesConfig::default(),
+            metrics: MetricsConfig::default(),
         }
     }
 }
@@ -223,6 +235,8 @@ pub struct Checked {
     pub policy: PolicyConfig,
     /// Every log source's `trusted_proxies`: no rule may cover one.
     pub trusted_proxies: Vec<Target>,
+    /// `[metrics] listen`.
+    pub metrics: Option<std::net::SocketAddr>,
 }
 
 impl Config {
@@ -329,7 +343,17 @@ impl Config {
                 trusted_proxies.push(t);
             }
         }
+        let metrics = match &self.metrics.listen {
+            Some(a) => Some(a.parse().map_err(|_| {
+                anyhow::anyhow!(
+                    "[metrics] listen = \"{a}\": expected ADDR:PORT, e.g. \"127.0.0.1:9469\" \
+                     or \"[::1]:9469\""
+                )
+            })?),
+            None => None,
+        };
         Ok(Checked {
+            metrics,
             raw: self,
             attach,
             allow,
@@ -583,6 +607,23 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("line 2"), "{e}");
+    }
+
+    #[test]
+    fn metrics_listen_is_off_by_default_and_a_bad_address_is_named() {
+        assert_eq!(Config::default().check().unwrap().metrics, None);
+        let c = Config::parse("[metrics]\nlisten = \"127.0.0.1:9469\"\n").unwrap();
+        assert_eq!(
+            c.check().unwrap().metrics,
+            Some("127.0.0.1:9469".parse().unwrap())
+        );
+        let c = Config::parse("[metrics]\nlisten = \"localhost\"\n").unwrap();
+        let e = format!("{:#}", c.check().unwrap_err());
+        assert!(e.contains("[metrics] listen = \"localhost\""), "{e}");
+        let e = Config::parse("[metrics]\nport = 9469\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("port"), "{e}");
     }
 
     #[test]

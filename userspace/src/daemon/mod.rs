@@ -184,6 +184,8 @@ pub fn run(args: DaemonArgs, socket: Option<PathBuf>) -> Result<()> {
 
     let socket_path = inner.config.raw.socket.clone();
     let gid = inner.config.socket_gid;
+    // Like the log sources, read at start.
+    let metrics_at = inner.config.metrics;
     let detach = args.detach_on_exit;
     let pin_dir = inner.config.raw.pin_dir.clone();
     let daemon = Arc::new(Daemon::new(inner));
@@ -237,11 +239,18 @@ pub fn run(args: DaemonArgs, socket: Option<PathBuf>) -> Result<()> {
             }
         };
         let control: Arc<dyn Control> = daemon.clone();
+        let metrics = match metrics_at {
+            Some(addr) => serve_metrics(addr, &daemon, Arc::clone(&control)).await,
+            None => None,
+        };
         server::serve(listener, control, Auth { read_group: gid }, shutdown)
             .await
             .context("serving the control API")?;
         ticker.abort();
         reloader.abort();
+        if let Some(m) = metrics {
+            m.abort();
+        }
         let _ = std::fs::remove_file(&socket_path);
         anyhow::Ok(())
     })?;
@@ -254,6 +263,31 @@ pub fn run(args: DaemonArgs, socket: Option<PathBuf>) -> Result<()> {
         tracing::info!(pin_dir = %pin_dir.display(), "exiting; the data plane stays pinned and enforcing");
     }
     Ok(())
+}
+
+/// Starts the `/metrics` listener on `addr`. One that cannot bind (the port taken, an address
+/// not on this host) is a warning in `swarmwall status`, not a reason to stop protecting.
+async fn serve_metrics(
+    addr: std::net::SocketAddr,
+    daemon: &Daemon,
+    control: Arc<dyn Control>,
+) -> Option<tokio::task::JoinHandle<()>> {
+    match crate::metrics::bind(addr).await {
+        Ok(listener) => {
+            tracing::info!("serving Prometheus metrics at http://{addr}/metrics");
+            Some(tokio::spawn(async move {
+                if let Err(e) = crate::metrics::serve(listener, control).await {
+                    tracing::error!("the metrics listener on {addr} failed: {e}");
+                }
+            }))
+        }
+        Err(e) => {
+            let w = format!("[metrics] listen = \"{addr}\": cannot listen there: {e}; no metrics");
+            tracing::warn!("{w}");
+            daemon.add_warning(w);
+            None
+        }
+    }
 }
 
 /// Tells the kernel which payloads to sample (`[l7]`), or none when swarm detection is off.
