@@ -38,7 +38,55 @@ pub fn setup() -> Result<()> {
     nightly()?;
     bpf_linker()?;
     apt_tools()?;
+    promtool()?;
     Ok(())
+}
+
+/// Where [`promtool`] puts the binary.
+const PROMTOOL: &str = "/usr/local/bin/promtool";
+
+/// `promtool`, which the metrics test validates the exposition with. Debian ships it in the
+/// `prometheus` package, whose installation would also start a Prometheus server; only the
+/// binary is taken out of the package instead.
+fn promtool() -> Result<()> {
+    if find_program("promtool").is_some() {
+        println!("setup: ok: promtool present");
+        return Ok(());
+    }
+    if !is_root() || find_program("apt-get").is_none() {
+        println!(
+            "setup: promtool missing (the metrics test needs it); e.g. apt-get download \
+             prometheus && dpkg-deb -x prometheus_*.deb x && cp x/usr/bin/promtool {PROMTOOL}"
+        );
+        return Ok(());
+    }
+    println!("setup: taking promtool out of Debian's prometheus package");
+    let dir = env::temp_dir().join(format!("swarmwall-promtool-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let result = (|| -> Result<()> {
+        // `apt-get download` needs the lists; a fresh container has none.
+        if probe(Command::new("apt-cache").args(["show", "prometheus"])).is_none() {
+            run(Command::new("apt-get")
+                .args(["update", "-qq"])
+                .env("DEBIAN_FRONTEND", "noninteractive"))?;
+        }
+        run(Command::new("apt-get")
+            .args(["download", "-qq", "prometheus"])
+            .current_dir(&dir))?;
+        let deb = std::fs::read_dir(&dir)?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .find(|p| p.extension().is_some_and(|x| x == "deb"))
+            .context("apt-get download prometheus left no .deb")?;
+        run(Command::new("dpkg-deb")
+            .arg("-x")
+            .arg(&deb)
+            .arg(dir.join("x")))?;
+        std::fs::copy(dir.join("x/usr/bin/promtool"), PROMTOOL)
+            .with_context(|| format!("copying promtool to {PROMTOOL}"))?;
+        Ok(())
+    })();
+    let _ = std::fs::remove_dir_all(&dir);
+    result.context("installing promtool")
 }
 
 /// A `rustup` command that never installs a toolchain as a side effect of a question.
