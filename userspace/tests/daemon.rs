@@ -1166,33 +1166,11 @@ fn an_https_swarm_in_the_access_log_is_blocked_through_a_log_rotation() {
     std::fs::create_dir_all(&logs).unwrap();
     let log = logs.join("shop.access.log");
     std::fs::write(&log, combined("192.0.2.200", "/old", "before the start")).unwrap();
-    let config = lab.root.join("config.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[[sources.log]]\npath = {:?}\nformat = \"combined\"\nsite = [\"198.51.100.1:443\"]\n\
-             trusted_proxies = [\"198.51.100.2\"]\n",
-            log.to_str().unwrap()
-        ),
-    )
-    .unwrap();
-    let socket = lab.socket();
-    let mut child = lab.spawn_daemon(
-        &socket,
-        &["--config", config.to_str().unwrap()],
-        "daemon.log",
-    );
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while UnixStream::connect(&socket).is_err() {
-        assert!(Instant::now() < deadline, "no daemon:\n{}", lab.log());
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "daemon exited:\n{}",
-            lab.log()
-        );
-        sleep(Duration::from_millis(100));
-    }
-    lab.daemon = Some(child);
+    lab.start_with_config(&format!(
+        "[[sources.log]]\npath = {:?}\nformat = \"combined\"\nsite = [\"198.51.100.1:443\"]\n\
+         trusted_proxies = [\"198.51.100.2\"]\n",
+        log.to_str().unwrap()
+    ));
     let source = |lab: &Lab| lab.json(&["swarms"])["pipeline"]["sources"][0].clone();
     assert_eq!(source(&lab)["name"], log.to_str().unwrap());
 
@@ -1326,6 +1304,31 @@ fn an_https_swarm_in_the_access_log_is_blocked_through_a_log_rotation() {
     assert!(status.contains("source:      log "), "{status}");
 }
 
+impl Lab {
+    /// Starts the daemon with `toml` as its config file; waits for its socket.
+    fn start_with_config(&mut self, toml: &str) {
+        let config = self.root.join("config.toml");
+        std::fs::write(&config, toml).unwrap();
+        let socket = self.socket();
+        let mut child = self.spawn_daemon(
+            &socket,
+            &["--config", config.to_str().unwrap()],
+            "daemon.log",
+        );
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while UnixStream::connect(&socket).is_err() {
+            assert!(Instant::now() < deadline, "no daemon:\n{}", self.log());
+            assert!(
+                child.try_wait().unwrap().is_none(),
+                "daemon exited:\n{}",
+                self.log()
+            );
+            sleep(Duration::from_millis(100));
+        }
+        self.daemon = Some(child);
+    }
+}
+
 // ---- Prometheus metrics (issue 11) ----
 
 /// An HTTP/1.1 GET of `path` on `addr` from the client namespace, with the `Accept` header
@@ -1366,21 +1369,8 @@ fn metrics_show_what_was_dropped_and_pass_promtool() {
         "promtool is missing: `cargo xtask setup` installs it (from Debian's prometheus package)",
     );
     let mut lab = Lab::new();
-    let config = lab.root.join("config.toml");
     let at = "198.51.100.1:9469";
-    std::fs::write(&config, format!("[metrics]\nlisten = \"{at}\"\n")).unwrap();
-    let socket = lab.socket();
-    let child = lab.spawn_daemon(
-        &socket,
-        &["--config", config.to_str().unwrap()],
-        "daemon.log",
-    );
-    lab.daemon = Some(child);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while UnixStream::connect(&socket).is_err() {
-        assert!(Instant::now() < deadline, "no daemon:\n{}", lab.log());
-        sleep(Duration::from_millis(100));
-    }
+    lab.start_with_config(&format!("[metrics]\nlisten = \"{at}\"\n"));
     lab.ok(&["block", "add", "198.51.100.12"]);
     lab.ok(&["block", "add", "2001:db8::/64", "--reason", "a test"]);
     assert_eq!(
@@ -1454,21 +1444,8 @@ fn which(program: &str) -> Option<PathBuf> {
 fn a_metrics_address_the_daemon_cannot_listen_on_is_a_warning_not_a_failed_start() {
     require_root!();
     let mut lab = Lab::new();
-    let config = lab.root.join("config.toml");
     // Not an address of the server's namespace.
-    std::fs::write(&config, "[metrics]\nlisten = \"192.0.2.99:9469\"\n").unwrap();
-    let socket = lab.socket();
-    let child = lab.spawn_daemon(
-        &socket,
-        &["--config", config.to_str().unwrap()],
-        "daemon.log",
-    );
-    lab.daemon = Some(child);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while UnixStream::connect(&socket).is_err() {
-        assert!(Instant::now() < deadline, "no daemon:\n{}", lab.log());
-        sleep(Duration::from_millis(100));
-    }
+    lab.start_with_config("[metrics]\nlisten = \"192.0.2.99:9469\"\n");
     let warnings = lab.json(&["status"])["warnings"].to_string();
     assert!(
         warnings.contains("[metrics] listen = \\\"192.0.2.99:9469\\\": cannot listen there"),
