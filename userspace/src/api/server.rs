@@ -483,7 +483,9 @@ impl Throttle {
     }
 }
 
-fn transient_accept_error(e: &io::Error) -> bool {
+/// Accept errors that pass (a full fd table, an aborted handshake): retry after a pause
+/// rather than stop serving.
+pub(crate) fn transient_accept_error(e: &io::Error) -> bool {
     matches!(
         e.raw_os_error(),
         Some(

@@ -272,7 +272,7 @@ async fn serve_metrics(
     daemon: &Daemon,
     control: Arc<dyn Control>,
 ) -> Option<tokio::task::JoinHandle<()>> {
-    match crate::metrics::bind(addr).await {
+    match tokio::net::TcpListener::bind(addr).await {
         Ok(listener) => {
             tracing::info!("serving Prometheus metrics at http://{addr}/metrics");
             Some(tokio::spawn(async move {

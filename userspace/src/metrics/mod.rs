@@ -10,4 +10,4 @@ mod render;
 mod serve;
 
 pub use render::{Snapshot, classic, render};
-pub use serve::{CLASSIC_CONTENT_TYPE, OPENMETRICS_CONTENT_TYPE, bind, serve};
+pub use serve::{CLASSIC_CONTENT_TYPE, OPENMETRICS_CONTENT_TYPE, serve};

@@ -1,7 +1,7 @@
 //! The `/metrics` listener: plain HTTP/1.1 on TCP, read-only, few connections, short header
 //! timeout (a stalled scraper cannot pile up connections).
 
-use std::{convert::Infallible, io, net::SocketAddr, sync::Arc, time::Duration};
+use std::{convert::Infallible, io, sync::Arc, time::Duration};
 
 use http_body_util::Full;
 use hyper::{
@@ -26,11 +26,6 @@ const MAX_CONNECTIONS: usize = 8;
 /// A request's headers must arrive within this.
 const HEADER_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// Binds the metrics listener (call inside the runtime).
-pub async fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
-    TcpListener::bind(addr).await
-}
-
 /// Serves `GET /metrics` from `control` until the task is dropped.
 pub async fn serve(listener: TcpListener, control: Arc<dyn Control>) -> io::Result<()> {
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
@@ -41,10 +36,7 @@ pub async fn serve(listener: TcpListener, control: Arc<dyn Control>) -> io::Resu
             .expect("the semaphore is never closed");
         let stream = match listener.accept().await {
             Ok((stream, _)) => stream,
-            Err(e)
-                if e.raw_os_error() == Some(libc::EMFILE)
-                    || e.kind() == io::ErrorKind::ConnectionAborted =>
-            {
+            Err(e) if crate::api::server::transient_accept_error(&e) => {
                 tracing::warn!("accepting a metrics connection: {e}; retrying");
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 continue;
@@ -109,12 +101,7 @@ async fn answer(req: &Request<Incoming>, control: Arc<dyn Control>) -> Response<
             } else {
                 (super::classic(&body), CLASSIC_CONTENT_TYPE)
             };
-            let mut r = Response::new(Full::new(Bytes::from(body)));
-            r.headers_mut().insert(
-                CONTENT_TYPE_HEADER,
-                hyper::header::HeaderValue::from_static(ctype),
-            );
-            r
+            response(StatusCode::OK, ctype, body)
         }
         Ok(Err(e)) => text(
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -131,11 +118,15 @@ async fn answer(req: &Request<Incoming>, control: Arc<dyn Control>) -> Response<
 }
 
 fn text(status: StatusCode, body: String) -> Response<Full<Bytes>> {
+    response(status, "text/plain; charset=utf-8", body)
+}
+
+fn response(status: StatusCode, ctype: &'static str, body: String) -> Response<Full<Bytes>> {
     let mut r = Response::new(Full::new(Bytes::from(body)));
     *r.status_mut() = status;
     r.headers_mut().insert(
         CONTENT_TYPE_HEADER,
-        hyper::header::HeaderValue::from_static("text/plain; charset=utf-8"),
+        hyper::header::HeaderValue::from_static(ctype),
     );
     r
 }
