@@ -160,12 +160,7 @@ pub fn filter_rules(query: &RulesQuery, rules: Vec<RuleView>) -> Result<Vec<Rule
                     .parse::<crate::Target>()
                     .is_ok_and(|t| t.net().contains(&q) || q.contains(&t.net()))
             });
-            let from_swarm = r.actor == crate::daemon::controller::SWARM_ACTOR;
-            let origin_ok = match origin {
-                Some("swarm") => from_swarm,
-                Some(_) => !from_swarm,
-                None => true,
-            };
+            let origin_ok = origin.is_none_or(|o| o == r.origin());
             overlaps && origin_ok && actor_matches(&r.actor)
         })
         .collect())

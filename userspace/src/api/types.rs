@@ -55,6 +55,17 @@ pub struct RuleView {
     pub dropped_bytes: u64,
 }
 
+impl RuleView {
+    /// `swarm` if the detector pushed it, else `admin` (the `origin` of a rules query).
+    pub fn origin(&self) -> &'static str {
+        if self.actor == crate::daemon::controller::SWARM_ACTOR {
+            "swarm"
+        } else {
+            "admin"
+        }
+    }
+}
+
 /// A rule to add.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

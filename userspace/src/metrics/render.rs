@@ -8,10 +8,7 @@ use prometheus_client::{
     registry::{Registry, Unit},
 };
 
-use crate::{
-    api::types::{RuleView, Status, SwarmsView},
-    daemon::controller::SWARM_ACTOR,
-};
+use crate::api::types::{RuleView, Status, SwarmsView};
 
 /// What one scrape shows.
 #[derive(Clone, Debug)]
@@ -193,11 +190,7 @@ fn rules(reg: &mut Registry, s: &Snapshot) {
     }
     let mut dropped: BTreeMap<&str, (u64, u64)> = [("swarm", (0, 0)), ("admin", (0, 0))].into();
     for r in &s.rules {
-        let origin = if r.actor == SWARM_ACTOR {
-            "swarm"
-        } else {
-            "admin"
-        };
+        let origin = r.origin();
         let action = if r.action == "observe" {
             "observe"
         } else {

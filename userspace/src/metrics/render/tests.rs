@@ -1,6 +1,7 @@
 use serde_json::json;
 
 use super::*;
+use crate::daemon::controller::SWARM_ACTOR;
 
 fn snapshot() -> Snapshot {
     let status = serde_json::from_value(json!({
