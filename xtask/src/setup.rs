@@ -66,11 +66,9 @@ fn promtool() -> Result<()> {
     let result = (|| -> Result<()> {
         // `apt-get download` needs the lists; a fresh container has none.
         if probe(Command::new("apt-cache").args(["show", "prometheus"])).is_none() {
-            run(Command::new("apt-get")
-                .args(["update", "-qq"])
-                .env("DEBIAN_FRONTEND", "noninteractive"))?;
+            run(apt_get().args(["update", "-qq"]))?;
         }
-        run(Command::new("apt-get")
+        run(apt_get()
             .args(["download", "-qq", "prometheus"])
             .current_dir(&dir))?;
         let deb = std::fs::read_dir(&dir)?
@@ -87,6 +85,13 @@ fn promtool() -> Result<()> {
     })();
     let _ = std::fs::remove_dir_all(&dir);
     result.context("installing promtool")
+}
+
+/// An `apt-get` command that asks no questions.
+fn apt_get() -> Command {
+    let mut cmd = Command::new("apt-get");
+    cmd.env("DEBIAN_FRONTEND", "noninteractive");
+    cmd
 }
 
 /// A `rustup` command that never installs a toolchain as a side effect of a question.
@@ -229,13 +234,10 @@ fn apt_tools() -> Result<()> {
         );
         return Ok(());
     }
-    run(Command::new("apt-get")
-        .args(["update", "-qq"])
-        .env("DEBIAN_FRONTEND", "noninteractive"))?;
-    run(Command::new("apt-get")
+    run(apt_get().args(["update", "-qq"]))?;
+    run(apt_get()
         .args(["install", "-y", "-qq", "--no-install-recommends"])
-        .args(&packages)
-        .env("DEBIAN_FRONTEND", "noninteractive"))
+        .args(&packages))
     .context("installing the test tools")
 }
 
