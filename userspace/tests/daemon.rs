@@ -83,6 +83,11 @@ impl Lab {
 
     fn start(&mut self) {
         self.start_child();
+        self.wait_up();
+    }
+
+    /// Waits (bounded) for the started daemon's socket; fails with its log if it exits first.
+    fn wait_up(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(30);
         while UnixStream::connect(self.socket()).is_err() {
             if Instant::now() > deadline {
@@ -1309,23 +1314,13 @@ impl Lab {
     fn start_with_config(&mut self, toml: &str) {
         let config = self.root.join("config.toml");
         std::fs::write(&config, toml).unwrap();
-        let socket = self.socket();
-        let mut child = self.spawn_daemon(
-            &socket,
+        let child = self.spawn_daemon(
+            &self.socket(),
             &["--config", config.to_str().unwrap()],
             "daemon.log",
         );
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while UnixStream::connect(&socket).is_err() {
-            assert!(Instant::now() < deadline, "no daemon:\n{}", self.log());
-            assert!(
-                child.try_wait().unwrap().is_none(),
-                "daemon exited:\n{}",
-                self.log()
-            );
-            sleep(Duration::from_millis(100));
-        }
         self.daemon = Some(child);
+        self.wait_up();
     }
 }
 
