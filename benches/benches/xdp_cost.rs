@@ -312,13 +312,13 @@ fn tls_paths(dp: &mut Dataplane, runs: usize) -> Result<()> {
         for i in 0..runs {
             // A new flow per run, so each first segment starts one (the map is an LRU).
             let sport = 1024 + (i % 60_000) as u16;
-            let first = seg(sport, DEFAULT_SEQ, &hello[..MSS]);
+            let first = || seg(sport, DEFAULT_SEQ, &hello[..MSS]);
             let frame = match row {
                 0 | 1 => other_port.clone(),
                 2 => mid_record.clone(),
-                3 => first,
+                3 => first(),
                 _ => {
-                    dp.test_run(Prog::Main, &first, 1)?;
+                    dp.test_run(Prog::Main, &first(), 1)?;
                     std::iter::from_fn(|| ring.next_event()).for_each(drop);
                     seg(sport, DEFAULT_SEQ + MSS as u32, &hello[MSS..])
                 }
