@@ -42,6 +42,7 @@ mod clustering;
 mod evidence;
 mod fingerprints;
 mod handshakes;
+mod index;
 mod neighbours;
 mod page_counts;
 mod pages;
@@ -318,6 +319,16 @@ impl Swarm {
     }
 }
 
+/// What an HTTP request is, worked out before any state is read (see
+/// [`Detector::observe_batch`]).
+#[derive(Clone, Copy, Debug, Default)]
+struct Look {
+    /// A sub-resource (see [`is_asset`]).
+    asset: bool,
+    /// The page's index hash ([`PageKey::hash`]); 0 for an asset or a handshake.
+    page_hash: u64,
+}
+
 /// The detector.
 pub struct Detector {
     cfg: DetectorConfig,
@@ -559,29 +570,82 @@ impl Detector {
     }
 
     /// Feeds `events`, in order, as [`Detector::observe`] would one by one, only faster: while
-    /// it works on one, the CPU fetches the states of the next few (see [`prefetch`]).
+    /// it works on one, the CPU fetches what the next few will read (see [`prefetch`]), in two
+    /// steps, since finding a source's state is itself a read: the index buckets of the events
+    /// [`PREFETCH_AHEAD`] × 2 ahead, then the states the (now cached) buckets point to of the
+    /// events [`PREFETCH_AHEAD`] ahead.
     pub fn observe_batch(&mut self, events: &[RequestEvent]) {
+        // What the far step worked out of each event, kept for when it is observed.
+        const RING: usize = (2 * PREFETCH_AHEAD + 1).next_power_of_two();
+        let mut looks = [Look::default(); RING];
+        for (i, ev) in events.iter().take(2 * PREFETCH_AHEAD).enumerate() {
+            looks[i % RING] = self.look(ev);
+        }
         for (i, ev) in events.iter().enumerate() {
+            if let Some(far) = events.get(i + 2 * PREFETCH_AHEAD) {
+                let look = self.look(far);
+                self.prefetch_buckets(far, look);
+                looks[(i + 2 * PREFETCH_AHEAD) % RING] = look;
+            }
             if let Some(next) = events.get(i + PREFETCH_AHEAD) {
                 self.prefetch(next);
             }
-            self.observe(ev);
+            self.observe_looked(ev, looks[i % RING]);
         }
     }
 
-    /// Asks the CPU for the per-source states `ev` will read.
+    /// What [`Detector::observe`] works out of `ev` before it reads any state.
+    fn look(&self, ev: &RequestEvent) -> Look {
+        match ev.kind {
+            Kind::TlsHello => Look::default(),
+            Kind::Http if is_asset(&ev.path) => Look {
+                asset: true,
+                page_hash: 0,
+            },
+            Kind::Http => Look {
+                asset: false,
+                page_hash: self.page_key(ev).hash(&self.page_hasher),
+            },
+        }
+    }
+
+    /// Asks the CPU for the index buckets (and the doorkeeper's slot) `ev` will look up.
+    fn prefetch_buckets(&self, ev: &RequestEvent, look: Look) {
+        match ev.kind {
+            Kind::Http => {
+                if !look.asset {
+                    self.doorkeeper.prefetch(look.page_hash);
+                }
+                self.sources.prefetch_bucket(&ev.src);
+                self.wide.prefetch_bucket(&ev.src);
+            }
+            Kind::TlsHello => self.tls_sources.prefetch_bucket(&ev.src),
+        }
+    }
+
+    /// Asks the CPU for the per-source states `ev` will read (their buckets asked for before).
     fn prefetch(&self, ev: &RequestEvent) {
         match ev.kind {
             Kind::Http => {
-                self.sources.prefetch(&ev.src);
+                if !self.sources.prefetch(&ev.src) {
+                    // A new source: noting its neighbours is due.
+                    self.neighbours.prefetch(ev.src);
+                }
                 self.wide.prefetch(&ev.src);
             }
-            Kind::TlsHello => self.tls_sources.prefetch(&ev.src),
+            Kind::TlsHello => {
+                self.tls_sources.prefetch(&ev.src);
+            }
         }
     }
 
     /// Feeds one request.
     pub fn observe(&mut self, ev: &RequestEvent) {
+        self.observe_looked(ev, self.look(ev));
+    }
+
+    /// [`Detector::observe`], with `look` worked out of `ev` already.
+    fn observe_looked(&mut self, ev: &RequestEvent, look: Look) {
         // The hello that carries a JA4 carries no page: remember it for the source's requests.
         let fp = ev.ja4.as_deref().and_then(Fingerprint::parse);
         if let Some(fp) = fp {
@@ -597,12 +661,12 @@ impl Detector {
             self.logged.insert((ev.dst, ev.dst_port), now);
         }
         let tau = self.cfg.window.as_nanos() as f64;
-        let asset = is_asset(&ev.path);
+        let asset = look.asset;
         // `None` for a page too: one seen for the first time has no slot yet.
         let page = if asset {
             None
         } else {
-            self.page_seen_before(ev, now)
+            self.page_seen_before(ev, look.page_hash, now)
         };
         if let Some(p) = page {
             let ps = &mut self.pages[p as usize];
@@ -679,15 +743,9 @@ impl Detector {
     /// once, then costs one store in the [`pages::Doorkeeper`] per request instead of a page
     /// slot and the evictions that make room for it; a page requested again within the
     /// doorkeeper's memory (at least a quarter second at a million new paths a second, where
-    /// the page table would have evicted it within 50 ms) gets its slot, counted from then.
-    fn page_seen_before(&mut self, ev: &RequestEvent, now: u64) -> Option<u32> {
-        let key = PageKey {
-            site: (ev.dst, ev.dst_port),
-            host: ev.host.as_deref(),
-            path: &ev.path,
-            handshakes: false,
-        };
-        let hash = key.hash(&self.page_hasher);
+    /// the page table would have evicted it within 50 ms) gets its slot, counted from then. `hash`: its index hash.
+    fn page_seen_before(&mut self, ev: &RequestEvent, hash: u64, now: u64) -> Option<u32> {
+        let key = self.page_key(ev);
         if let Some(id) = self.find_page(hash, &key) {
             return Some(id);
         }
@@ -705,6 +763,16 @@ impl Detector {
             s.other_pages += s.pages.count(id, generation, at_ns);
         }
         Some(id)
+    }
+
+    /// The page `ev` requests (not a handshake).
+    fn page_key<'a>(&self, ev: &'a RequestEvent) -> PageKey<'a> {
+        PageKey {
+            site: (ev.dst, ev.dst_port),
+            host: ev.host.as_deref(),
+            path: &ev.path,
+            handshakes: false,
+        }
     }
 
     /// The id of the pseudo-page of the TLS handshakes to `site` with SNI `host`, added at
@@ -1059,5 +1127,20 @@ mod tests {
         }
         assert!(d.tracked_sources() <= 1000);
         assert!(d.pages.len() <= 500);
+    }
+
+    /// The memory bounds stated in the README and the modules' documentation are computed from
+    /// these sizes: a state that grows must update them.
+    #[test]
+    fn per_source_states_are_no_larger_than_the_stated_bounds_assume() {
+        use std::mem::size_of;
+        assert!(
+            size_of::<SourceState>() <= 360,
+            "{}",
+            size_of::<SourceState>()
+        );
+        assert!(size_of::<handshakes::TlsSource>() <= 312);
+        assert!(size_of::<wide::WideSource>() <= 108);
+        assert!(size_of::<neighbours::Prefix>() <= 72);
     }
 }

@@ -80,11 +80,20 @@ pub(super) enum Door {
 }
 
 impl Doorkeeper {
+    fn at(hash: u64) -> usize {
+        (hash >> 40) as usize & (DOORKEEPER_SLOTS - 1)
+    }
+
+    /// Asks the CPU for the slot of the page with index hash `hash` (see [`super::prefetch`]).
+    pub(super) fn prefetch(&self, hash: u64) {
+        super::prefetch::value(&self.0[Self::at(hash)]);
+    }
+
     /// Notes a request from `src` at `now_ns` to the page with index hash `hash`. A second
     /// sight forgets the page: it gets a slot of its own then.
     pub(super) fn sight(&mut self, hash: u64, src: IpAddr, now_ns: u64) -> Door {
         let tag = hash | 1;
-        let slot = &mut self.0[(hash >> 40) as usize & (DOORKEEPER_SLOTS - 1)];
+        let slot = &mut self.0[Self::at(hash)];
         if slot.tag == tag {
             let first = Door::Second {
                 src: slot.src,
