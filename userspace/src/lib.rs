@@ -9,6 +9,7 @@ pub mod api;
 pub mod backend;
 pub mod daemon;
 pub mod detect;
+pub mod firewall;
 pub mod guard;
 pub mod kernel;
 pub mod l7;
