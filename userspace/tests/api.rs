@@ -157,6 +157,16 @@ impl Control for Fake {
             pin_dir: "/sys/fs/bpf/swarmwall".into(),
             adopted: false,
             warnings: vec![],
+            firewall: Some(FirewallView {
+                backend: "nftables".into(),
+                role: "mirror".into(),
+                table: "inet swarmwall".into(),
+                healthy: false,
+                detail: "nft (-f -): cannot run it: No such file or directory".into(),
+                elements: 0,
+                drift: 0,
+                reconciled_s_ago: Some(4),
+            }),
         })
     }
 
@@ -1420,6 +1430,14 @@ fn cli_other_listings() {
     let o = h.cli(&["status"]);
     assert!(
         text(&o.stdout).contains("swarms:      1 detected, 1 blocked now"),
+        "{}",
+        text(&o.stdout)
+    );
+    assert!(
+        text(&o.stdout).contains(
+            "firewall:    nftables mirror, table inet swarmwall: UNHEALTHY (XDP still enforces; \
+             retrying): nft (-f -): cannot run it"
+        ),
         "{}",
         text(&o.stdout)
     );

@@ -1453,3 +1453,165 @@ fn a_metrics_address_the_daemon_cannot_listen_on_is_a_warning_not_a_failed_start
         vec![10, 0]
     );
 }
+
+// ---- The firewall mirror (issue 11) ----
+
+/// The lab's nftables table (in the server namespace) as swarmwall reads it; `None`: no table.
+fn nft_table(lab: &Lab) -> Option<swarmwall::firewall::nft::listing::Listing> {
+    let out = lab
+        .srv
+        .exec(&["nft", "-j", "list", "table", "inet", "swarmwall"])
+        .unwrap();
+    out.status.success().then(|| {
+        swarmwall::firewall::nft::listing::parse(&String::from_utf8_lossy(&out.stdout), "swarmwall")
+            .unwrap()
+    })
+}
+
+/// Its elements as nft writes their keys, sorted, with the seconds each has left.
+fn nft_elements(lab: &Lab) -> Vec<(String, Option<u64>)> {
+    let mut v: Vec<_> = nft_table(lab)
+        .expect("the table exists")
+        .elems
+        .iter()
+        .map(|(e, h)| (format!("{} {e}", e.shape.set_name()), h.expires_s))
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn the_firewall_mirrors_cli_rules_survives_the_daemon_reconciles_and_down_removes_it() {
+    require_root!();
+    let mut lab = Lab::new();
+    let config = "[firewall]\nbackend = \"nftables\"\n";
+    lab.start_with_config(config);
+    lab.ok(&[
+        "block",
+        "add",
+        "198.51.100.12",
+        "--ttl",
+        "10m",
+        "--dst",
+        "198.51.100.1",
+        "--proto",
+        "tcp",
+        "--port",
+        "80",
+    ]);
+    lab.ok(&["block", "add", "203.0.113.0/24"]);
+    lab.ok(&["allow", "add", "198.51.100.10"]);
+    let held = nft_elements(&lab);
+    assert_eq!(held.len(), 3, "{held:?}");
+    assert_eq!(held[0], ("allow_v4_32 198.51.100.10".into(), None));
+    assert_eq!(
+        held[1],
+        ("drop_v4_24 203.0.113.0".into(), None),
+        "permanent"
+    );
+    let (scoped, left) = &held[2];
+    assert_eq!(
+        scoped,
+        "drop_v4_32_dst_proto_port 198.51.100.12 . 198.51.100.1 . 6 . 80"
+    );
+    assert!(left.is_some_and(|s| (590..=600).contains(&s)), "{left:?}");
+    let status = lab.ok(&["status"]);
+    assert!(
+        status.contains("firewall:    nftables mirror, table inet swarmwall: 3 elements"),
+        "{status}"
+    );
+
+    // The daemon dies; the table stays (the kernel goes on enforcing); an admin's hand deletes
+    // one of its elements and adds a stranger to one of its sets.
+    lab.kill();
+    lab.srv
+        .run(&[
+            "nft",
+            "delete",
+            "element",
+            "inet",
+            "swarmwall",
+            "drop_v4_24",
+            "{ 203.0.113.0 }",
+        ])
+        .unwrap();
+    lab.srv
+        .run(&[
+            "nft",
+            "add",
+            "element",
+            "inet",
+            "swarmwall",
+            "drop_v4_24",
+            "{ 192.0.2.0 }",
+        ])
+        .unwrap();
+    lab.start_with_config(config);
+    let back = nft_elements(&lab);
+    assert_eq!(back.len(), 3, "{back:?}\n{}", lab.log());
+    assert!(
+        back.contains(&("drop_v4_24 203.0.113.0".into(), None)),
+        "{back:?}"
+    );
+    assert!(
+        !back.iter().any(|(k, _)| k.contains("192.0.2.0")),
+        "{back:?}"
+    );
+    let status = lab.ok(&["status", "--json"]);
+    let v: Value = serde_json::from_str(&status).unwrap();
+    assert_eq!(v["firewall"]["drift"], 2, "{status}");
+    assert_eq!(v["firewall"]["healthy"], true, "{status}");
+    // An undo reaches the firewall too.
+    lab.ok(&["block", "del", "203.0.113.0/24"]);
+    assert_eq!(nft_elements(&lab).len(), 2);
+
+    lab.kill();
+    let config_path = lab.root.join("config.toml");
+    let o = lab
+        .srv
+        .exec(&[
+            BIN,
+            "--config",
+            config_path.to_str().unwrap(),
+            "--socket",
+            lab.socket().to_str().unwrap(),
+            "down",
+            "--pin-dir",
+            lab.pins().to_str().unwrap(),
+        ])
+        .unwrap();
+    let said = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success(),
+        "{said}{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(
+        said.contains("removed the nftables table inet swarmwall"),
+        "{said}"
+    );
+    assert!(nft_table(&lab).is_none(), "down removes the table");
+}
+
+#[test]
+fn a_firewall_that_cannot_be_reached_is_unhealthy_in_status_and_xdp_still_drops() {
+    require_root!();
+    let mut lab = Lab::new();
+    lab.start_with_config("[firewall]\nbackend = \"nftables\"\nnft = \"/nonexistent/nft\"\n");
+    lab.ok(&["block", "add", "198.51.100.12"]);
+    assert_eq!(
+        lab.traffic(&["198.51.100.10", "198.51.100.12"], 20),
+        vec![20, 0]
+    );
+    let status = lab.ok(&["status"]);
+    assert!(
+        status.contains("UNHEALTHY (XDP still enforces; retrying)")
+            && status.contains("/nonexistent/nft"),
+        "{status}"
+    );
+    assert_eq!(
+        lab.rule_targets(),
+        ["198.51.100.12"],
+        "the journal keeps the rule"
+    );
+}

@@ -242,6 +242,31 @@ pub struct Status {
     /// pinned state it worked around), for the admin to look at.
     #[serde(default)]
     pub warnings: Vec<String>,
+    /// The host firewall's copy of the rules (`[firewall]`), if one is configured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub firewall: Option<FirewallView>,
+}
+
+/// The host firewall backend, in `status`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FirewallView {
+    /// `nftables`.
+    pub backend: String,
+    /// `mirror`.
+    pub role: String,
+    /// Where the rules are: `inet swarmwall`.
+    pub table: String,
+    /// It holds what the store holds (as of the last change or reconcile).
+    pub healthy: bool,
+    /// What it holds, or why it is unhealthy (the command's error).
+    pub detail: String,
+    /// Elements it holds: rules and allow entries.
+    pub elements: usize,
+    /// Differences the last reconcile found between the firewall and the store (someone's
+    /// hand, a reboot that lost the table).
+    pub drift: usize,
+    /// Seconds since the last reconcile.
+    pub reconciled_s_ago: Option<u64>,
 }
 
 /// `GET /v1/top` query.

@@ -61,6 +61,8 @@ pub struct ClientConfig {
     pub pin_dir: PathBuf,
     /// The daemon's rule store (for `rules repair`, which works on the files).
     pub state_dir: PathBuf,
+    /// Its nftables table, if it mirrors rules there (for `down`).
+    pub firewall: Option<swarmwall::firewall::NftConfig>,
 }
 
 impl ClientConfig {
@@ -76,7 +78,8 @@ impl ClientConfig {
             | C::Analyze { .. }
             | C::Completions { .. }
             | C::Config(_) => false,
-            C::Down { pin_dir } => pin_dir.is_none() || cli.socket.is_none(),
+            // Always: only the file says whether there is a firewall table to remove.
+            C::Down { .. } => true,
             C::Rules(super::RulesCommand::Repair(a)) => a.state_dir.is_none(),
             _ => cli.socket.is_none(),
         };
@@ -103,6 +106,7 @@ impl ClientConfig {
             },
         };
         Ok(ClientConfig {
+            firewall: c.firewall.check()?,
             socket: c.socket,
             pin_dir: c.pin_dir,
             state_dir: c.state_dir,

@@ -100,7 +100,11 @@ pub fn check(json: bool) -> Result<()> {
 /// `swarmwall down`: detaches and removes the pinned data plane, unless a daemon owns it. The
 /// pin directory's lock decides, whatever socket the daemon serves; the socket check before it
 /// only gives the usual case a clearer message.
-pub fn down(pin_dir: &Path, socket: &Path) -> Result<()> {
+pub fn down(
+    pin_dir: &Path,
+    socket: &Path,
+    firewall: Option<&swarmwall::firewall::NftConfig>,
+) -> Result<()> {
     if std::os::unix::net::UnixStream::connect(socket).is_ok() {
         anyhow::bail!(
             "a daemon is still serving {}; stop it first (its pins would be recreated)",
@@ -116,6 +120,14 @@ pub fn down(pin_dir: &Path, socket: &Path) -> Result<()> {
             removed.len(),
             pin_dir.display()
         );
+    }
+    if let Some(fw) = firewall {
+        let table = format!("inet {}", fw.table);
+        if swarmwall::firewall::nft::remove_table(fw).context("removing the firewall table")? {
+            println!("removed the nftables table {table}");
+        } else {
+            println!("no nftables table {table}");
+        }
     }
     Ok(())
 }

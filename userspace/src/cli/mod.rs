@@ -119,9 +119,10 @@ enum Command {
         #[arg(long, value_name = "ADDR|PREFIX")]
         own: Vec<swarmwall::Target>,
     },
-    /// Detach XDP everywhere and remove the pinned data plane (maps, counters, links). Stop the
-    /// daemon first (it refuses while a daemon owns the pin directory); the rule journal is
-    /// kept, so a new daemon starts with the same rules.
+    /// Detach XDP everywhere and remove the pinned data plane (maps, counters, links), and the
+    /// nftables table when the config's [firewall] backend is nftables. Stop the daemon first
+    /// (it refuses while a daemon owns the pin directory); the rule journal is kept, so a new
+    /// daemon starts with the same rules.
     #[command(after_help = "Examples:\n  \
         systemctl stop swarmwall && swarmwall down\n  \
         swarmwall down --pin-dir /sys/fs/bpf/swarmwall")]
@@ -728,8 +729,9 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
             analyze(&file, json, allow, own, log)
         }
         Command::Down { pin_dir } => {
+            let firewall = file.as_ref().and_then(|f| f.firewall.clone());
             let pin_dir = config_cmd::down_pin_dir(pin_dir, file.as_ref());
-            local::down(&pin_dir, client().path())
+            local::down(&pin_dir, client().path(), firewall.as_ref())
         }
         Command::Completions { shell } => {
             let mut out = Vec::new();

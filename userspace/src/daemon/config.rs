@@ -62,6 +62,8 @@ pub struct Config {
     pub sources: SourcesConfig,
     /// `[metrics]`: the Prometheus endpoint.
     pub metrics: MetricsConfig,
+    /// `[firewall]`: a copy of the rules in the host firewall.
+    pub firewall: crate::firewall::FirewallConfig,
 }
 
 /// `[metrics]`: Prometheus metrics at `http://LISTEN/metrics`.
@@ -208,6 +210,7 @@ impl Default for Config {
             swarm: SwarmConfig::default(),
             sources: SourcesConfig::default(),
             metrics: MetricsConfig::default(),
+            firewall: crate::firewall::FirewallConfig::default(),
         }
     }
 }
@@ -237,6 +240,8 @@ pub struct Checked {
     pub trusted_proxies: Vec<Target>,
     /// `[metrics] listen`.
     pub metrics: Option<std::net::SocketAddr>,
+    /// `[firewall]`, when its backend is nftables.
+    pub firewall: Option<crate::firewall::NftConfig>,
 }
 
 impl Config {
@@ -352,8 +357,10 @@ impl Config {
             })?),
             None => None,
         };
+        let firewall = self.firewall.check()?;
         Ok(Checked {
             metrics,
+            firewall,
             raw: self,
             attach,
             allow,

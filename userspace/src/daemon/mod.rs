@@ -139,11 +139,13 @@ pub fn run(args: DaemonArgs, socket: Option<PathBuf>) -> Result<()> {
         );
     }
     let host = host_addrs::HostAddrs::open().context("following the host's addresses")?;
+    let mirror = config.firewall.clone().map(crate::firewall::Mirror::new);
     let mut inner = Inner {
         dp,
         store,
         config,
         host,
+        mirror,
     };
     inner.expire().map_err(|e| anyhow::anyhow!("{e}"))?;
     let (added, removed) = inner
@@ -316,6 +318,7 @@ async fn housekeeping(daemon: Arc<Daemon>) {
             if let Err(e) = d.with(|i| i.expire()) {
                 tracing::error!("expiring rules: {e}");
             }
+            d.with(|i| i.reconcile_mirror_if_due());
             if sample_now {
                 let t = Instant::now();
                 if let Err(e) = d.sample() {
@@ -353,9 +356,11 @@ async fn reload_on_hup(daemon: Arc<Daemon>, args: DaemonArgs, socket: Option<Pat
                     if new.raw.interfaces != i.config.raw.interfaces
                         || new.sizes != i.config.sizes
                         || new.raw.socket != i.config.raw.socket
+                        || new.firewall != i.config.firewall
                     {
                         tracing::warn!(
-                            "interfaces, map sizes and the socket change only on restart"
+                            "interfaces, map sizes, the socket and [firewall] change only on \
+                             restart"
                         );
                     }
                     keep_running_swarm(&mut new, &i.config);

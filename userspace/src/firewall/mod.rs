@@ -11,12 +11,14 @@
 //! plane) and the ipset backend are not built yet, and the config says so rather than
 //! pretending.
 
+pub mod mirror;
 pub mod nft;
 
 use std::path::PathBuf;
 
 use serde::Deserialize;
 
+pub use mirror::Mirror;
 pub use nft::{NftConfig, Nftables};
 
 /// `[firewall]`, as written.

@@ -141,6 +141,9 @@ pub fn render(s: &Snapshot) -> Result<String, fmt::Error> {
     );
 
     pipeline(&mut reg, s, &stat);
+    if let Some(f) = &st.firewall {
+        firewall(&mut reg, f);
+    }
     let mut out = String::new();
     encode(&mut out, &reg)?;
     Ok(out)
@@ -239,6 +242,36 @@ fn rules(reg: &mut Registry, s: &Snapshot) {
         "rules_dropped_bytes",
         "Bytes dropped by the rules in force, by the rules' origin",
         bytes,
+    );
+}
+
+/// The host firewall's copy of the rules (only when `[firewall]` configures one).
+fn firewall(reg: &mut Registry, f: &crate::api::types::FirewallView) {
+    let l = labels([("backend", &f.backend), ("role", &f.role)]);
+    let healthy = Gauges::default();
+    healthy.get_or_create(&l).set(i64::from(f.healthy));
+    reg.register(
+        "firewall_healthy",
+        "1 when the firewall holds what the rule store holds (as of the last change or \
+         reconcile); 0 when its last command failed (XDP still enforces)",
+        healthy,
+    );
+    let elements = Gauges::default();
+    elements
+        .get_or_create(&l)
+        .set(gauge_value(f.elements as u64));
+    reg.register(
+        "firewall_elements",
+        "Rules and allow entries the firewall holds",
+        elements,
+    );
+    let drift = Gauges::default();
+    drift.get_or_create(&l).set(gauge_value(f.drift as u64));
+    reg.register(
+        "firewall_reconcile_drift",
+        "Differences the last reconcile found between the firewall and the rule store \
+         (elements added, removed or re-timed)",
+        drift,
     );
 }
 

@@ -5,7 +5,7 @@ use std::{fmt::Write as _, time::Duration};
 use anyhow::Result;
 use swarmwall::api::{
     client::{Client, top_path},
-    types::{Status, SwarmsView, TopQuery, TopView},
+    types::{FirewallView, Status, SwarmsView, TopQuery, TopView},
 };
 
 use super::print_raw;
@@ -72,6 +72,9 @@ fn render_status(s: &Status, swarms: Option<&SwarmsView>) -> String {
             let _ = writeln!(o, "source:      {}", super::swarms::source_line(src));
         }
     }
+    if let Some(f) = &s.firewall {
+        let _ = writeln!(o, "firewall:    {}", firewall_line(f));
+    }
     let _ = writeln!(o, "pinned at:   {}{adopted}", s.pin_dir);
     for w in &s.warnings {
         let _ = writeln!(o, "warning:     {w}");
@@ -84,6 +87,30 @@ fn render_status(s: &Status, swarms: Option<&SwarmsView>) -> String {
         }
     }
     o
+}
+
+/// `nftables mirror, table inet swarmwall: 12 elements, in sync (drift 0, checked 40s ago)`.
+fn firewall_line(f: &FirewallView) -> String {
+    let checked = f
+        .reconciled_s_ago
+        .map(|s| {
+            format!(
+                ", checked {} ago",
+                fmt::short_duration(Duration::from_secs(s))
+            )
+        })
+        .unwrap_or_default();
+    if f.healthy {
+        format!(
+            "{} {}, table {}: {} elements, drift {} at the last reconcile{checked}",
+            f.backend, f.role, f.table, f.elements, f.drift
+        )
+    } else {
+        format!(
+            "{} {}, table {}: UNHEALTHY (XDP still enforces; retrying): {}",
+            f.backend, f.role, f.table, f.detail
+        )
+    }
 }
 
 pub(in crate::cli) fn top_query(args: &TopArgs) -> TopQuery {

@@ -80,6 +80,7 @@ impl Control for Daemon {
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
                     .clone(),
+                firewall: i.mirror.as_ref().map(|m| m.view()),
             })
         })
     }

@@ -29,6 +29,7 @@ use crate::{
         swarms::{Book, Counters},
         top::Top,
     },
+    firewall::Mirror,
     guard::Guards,
     store::{Change, Op, Store, StoreError},
 };
@@ -50,6 +51,8 @@ pub struct Inner {
     /// The addresses on the host's interfaces, kept current (own addresses when the config's
     /// `detect_own_addresses` is on).
     pub host: HostAddrs,
+    /// The host firewall's copy of the rules (`[firewall]`).
+    pub mirror: Option<Mirror>,
 }
 
 /// The running daemon.
@@ -78,13 +81,18 @@ fn store_failure(e: StoreError) -> Failure {
 }
 
 impl Inner {
-    /// Applies committed store operations to the kernel maps (the rule backend).
+    /// Applies committed store operations to the kernel maps (the rule backend), then to the
+    /// firewall's copy, whose failure is its own (see [`Mirror`]).
     fn apply(&mut self, ops: &[Op]) -> Result<(), BackendError> {
         let ctx = Context {
             config_allow: &self.config.allow,
             now: SystemTime::now(),
         };
-        self.dp.apply(ops, &ctx)
+        self.dp.apply(ops, &ctx)?;
+        if let Some(m) = &mut self.mirror {
+            m.apply(ops, &ctx);
+        }
+        Ok(())
     }
 
     /// Commits `ops` to the journal, then applies them; if the kernel refuses, commits their
@@ -130,13 +138,36 @@ impl Inner {
         let state = self.store.state();
         let mut allow = self.config.allow.clone();
         allow.extend(state.allow.keys().copied());
-        let done = self.dp.reconcile(&Desired {
+        let want = Desired {
             rules: &state.rules,
             allow,
             mode: state.mode,
             now: SystemTime::now(),
-        })?;
+        };
+        let done = self.dp.reconcile(&want)?;
+        if let Some(m) = &mut self.mirror {
+            m.reconcile(&want);
+        }
         Ok((done.added, done.removed))
+    }
+
+    /// Reconciles the firewall's copy alone, if that is due (see [`Mirror::due`]).
+    pub fn reconcile_mirror_if_due(&mut self) {
+        let Some(m) = &mut self.mirror else {
+            return;
+        };
+        if !m.due(Instant::now()) {
+            return;
+        }
+        let state = self.store.state();
+        let mut allow = self.config.allow.clone();
+        allow.extend(state.allow.keys().copied());
+        m.reconcile(&Desired {
+            rules: &state.rules,
+            allow,
+            mode: state.mode,
+            now: SystemTime::now(),
+        });
     }
 
     /// Removes expired rules from the store (one journal change) and the maps.

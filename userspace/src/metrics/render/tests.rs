@@ -141,3 +141,33 @@ fn the_classic_format_names_counter_families_with_their_total() {
     };
     assert_eq!(samples(&om), samples(&t));
 }
+
+#[test]
+fn the_firewall_mirror_shows_its_health_elements_and_drift_only_when_configured() {
+    let t = render(&snapshot()).unwrap();
+    assert!(!t.contains("swarmwall_firewall"), "{t}");
+    let mut s = snapshot();
+    s.status.firewall = Some(crate::api::types::FirewallView {
+        backend: "nftables".into(),
+        role: "mirror".into(),
+        table: "inet swarmwall".into(),
+        healthy: false,
+        detail: "nft: not found".into(),
+        elements: 12,
+        drift: 2,
+        reconciled_s_ago: Some(3),
+    });
+    let t = render(&s).unwrap();
+    has(
+        &t,
+        "swarmwall_firewall_healthy{backend=\"nftables\",role=\"mirror\"} 0",
+    );
+    has(
+        &t,
+        "swarmwall_firewall_elements{backend=\"nftables\",role=\"mirror\"} 12",
+    );
+    has(
+        &t,
+        "swarmwall_firewall_reconcile_drift{backend=\"nftables\",role=\"mirror\"} 2",
+    );
+}
