@@ -381,32 +381,15 @@ fn decay(value: &mut f64, last: u64, now: u64, tau_ns: f64) {
 }
 
 fn is_asset(path: &str) -> bool {
-    let lower_ext = path.rsplit_once('.').map(|(_, e)| e.to_ascii_lowercase());
-    matches!(
-        lower_ext.as_deref(),
-        Some(
-            "css"
-                | "js"
-                | "mjs"
-                | "png"
-                | "jpg"
-                | "jpeg"
-                | "gif"
-                | "svg"
-                | "webp"
-                | "avif"
-                | "ico"
-                | "woff"
-                | "woff2"
-                | "ttf"
-                | "otf"
-                | "map"
-                | "mp4"
-                | "webm"
-                | "mp3"
-                | "json"
-        )
-    ) || path.starts_with("/static/")
+    /// Extensions of sub-resources, lowercase (compared without regard to case, and without
+    /// allocating: this runs for every request).
+    const ASSETS: [&str; 20] = [
+        "css", "js", "mjs", "png", "jpg", "jpeg", "gif", "svg", "webp", "avif", "ico", "woff",
+        "woff2", "ttf", "otf", "map", "mp4", "webm", "mp3", "json",
+    ];
+    path.rsplit_once('.').is_some_and(|(_, ext)| {
+        ext.len() <= 5 && ASSETS.iter().any(|a| a.eq_ignore_ascii_case(ext))
+    }) || path.starts_with("/static/")
         || path.starts_with("/assets/")
 }
 
@@ -1127,6 +1110,30 @@ mod tests {
         }
         assert!(d.tracked_sources() <= 1000);
         assert!(d.pages.len() <= 500);
+    }
+
+    #[test]
+    fn sub_resources_are_known_by_extension_in_any_case_and_by_folder() {
+        for p in [
+            "/img/a.jpg",
+            "/A.PNG",
+            "/s/app.Js",
+            "/static/x",
+            "/assets/logo",
+            "/f.woff2",
+        ] {
+            assert!(is_asset(p), "{p}");
+        }
+        for p in [
+            "/gallery/7",
+            "/index.html",
+            "/a.jpg/page",
+            "/x.jpegxl",
+            "/",
+            "",
+        ] {
+            assert!(!is_asset(p), "{p}");
+        }
     }
 
     /// The memory bounds stated in the README and the modules' documentation are computed from
