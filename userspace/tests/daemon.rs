@@ -1615,3 +1615,36 @@ fn a_firewall_that_cannot_be_reached_is_unhealthy_in_status_and_xdp_still_drops(
         "the journal keeps the rule"
     );
 }
+
+#[test]
+fn a_running_daemon_restores_a_hand_deleted_element_and_mirrors_every_change_meanwhile() {
+    require_root!();
+    let mut lab = Lab::new();
+    lab.start_with_config("[firewall]\nbackend = \"nftables\"\nreconcile_every = \"1s\"\n");
+    lab.ok(&["block", "add", "203.0.113.0/24"]);
+    lab.srv
+        .run(&[
+            "nft",
+            "delete",
+            "element",
+            "inet",
+            "swarmwall",
+            "drop_v4_24",
+            "{ 203.0.113.0 }",
+        ])
+        .unwrap();
+    // Changes go on while the periodic reconciles run (each takes the mirror out of the lock).
+    for i in 1..=20 {
+        lab.ok(&["block", "add", &format!("192.0.2.{i}")]);
+        sleep(Duration::from_millis(100));
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let held = nft_elements(&lab);
+        if held.len() == 21 && held.iter().any(|(k, _)| k == "drop_v4_24 203.0.113.0") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{held:?}\n{}", lab.log());
+        sleep(Duration::from_millis(200));
+    }
+}

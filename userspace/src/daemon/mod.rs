@@ -146,6 +146,7 @@ pub fn run(args: DaemonArgs, socket: Option<PathBuf>) -> Result<()> {
         config,
         host,
         mirror,
+        mirror_out: None,
     };
     inner.expire().map_err(|e| anyhow::anyhow!("{e}"))?;
     let (added, removed) = inner
@@ -318,7 +319,7 @@ async fn housekeeping(daemon: Arc<Daemon>) {
             if let Err(e) = d.with(|i| i.expire()) {
                 tracing::error!("expiring rules: {e}");
             }
-            d.with(|i| i.reconcile_mirror_if_due());
+            d.reconcile_mirror_if_due();
             if sample_now {
                 let t = Instant::now();
                 if let Err(e) = d.sample() {

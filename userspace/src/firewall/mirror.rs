@@ -1,6 +1,7 @@
 //! The mirror role: the host firewall holds a copy of what XDP enforces. A copy that fails is
 //! reported, never fatal: the store and XDP go on, and [`Mirror::due`] says when to reconcile
-//! again (soon while it is unhealthy, now and then to find drift an admin's hand made).
+//! again (after [`RETRY`] while it is unhealthy, every `[firewall] reconcile_every` to find
+//! drift an admin's hand made).
 
 use std::time::{Duration, Instant};
 
@@ -12,11 +13,8 @@ use crate::{
 
 use super::{NftConfig, Nftables};
 
-/// How soon an unhealthy mirror is reconciled again.
+/// How soon an unhealthy mirror is reconciled again (sooner if `reconcile_every` is).
 pub const RETRY: Duration = Duration::from_secs(10);
-
-/// How often a healthy one is checked for drift.
-pub const DRIFT_CHECK: Duration = Duration::from_secs(300);
 
 /// The firewall copy of the rules.
 pub struct Mirror {
@@ -63,10 +61,11 @@ impl Mirror {
 
     /// Whether a reconcile is due at `now`.
     pub fn due(&self, now: Instant) -> bool {
+        let healthy_every = self.nft.config().reconcile_every;
         let every = if self.nft.failure().is_some() {
-            RETRY
+            RETRY.min(healthy_every)
         } else {
-            DRIFT_CHECK
+            healthy_every
         };
         self.last
             .is_none_or(|(at, _)| now.duration_since(at) >= every)

@@ -14,7 +14,7 @@
 pub mod mirror;
 pub mod nft;
 
-use std::path::PathBuf;
+use std::{path::PathBuf, time::Duration};
 
 use serde::Deserialize;
 
@@ -35,6 +35,9 @@ pub struct FirewallConfig {
     pub priority: i32,
     /// The `nft` binary.
     pub nft: PathBuf,
+    /// How often the table is diffed against the store while all is well (`"5m"`); after a
+    /// failure it is every 10 s.
+    pub reconcile_every: String,
 }
 
 impl Default for FirewallConfig {
@@ -46,6 +49,7 @@ impl Default for FirewallConfig {
             table: n.table,
             priority: n.priority,
             nft: n.nft,
+            reconcile_every: humantime::format_duration(n.reconcile_every).to_string(),
         }
     }
 }
@@ -79,12 +83,23 @@ impl FirewallConfig {
                 self.priority
             );
         }
+        let reconcile_every = humantime::parse_duration(&self.reconcile_every)
+            .ok()
+            .filter(|d| (Duration::from_secs(1)..=Duration::from_secs(86_400)).contains(d))
+            .ok_or_else(|| {
+                anyhow::anyhow!(
+                    "[firewall] reconcile_every = {:?}: expected a duration from 1s to 1d, \
+                     e.g. \"5m\"",
+                    self.reconcile_every
+                )
+            })?;
         match self.backend.as_str() {
             "none" => Ok(None),
             "nftables" => Ok(Some(NftConfig {
                 nft: self.nft.clone(),
                 table: self.table.clone(),
                 priority: self.priority,
+                reconcile_every,
             })),
             "ipset" => anyhow::bail!(
                 "[firewall] backend = \"ipset\" is not supported yet; use \"nftables\""
@@ -119,6 +134,8 @@ mod tests {
             ("role = \"mirorr\"", "\"mirorr\""),
             ("backend = \"nftables\"\ntable = \"a b\"", "\"a b\""),
             ("backend = \"nftables\"\npriority = 1000", "1000"),
+            ("reconcile_every = \"0s\"", "\"0s\""),
+            ("reconcile_every = \"soon\"", "\"soon\""),
         ] {
             let e = parse(text).check().unwrap_err().to_string();
             assert!(e.contains(says), "{text}: {e}");

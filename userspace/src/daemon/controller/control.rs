@@ -80,7 +80,11 @@ impl Control for Daemon {
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
                     .clone(),
-                firewall: i.mirror.as_ref().map(|m| m.view()),
+                firewall: i
+                    .mirror
+                    .as_ref()
+                    .map(|m| m.view())
+                    .or_else(|| i.mirror_out.as_ref().map(|(_, v)| v.clone())),
             })
         })
     }

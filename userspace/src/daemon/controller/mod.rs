@@ -51,8 +51,12 @@ pub struct Inner {
     /// The addresses on the host's interfaces, kept current (own addresses when the config's
     /// `detect_own_addresses` is on).
     pub host: HostAddrs,
-    /// The host firewall's copy of the rules (`[firewall]`).
+    /// The host firewall's copy of the rules (`[firewall]`); `None` too while a periodic
+    /// reconcile has it out (see [`Daemon::reconcile_mirror_if_due`]).
     pub mirror: Option<Mirror>,
+    /// While the mirror is out: the changes committed meanwhile, for it to apply when it
+    /// comes back, and what `status` shows of it.
+    pub mirror_out: Option<(Vec<Vec<Op>>, crate::api::types::FirewallView)>,
 }
 
 /// The running daemon.
@@ -91,6 +95,8 @@ impl Inner {
         self.dp.apply(ops, &ctx)?;
         if let Some(m) = &mut self.mirror {
             m.apply(ops, &ctx);
+        } else if let Some((pending, _)) = &mut self.mirror_out {
+            pending.push(ops.to_vec());
         }
         Ok(())
     }
@@ -151,25 +157,6 @@ impl Inner {
         Ok((done.added, done.removed))
     }
 
-    /// Reconciles the firewall's copy alone, if that is due (see [`Mirror::due`]).
-    pub fn reconcile_mirror_if_due(&mut self) {
-        let Some(m) = &mut self.mirror else {
-            return;
-        };
-        if !m.due(Instant::now()) {
-            return;
-        }
-        let state = self.store.state();
-        let mut allow = self.config.allow.clone();
-        allow.extend(state.allow.keys().copied());
-        m.reconcile(&Desired {
-            rules: &state.rules,
-            allow,
-            mode: state.mode,
-            now: SystemTime::now(),
-        });
-    }
-
     /// Removes expired rules from the store (one journal change) and the maps.
     pub fn expire(&mut self) -> Result<usize, Failure> {
         match self
@@ -228,6 +215,44 @@ impl Daemon {
     pub fn with<T>(&self, f: impl FnOnce(&mut Inner) -> T) -> T {
         let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         f(&mut g)
+    }
+
+    /// Reconciles the firewall's copy if that is due (see [`Mirror::due`]), without holding
+    /// the controller's lock while nft lists and diffs the table (seconds at 100,000 rules):
+    /// the mirror is taken out with a copy of the store's state, and the changes committed
+    /// meanwhile are applied to it when it comes back, in order.
+    pub fn reconcile_mirror_if_due(&self) {
+        let job = self.with(|i| {
+            if !i.mirror.as_ref()?.due(Instant::now()) {
+                return None;
+            }
+            let mirror = i.mirror.take()?;
+            i.mirror_out = Some((Vec::new(), mirror.view()));
+            let state = i.store.state();
+            let mut allow = i.config.allow.clone();
+            allow.extend(state.allow.keys().copied());
+            Some((mirror, state.rules.clone(), allow, state.mode))
+        });
+        let Some((mut mirror, rules, allow, mode)) = job else {
+            return;
+        };
+        mirror.reconcile(&Desired {
+            rules: &rules,
+            allow,
+            mode,
+            now: SystemTime::now(),
+        });
+        self.with(|i| {
+            let ctx = Context {
+                config_allow: &i.config.allow,
+                now: SystemTime::now(),
+            };
+            let pending = i.mirror_out.take().map(|(p, _)| p).unwrap_or_default();
+            for ops in pending {
+                mirror.apply(&ops, &ctx);
+            }
+            i.mirror = Some(mirror);
+        });
     }
 
     /// Takes a counter sample for `top` (called periodically). Reads on handles of its own,

@@ -58,6 +58,9 @@ pub struct NftConfig {
     pub table: String,
     /// The base chains' priority (`filter` is 0; lower runs first).
     pub priority: i32,
+    /// How often a healthy mirror is reconciled, to find drift (see
+    /// [`crate::firewall::Mirror::due`]).
+    pub reconcile_every: Duration,
 }
 
 impl Default for NftConfig {
@@ -66,6 +69,7 @@ impl Default for NftConfig {
             nft: "nft".into(),
             table: "swarmwall".into(),
             priority: -10,
+            reconcile_every: Duration::from_secs(300),
         }
     }
 }
