@@ -1147,7 +1147,7 @@ mod tests {
             size_of::<SourceState>()
         );
         assert!(size_of::<handshakes::TlsSource>() <= 312);
-        assert!(size_of::<wide::WideSource>() <= 108);
+        assert!(size_of::<wide::WideSource>() <= 112);
         assert!(size_of::<neighbours::Prefix>() <= 72);
     }
 }
