@@ -1468,6 +1468,14 @@ fn nft_table(lab: &Lab) -> Option<swarmwall::firewall::nft::listing::Listing> {
     })
 }
 
+/// An admin's hand: `nft VERB element inet swarmwall SET { ELEM }` in the server namespace.
+fn nft_by_hand(lab: &Lab, verb: &str, set: &str, elem: &str) {
+    let elem = format!("{{ {elem} }}");
+    lab.srv
+        .run(&["nft", verb, "element", "inet", "swarmwall", set, &elem])
+        .unwrap();
+}
+
 /// Its elements as nft writes their keys, sorted, with the seconds each has left.
 fn nft_elements(lab: &Lab) -> Vec<(String, Option<u64>)> {
     let mut v: Vec<_> = nft_table(lab)
@@ -1524,28 +1532,8 @@ fn the_firewall_mirrors_cli_rules_survives_the_daemon_reconciles_and_down_remove
     // The daemon dies; the table stays (the kernel goes on enforcing); an admin's hand deletes
     // one of its elements and adds a stranger to one of its sets.
     lab.kill();
-    lab.srv
-        .run(&[
-            "nft",
-            "delete",
-            "element",
-            "inet",
-            "swarmwall",
-            "drop_v4_24",
-            "{ 203.0.113.0 }",
-        ])
-        .unwrap();
-    lab.srv
-        .run(&[
-            "nft",
-            "add",
-            "element",
-            "inet",
-            "swarmwall",
-            "drop_v4_24",
-            "{ 192.0.2.0 }",
-        ])
-        .unwrap();
+    nft_by_hand(&lab, "delete", "drop_v4_24", "203.0.113.0");
+    nft_by_hand(&lab, "add", "drop_v4_24", "192.0.2.0");
     lab.start_with_config(config);
     let back = nft_elements(&lab);
     assert_eq!(back.len(), 3, "{back:?}\n{}", lab.log());
@@ -1622,17 +1610,7 @@ fn a_running_daemon_restores_a_hand_deleted_element_and_mirrors_every_change_mea
     let mut lab = Lab::new();
     lab.start_with_config("[firewall]\nbackend = \"nftables\"\nreconcile_every = \"1s\"\n");
     lab.ok(&["block", "add", "203.0.113.0/24"]);
-    lab.srv
-        .run(&[
-            "nft",
-            "delete",
-            "element",
-            "inet",
-            "swarmwall",
-            "drop_v4_24",
-            "{ 203.0.113.0 }",
-        ])
-        .unwrap();
+    nft_by_hand(&lab, "delete", "drop_v4_24", "203.0.113.0");
     // Changes go on while the periodic reconciles run (each takes the mirror out of the lock).
     for i in 1..=20 {
         lab.ok(&["block", "add", &format!("192.0.2.{i}")]);
