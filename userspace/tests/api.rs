@@ -106,6 +106,7 @@ fn rule(id: u64, target: &str) -> RuleView {
         hits: 0,
         dropped: 0,
         dropped_bytes: 0,
+        enforced_by: vec!["xdp".into()],
     }
 }
 

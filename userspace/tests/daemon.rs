@@ -1528,6 +1528,21 @@ fn the_firewall_mirrors_cli_rules_survives_the_daemon_reconciles_and_down_remove
         status.contains("firewall:    nftables mirror, table inet swarmwall: 3 elements"),
         "{status}"
     );
+    let listed: Value = serde_json::from_str(&lab.ok(&["block", "list", "--json"])).unwrap();
+    let rules = listed
+        .as_array()
+        .or(listed["rules"].as_array())
+        .unwrap()
+        .clone();
+    assert_eq!(rules.len(), 2, "{listed}");
+    for r in &rules {
+        assert_eq!(
+            r["enforced_by"],
+            serde_json::json!(["xdp", "nftables"]),
+            "{r}"
+        );
+    }
+    assert!(lab.ok(&["block", "list"]).contains("xdp+nftables"));
 
     // The daemon dies; the table stays (the kernel goes on enforcing); an admin's hand deletes
     // one of its elements and adds a stranger to one of its sets.

@@ -53,6 +53,10 @@ pub struct RuleView {
     pub dropped: u64,
     /// Bytes it dropped.
     pub dropped_bytes: u64,
+    /// Where it is enforced: `xdp` (the kernel program's maps), `nftables` (the firewall
+    /// mirror). Empty from a daemon that does not say.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub enforced_by: Vec<String>,
 }
 
 impl RuleView {

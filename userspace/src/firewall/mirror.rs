@@ -71,6 +71,11 @@ impl Mirror {
             .is_none_or(|(at, _)| now.duration_since(at) >= every)
     }
 
+    /// Whether it holds rule `id` (as of the last change or reconcile).
+    pub fn holds(&self, id: u64) -> bool {
+        self.nft.holds(id)
+    }
+
     /// Whether it holds what it should.
     pub fn healthy(&self) -> bool {
         matches!(self.nft.health(), Health::Ok(_))

@@ -332,7 +332,11 @@ fn render_rules(rules: &[RuleView], now: SystemTime) -> String {
     if rules.is_empty() {
         return "no rules\n".into();
     }
-    let mut t = Table::new(&[
+    // Where each rule is enforced, only when somewhere besides XDP is (a firewall mirror).
+    let where_column = rules
+        .iter()
+        .any(|r| r.enforced_by.iter().any(|e| e != "xdp"));
+    let mut columns = vec![
         ("ID", Align::Right),
         ("TARGET", Align::Left),
         ("ACTION", Align::Left),
@@ -340,10 +344,14 @@ fn render_rules(rules: &[RuleView], now: SystemTime) -> String {
         ("EXPIRES", Align::Left),
         ("HITS", Align::Right),
         ("DROPPED", Align::Right),
-        ("REASON", Align::Left),
-    ]);
+    ];
+    if where_column {
+        columns.push(("ENFORCED", Align::Left));
+    }
+    columns.push(("REASON", Align::Left));
+    let mut t = Table::new(&columns);
     for r in rules {
-        t.row(vec![
+        let mut row = vec![
             r.id.to_string(),
             r.target.clone(),
             r.action.clone(),
@@ -351,8 +359,16 @@ fn render_rules(rules: &[RuleView], now: SystemTime) -> String {
             fmt::expiry(r.expires_at.as_deref(), now),
             fmt::si_u64(r.hits),
             fmt::si_u64(r.dropped),
-            fmt::or_dash(r.reason.as_deref()),
-        ]);
+        ];
+        if where_column {
+            row.push(if r.enforced_by.is_empty() {
+                "-".into()
+            } else {
+                r.enforced_by.join("+")
+            });
+        }
+        row.push(fmt::or_dash(r.reason.as_deref()));
+        t.row(row);
     }
     t.render()
 }
@@ -392,6 +408,7 @@ mod tests {
             hits: 1500,
             dropped: 1500,
             dropped_bytes: 90_000,
+            enforced_by: vec!["xdp".into()],
         };
         let text = render_rules(&[r], now);
         let lines: Vec<&str> = text.lines().collect();
@@ -403,6 +420,32 @@ mod tests {
             lines[1],
             " 3  192.0.2.7  drop    tcp/443  in 9m58s  1.5k     1.5k  scraper"
         );
+    }
+
+    #[test]
+    fn rule_table_says_where_rules_are_enforced_once_a_firewall_mirrors_them() {
+        let now = fmt::parse_time("2026-05-20T12:00:00Z").unwrap();
+        let rule = |id: u64, by: &[&str]| RuleView {
+            id,
+            target: format!("192.0.2.{id}"),
+            action: "drop".into(),
+            scope: ScopeView::default(),
+            expires_at: None,
+            created_at: "2026-05-20T11:59:58Z".into(),
+            actor: "uid 0".into(),
+            reason: None,
+            hits: 0,
+            dropped: 0,
+            dropped_bytes: 0,
+            enforced_by: by.iter().map(|s| s.to_string()).collect(),
+        };
+        let text = render_rules(&[rule(1, &["xdp", "nftables"]), rule(2, &["xdp"])], now);
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(lines[0].contains("DROPPED  ENFORCED      REASON"), "{text}");
+        assert!(lines[1].contains("xdp+nftables"), "{text}");
+        assert!(lines[2].contains(" xdp "), "{text}");
+        let only_xdp = render_rules(&[rule(2, &["xdp"])], now);
+        assert!(!only_xdp.contains("ENFORCED"), "{only_xdp}");
     }
 
     #[test]

@@ -130,7 +130,16 @@ impl Control for Daemon {
                 .state()
                 .rules
                 .values()
-                .map(|r| rule_view(r, hits.get(&r.id).copied().unwrap_or_default()))
+                .map(|r| {
+                    let mut v = rule_view(r, hits.get(&r.id).copied().unwrap_or_default());
+                    if hits.contains_key(&r.id) {
+                        v.enforced_by.push("xdp".into());
+                    }
+                    if i.mirror.as_ref().is_some_and(|m| m.holds(r.id)) {
+                        v.enforced_by.push("nftables".into());
+                    }
+                    v
+                })
                 .collect())
         })
     }

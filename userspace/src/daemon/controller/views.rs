@@ -40,5 +40,6 @@ pub(super) fn rule_view(r: &RuleRecord, h: swarmwall_maps::RuleHits) -> RuleView
         hits: h.packets,
         dropped: h.dropped_packets,
         dropped_bytes: h.dropped_bytes,
+        enforced_by: Vec::new(),
     }
 }

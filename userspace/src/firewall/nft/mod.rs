@@ -296,6 +296,11 @@ impl Nftables {
         self.drift
     }
 
+    /// Whether it holds rule `id`.
+    pub fn holds(&self, id: u64) -> bool {
+        self.rules.contains_key(&id)
+    }
+
     /// Elements it holds (rules and allow entries).
     pub fn elements(&self) -> usize {
         self.rules.len() + self.allow.len()
